@@ -1,0 +1,33 @@
+# Two commands for a new user: `make demo` (set up + run the pipeline) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+REQS   ?= requirements.txt
+
+.PHONY: venv demo test bench clean gpu-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r $(REQS)
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# GPU machines: same environment with faiss-gpu instead of faiss-cpu.
+gpu-venv:
+	$(MAKE) venv REQS=requirements-gpu.txt
+
+demo: venv
+	$(VENV)/bin/twotower demo
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) runs .cache

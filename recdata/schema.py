@@ -1,0 +1,139 @@
+"""The three tables a retrieval engineer has, as one typed ``Dataset``.
+
+Column conventions (every loader produces exactly these; ``Dataset.validate`` checks them):
+
+interactions  one row per event, in source order (row order breaks timestamp ties)
+  user_id     str     source id as a string, never assumed dense
+  item_id     str
+  timestamp   int64   seconds since the epoch (or any monotone integer clock)
+  weight      float32 optional (absent column = all 1.0)
+
+items         one row per item, ``item_id`` unique, plus one column per ``FeatureSpec``
+users         one row per user, ``user_id`` unique, plus one column per ``FeatureSpec``
+
+Feature kinds and their column dtype:
+  categorical        str            (missing → "")
+  multi_categorical  list[str]      e.g. genres (missing → [])
+  numeric            float          (missing → NaN; towers impute and normalise)
+  text               str            short text such as a title, tokenised by the towers
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+FeatureKind = Literal["categorical", "multi_categorical", "numeric", "text"]
+FEATURE_KINDS: tuple[str, ...] = ("categorical", "multi_categorical", "numeric", "text")
+INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature column of the item or user table."""
+
+    name: str
+    kind: FeatureKind
+
+    def __post_init__(self):
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(
+                f"feature {self.name!r}: kind {self.kind!r} is not one of {list(FEATURE_KINDS)}"
+            )
+        if self.name in ("user_id", "item_id"):
+            raise ValueError(f"feature name {self.name!r} is reserved for the id column")
+
+
+@dataclass
+class Dataset:
+    """Interactions plus item and user feature tables (see module docstring for columns)."""
+
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    users: pd.DataFrame
+    item_features: tuple[FeatureSpec, ...] = ()
+    user_features: tuple[FeatureSpec, ...] = ()
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.users)
+
+    def validate(self) -> "Dataset":
+        """Raise ``ValueError`` naming the table, column and fix for any contract violation."""
+        where = self.source or self.name
+        _require_columns(self.interactions, INTERACTION_COLUMNS, f"{where}: interactions")
+        if len(self.interactions) == 0:
+            raise ValueError(f"{where}: interactions table is empty; point the loader at a file with events")
+        _check_ids(self.items, "item_id", f"{where}: items")
+        _check_ids(self.users, "user_id", f"{where}: users")
+        ts = self.interactions["timestamp"]
+        if ts.isna().any():
+            bad = int(ts.isna().sum())
+            raise ValueError(
+                f"{where}: interactions.timestamp has {bad} missing value(s); fill or drop those rows"
+            )
+        if not np.issubdtype(ts.dtype, np.integer):
+            raise ValueError(
+                f"{where}: interactions.timestamp must be integer seconds, got dtype {ts.dtype}; "
+                "convert with pd.to_datetime(...).astype('int64') // 10**9"
+            )
+        for col in ("user_id", "item_id"):
+            if self.interactions[col].isna().any():
+                raise ValueError(f"{where}: interactions.{col} has missing values; drop those rows")
+        unknown_items = ~self.interactions["item_id"].isin(self.items["item_id"])
+        if unknown_items.any():
+            ex = self.interactions.loc[unknown_items, "item_id"].iloc[:5].tolist()
+            raise ValueError(
+                f"{where}: {int(unknown_items.sum())} interaction(s) name items absent from the item "
+                f"table (e.g. {ex}); add them to the item table or drop those interactions"
+            )
+        unknown_users = ~self.interactions["user_id"].isin(self.users["user_id"])
+        if unknown_users.any():
+            ex = self.interactions.loc[unknown_users, "user_id"].iloc[:5].tolist()
+            raise ValueError(
+                f"{where}: {int(unknown_users.sum())} interaction(s) name users absent from the user "
+                f"table (e.g. {ex}); add them to the user table or drop those interactions"
+            )
+        for table, specs, label in ((self.items, self.item_features, "items"),
+                                    (self.users, self.user_features, "users")):
+            _require_columns(table, [s.name for s in specs], f"{where}: {label}")
+        return self
+
+
+def _require_columns(df: pd.DataFrame, columns, where: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{where} is missing column(s) {missing}; it has {list(df.columns)}. "
+            "Rename the source columns or fix the schema that names them"
+        )
+
+
+def _check_ids(df: pd.DataFrame, col: str, where: str) -> None:
+    _require_columns(df, [col], where)
+    if len(df) == 0:
+        raise ValueError(f"{where} table is empty")
+    dup = df[col].duplicated(keep=False)
+    if dup.any():
+        ex = sorted(set(df.loc[dup, col].iloc[:10].tolist()))[:5]
+        raise ValueError(
+            f"{where}.{col} has {int(dup.sum())} rows with duplicate ids (e.g. {ex}); ids must be unique, "
+            "deduplicate the table"
+        )
+
+
+def ids_to_str(values) -> pd.Series:
+    """Normalise source ids (int or str) to strings, the one id type used downstream."""
+    s = pd.Series(values)
+    if pd.api.types.is_float_dtype(s) and (s.dropna() % 1 == 0).all():
+        s = s.astype("Int64")
+    return s.astype(str)

@@ -1,0 +1,1 @@
+"""Towers: query tower (user encoder) and item tower, trained with TF/TFRS."""
