@@ -199,7 +199,7 @@ def list_versions(root: str | os.PathLike) -> list[str]:
 
 
 def prune(root: str | os.PathLike, keep: int) -> list[str]:
-    """Delete finished versions beyond the newest ``keep`` (never the current one) and stale staging dirs."""
+    """Delete finished versions beyond the newest ``keep`` (never the current one); returns their names."""
     root = Path(root)
     cur = current_version(root)
     versions = list_versions(root)
