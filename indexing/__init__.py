@@ -1,0 +1,11 @@
+"""Item index layer: FAISS top-k over item vectors (knows FAISS, NumPy and pyarrow; never TensorFlow).
+
+    spec.py        IndexSpec + the "auto" factory rule
+    item_index.py  ItemIndex: build, search with per-query exclusions, recall
+    sharded.py     train_empty / add_shard / merge_shards for the Beam rebuild
+    gpu.py         optional GPU clone (faiss-gpu builds)
+    vectors.py     the item-vectors artifact (Parquet shards + manifest)
+    store.py       save / load / publish index artifacts
+    recall.py      recall against exact search
+    synthetic.py   clustered, normalised test vectors (tests and benchmarks)
+"""

@@ -1,0 +1,134 @@
+"""Thin helpers around raw FAISS CPU indices: create, train, tune, (de)serialise, list ids.
+
+Shared by ``ItemIndex`` (single-process build and search) and ``indexing.sharded`` (the Beam
+rebuild). Every index here uses ``METRIC_INNER_PRODUCT`` and stores ids = catalogue rows (int64).
+Errors FAISS raises as ``RuntimeError`` with C++ locations are turned into ``ValueError``s that
+say what was asked for and how to fix it.
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from indexing.spec import DEFAULT_EF_SEARCH, IndexSpec, default_nprobe
+
+
+def _faiss_reason(exc: Exception) -> str:
+    """The human part of a FAISS RuntimeError ("Error in ... at file:line: <reason>")."""
+    text = str(exc).strip()
+    return text.split(": ", 2)[-1] if text.startswith("Error in") else text
+
+
+def new_index(factory: str, dim: int, spec: IndexSpec) -> faiss.Index:
+    """An empty (untrained) inner-product index for ``factory``, with the spec's seeds / build knobs."""
+    try:
+        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"FAISS cannot build index factory {factory!r} for dim={dim}: {_faiss_reason(exc)}. "
+            "Use a valid factory string (e.g. 'Flat', 'IVF1024,Flat', 'HNSW32,Flat', 'IVF4096,PQ16' with "
+            "16 dividing dim) or 'auto'"
+        ) from None
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.cp.seed = spec.seed
+        ivf_down = faiss.downcast_index(ivf)
+        if hasattr(ivf_down, "pq"):
+            ivf_down.pq.cp.seed = spec.seed
+    if hasattr(index, "hnsw"):
+        index.hnsw.efConstruction = spec.ef_construction
+    return index
+
+
+def train_sample(n: int, spec: IndexSpec) -> np.ndarray:
+    """Sorted rows (int64) of the seeded training sample: all rows when n <= train_size."""
+    if n <= spec.train_size:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(spec.seed)
+    return np.sort(rng.choice(n, size=spec.train_size, replace=False)).astype(np.int64)
+
+
+def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec) -> None:
+    """Train ``index`` (no-op if it needs none) on a seeded sample of ``vectors`` float32 (n, d)."""
+    if index.is_trained:
+        return
+    sample = vectors[train_sample(len(vectors), spec)]
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and len(sample) < ivf.nlist:
+        raise ValueError(
+            f"cannot train {ivf.nlist} IVF lists on {len(sample)} vectors (need at least one per list, "
+            f"ideally 39); use a smaller nlist, a larger train_size, or factory 'Flat' for so few items"
+        )
+    try:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    except RuntimeError as exc:
+        raise ValueError(f"training the index failed on {len(sample)} vectors: {_faiss_reason(exc)}") from None
+
+
+def apply_search_params(index: faiss.Index, nprobe: int | None, ef_search: int | None) -> dict:
+    """Set nprobe (IVF) / efSearch (HNSW) on a CPU index via FAISS's ParameterSpace; None = the default.
+
+    Returns the values actually applied, e.g. {"nprobe": 64} (nprobe is capped at nlist).
+    """
+    space = faiss.ParameterSpace()
+    applied = {}
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        value = min(nprobe if nprobe is not None else default_nprobe(ivf.nlist), ivf.nlist)
+        space.set_index_parameter(index, "nprobe", value)
+        applied["nprobe"] = value
+    if has_hnsw(index):
+        value = ef_search if ef_search is not None else DEFAULT_EF_SEARCH
+        space.set_index_parameter(index, "efSearch", value)
+        applied["ef_search"] = value
+    return applied
+
+
+def has_hnsw(index: faiss.Index) -> bool:
+    return hasattr(faiss.downcast_index(index), "hnsw")
+
+
+def is_exact(index: faiss.Index) -> bool:
+    """True for brute-force float32 indices, whose results equal exact top-k."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        index = faiss.downcast_index(index.index)
+    return type(index) in (faiss.IndexFlat, faiss.IndexFlatIP)
+
+
+def serialize(index: faiss.Index) -> bytes:
+    return faiss.serialize_index(index).tobytes()
+
+
+def deserialize(blob: bytes, what: str = "index") -> faiss.Index:
+    """A CPU index from ``serialize`` bytes; ValueError if the bytes are not a FAISS index."""
+    try:
+        return faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+    except RuntimeError as exc:
+        raise ValueError(f"{what} is not a readable FAISS index ({len(blob)} bytes): {_faiss_reason(exc)}") from None
+
+
+def ivf_ids(index: faiss.Index) -> np.ndarray:
+    """All ids stored in an IVF index's inverted lists, int64 (ntotal,), list by list."""
+    invlists = faiss.extract_index_ivf(index).invlists
+    chunks = []
+    for list_no in range(invlists.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            chunks.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+    return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, dtype=np.int64)
+
+
+def check_rows_are_permutation(rows: np.ndarray, where: str) -> None:
+    """Raise ValueError unless ``rows`` holds each of 0..len(rows)-1 exactly once."""
+    n = len(rows)
+    counts = np.bincount(rows[(rows >= 0) & (rows < n)], minlength=n) if n else np.zeros(0, np.int64)
+    bad = rows[(rows < 0) | (rows >= n)]
+    duplicated = np.flatnonzero(counts > 1)
+    missing = np.flatnonzero(counts == 0)
+    if len(bad) or len(duplicated) or len(missing):
+        raise ValueError(
+            f"{where}: ids must be the catalogue rows 0..{n - 1}, each once; got {len(duplicated)} duplicated "
+            f"(e.g. {duplicated[:5].tolist()}), {len(missing)} missing (e.g. {missing[:5].tolist()}), "
+            f"{len(bad)} out of range (e.g. {bad[:5].tolist()}). A shard was added twice or left out"
+        )

@@ -1,0 +1,312 @@
+"""``ItemIndex``: top-k items by inner product, addressed by catalogue row, with per-query exclusions.
+
+A FAISS CPU index (optionally cloned to GPU, see ``indexing.gpu``) whose ids are the catalogue rows
+0..n-1 of the vectors artifact, plus ``item_ids`` (row -> item id string), the ``IndexSpec`` it was
+built with, the model version of the vectors, and the recall measured after building.
+
+Search semantics (``search(queries, k, exclude)``):
+  * scores float32 (m, k) are inner products (cosine for the normalised vectors the towers emit), rows
+    int64 (m, k), best first; where fewer than k items remain, rows are -1 and scores -inf.
+  * excluded rows never appear. Each query is searched for k + (its number of exclusions) candidates,
+    which is enough for any index; queries are grouped by exclusion count so one heavy user does not
+    widen everyone's search.
+  * ties: equal scores are ordered by ascending row. For the exact Flat index this also decides which
+    tied items make the top-k (the lowest rows), so Flat results equal a brute-force
+    ``lexsort((row, -score))`` exactly: when the k-th kept score equals the lowest score FAISS returned,
+    the search is widened (k doubled) until the tie is resolved.
+  * approximate indices (IVF, HNSW, PQ) return what their probes reach; IVF pads with -1 when the probed
+    lists hold fewer than k items.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from indexing import faiss_index as fi
+from indexing.gpu import GPU_MAX_K, GpuIndex, maybe_to_gpu
+from indexing.recall import recall_against_exact
+from indexing.spec import IndexSpec
+
+# Bound on candidates held per search block (queries x k_eff); ~12 bytes each.
+MAX_BLOCK_CANDIDATES = 1 << 24
+DEFAULT_BATCH = 4096
+
+
+def as_float32_matrix(x, name: str, dim: int | None = None) -> np.ndarray:
+    """Validate ``x`` as a finite real (n, d) matrix and return it as C-contiguous float32."""
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be a float array (float32 preferred), got dtype {x.dtype}; convert with "
+                        f".astype(np.float32)")
+    if x.ndim != 2:
+        hint = " (for one vector use x.reshape(1, -1))" if x.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {x.shape}{hint}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has dimension {x.shape[1]} but the index holds {dim}-d vectors; "
+                         "were they produced by a different model version?")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"{name} contains NaN or inf in {len(bad)} of {len(x)} rows (first rows: "
+                         f"{bad[:5].tolist()}); fix the upstream embeddings or drop those rows")
+    return x
+
+
+def as_item_ids(item_ids, n: int) -> np.ndarray:
+    """Item ids as an object ndarray of str (n,), unique; raises ValueError otherwise."""
+    ids = np.asarray(item_ids, dtype=object)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"item_ids must be 1-D with one id per vector ({n}), got shape {ids.shape}")
+    if n and not all(isinstance(i, str) for i in ids):
+        bad = next(i for i in ids if not isinstance(i, str))
+        raise TypeError(f"item_ids must be str (the data contract), got {type(bad).__name__} {bad!r}")
+    if len(set(ids.tolist())) != n:
+        uniq, counts = np.unique(ids.astype(str), return_counts=True)
+        raise ValueError(f"item_ids must be unique; {int((counts > 1).sum())} ids repeat, e.g. "
+                         f"{uniq[counts > 1][:3].tolist()}")
+    return ids
+
+
+class Exclusions:
+    """Per-query excluded rows as sorted unique keys ``query * ntotal + row`` (int64)."""
+
+    def __init__(self, exclude, num_queries: int, ntotal: int):
+        self.ntotal = ntotal
+        if exclude is None:
+            self.keys = np.zeros(0, dtype=np.int64)
+            self.counts = np.zeros(num_queries, dtype=np.int64)
+            return
+        if hasattr(exclude, "indptr") and hasattr(exclude, "indices"):  # scipy CSR, one row per query
+            if exclude.shape[0] != num_queries:
+                raise ValueError(f"exclude has {exclude.shape[0]} rows but there are {num_queries} queries")
+            q = np.repeat(np.arange(num_queries, dtype=np.int64), np.diff(exclude.indptr))
+            rows = np.asarray(exclude.indices, dtype=np.int64)
+        else:
+            if len(exclude) != num_queries:
+                raise ValueError(f"exclude must hold one array of rows per query: got {len(exclude)} for "
+                                 f"{num_queries} queries")
+            parts = []
+            for i, r in enumerate(exclude):
+                r = np.asarray(r if r is not None else [], dtype=None)
+                if r.size and (r.ndim != 1 or not np.issubdtype(r.dtype, np.integer)):
+                    raise TypeError(f"exclude[{i}] must be a 1-D array of int rows, got dtype {r.dtype} "
+                                    f"shape {r.shape}")
+                parts.append(r.astype(np.int64).ravel())
+            lengths = np.array([len(p) for p in parts], dtype=np.int64)
+            q = np.repeat(np.arange(num_queries, dtype=np.int64), lengths)
+            rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        out = (rows < 0) | (rows >= ntotal)
+        if out.any():
+            j = int(np.flatnonzero(out)[0])
+            raise ValueError(f"exclude[{int(q[j])}] holds row {int(rows[j])}, outside 0..{ntotal - 1}; "
+                             "exclusions are catalogue rows of this index, not item ids")
+        self.keys = np.unique(q * ntotal + rows)
+        self.counts = np.bincount(self.keys // ntotal, minlength=num_queries).astype(np.int64)
+
+    def mask(self, query_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Boolean (b, c): rows[i, j] is excluded for query query_ids[i]."""
+        if not len(self.keys):
+            return np.zeros(rows.shape, dtype=bool)
+        keys = query_ids[:, None] * self.ntotal + rows
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return (self.keys[pos] == keys) & (rows >= 0)
+
+
+class ItemIndex:
+    """Item vectors searchable by inner product; see the module docstring for the semantics."""
+
+    def __init__(self, cpu_index: faiss.Index, item_ids, spec: IndexSpec, model_version: str, factory: str,
+                 recall: dict | None = None):
+        if cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("ItemIndex needs an inner-product FAISS index (METRIC_INNER_PRODUCT)")
+        if not isinstance(model_version, str):
+            raise TypeError(f"model_version must be a str, got {type(model_version).__name__}")
+        self._cpu = cpu_index
+        self._item_ids = as_item_ids(item_ids, cpu_index.ntotal)
+        self._spec = spec
+        self._model_version = model_version
+        self._factory = factory
+        self._exact = fi.is_exact(cpu_index)
+        self._params = fi.apply_search_params(cpu_index, spec.nprobe, spec.ef_search)
+        self._gpu: GpuIndex | None = maybe_to_gpu(cpu_index, spec, self._params)
+        self.recall = recall
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def build(cls, vectors, item_ids, spec: IndexSpec | None, model_version: str) -> "ItemIndex":
+        """Train (on a seeded sample of ``spec.train_size``), add all rows, measure recall.
+
+        vectors float32 (n, d), L2-normalised, row i = item_ids[i]; ids in the index are rows 0..n-1.
+        """
+        spec = spec or IndexSpec()
+        vectors = as_float32_matrix(vectors, "vectors")
+        n, dim = vectors.shape
+        if n == 0:
+            raise ValueError("cannot build an index over 0 vectors")
+        factory = spec.resolve_factory(n, dim)
+        index = fi.new_index(factory, dim, spec)
+        fi.train(index, vectors, spec)
+        index.add(vectors)
+        built = cls(index, item_ids, spec, model_version, factory)
+        built.measure_recall(vectors)
+        return built
+
+    @classmethod
+    def from_faiss(cls, index: faiss.Index, item_ids, spec: IndexSpec, model_version: str,
+                   factory: str | None = None, recall: dict | None = None) -> "ItemIndex":
+        """Wrap an already-filled CPU index (e.g. from ``merge_shards``); its ids must be rows."""
+        return cls(index, item_ids, spec, model_version, factory or spec.factory, recall)
+
+    def measure_recall(self, vectors, queries=None, k: int | None = None) -> dict:
+        """recall@k against exact search over ``vectors`` (the rows this index holds); stored in ``.recall``.
+
+        queries default to ``spec.recall_queries`` item vectors sampled with ``spec.seed`` (self-queries:
+        a proxy when real query embeddings are not at hand; pass real ones when you have them).
+        """
+        vectors = as_float32_matrix(vectors, "vectors", self.dim)
+        if len(vectors) != self.ntotal:
+            raise ValueError(f"vectors has {len(vectors)} rows but the index holds {self.ntotal}")
+        source = "given"
+        if queries is None:
+            rng = np.random.default_rng(self._spec.seed)
+            take = min(self._spec.recall_queries, len(vectors))
+            queries = vectors[np.sort(rng.choice(len(vectors), size=take, replace=False))]
+            source = "item_vectors_sample"
+        queries = as_float32_matrix(queries, "queries", self.dim)
+        k = min(k or self._spec.recall_k, self.ntotal)
+        value = recall_against_exact(self, vectors, queries, k)
+        self.recall = {"recall": value, "k": k, "num_queries": len(queries), "query_source": source,
+                       "search_params": dict(self._params)}
+        return self.recall
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self._item_ids
+
+    @property
+    def dim(self) -> int:
+        return int(self._cpu.d)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._cpu.ntotal)
+
+    @property
+    def factory(self) -> str:
+        return self._factory
+
+    @property
+    def model_version(self) -> str:
+        return self._model_version
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self._spec
+
+    @property
+    def is_exact(self) -> bool:
+        return self._exact
+
+    @property
+    def search_params(self) -> dict:
+        """The nprobe / ef_search actually in force, e.g. {"nprobe": 64}."""
+        return dict(self._params)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._gpu is not None
+
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The CPU FAISS index (what is saved)."""
+        return self._cpu
+
+    def ids_of(self, rows) -> np.ndarray:
+        """Item ids for rows (int64 any shape; -1 -> None), as an object array of the same shape."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full(rows.shape, None, dtype=object)
+        found = rows >= 0
+        out[found] = self._item_ids[rows[found]]
+        return out
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> dict:
+        """Change search effort (None keeps the current value). Clears ``.recall``: re-measure it."""
+        spec = dataclasses.replace(self._spec, nprobe=nprobe if nprobe is not None else self._spec.nprobe,
+                                   ef_search=ef_search if ef_search is not None else self._spec.ef_search)
+        self._params = fi.apply_search_params(self._cpu, spec.nprobe, spec.ef_search)
+        self._spec = spec
+        if self._gpu is not None:
+            self._gpu.set_search_params(self._params)
+        self.recall = None
+        return dict(self._params)
+
+    def __repr__(self) -> str:
+        return (f"ItemIndex(factory={self._factory!r}, ntotal={self.ntotal}, dim={self.dim}, "
+                f"params={self._params}, gpu={self.on_gpu}, model_version={self._model_version!r})")
+
+    # ---------------------------------------------------------------- search
+    def search(self, queries, k: int, exclude: Sequence | None = None, *,
+               batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query. queries float32 (m, d); exclude: per-query int row arrays or a CSR
+        matrix (m, n), or None. Returns (scores float32 (m, k), rows int64 (m, k)), see module docstring.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = int(k)
+        queries = as_float32_matrix(queries, "queries", self.dim)
+        m = len(queries)
+        scores = np.full((m, k), -np.inf, dtype=np.float32)
+        rows = np.full((m, k), -1, dtype=np.int64)
+        if m == 0 or self.ntotal == 0:
+            return scores, rows
+        excl = Exclusions(exclude, m, self.ntotal)
+        order = np.argsort(excl.counts, kind="stable")
+        start = 0
+        while start < m:
+            widest = k + int(excl.counts[order[min(start + batch_size, m) - 1]])
+            size = max(1, min(batch_size, MAX_BLOCK_CANDIDATES // widest))
+            block = order[start:start + size]
+            k_eff = min(self.ntotal, k + int(excl.counts[block].max()))
+            self._search_block(queries, block, k, k_eff, excl, scores, rows)
+            start += size
+        return scores, rows
+
+    def _raw_search(self, queries: np.ndarray, k_eff: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._gpu is not None and k_eff <= GPU_MAX_K:
+            return self._gpu.search(queries, k_eff)
+        return self._cpu.search(queries, k_eff)
+
+    def _search_block(self, queries, block, k, k_eff, excl: Exclusions, scores_out, rows_out) -> None:
+        pending = block
+        while len(pending):
+            raw_scores, raw_rows = self._raw_search(queries[pending], k_eff)
+            missing = raw_rows < 0
+            raw_scores = np.where(missing, -np.inf, raw_scores).astype(np.float32)
+            order = np.lexsort((raw_rows, -raw_scores), axis=-1)  # best first, ties by ascending row
+            raw_scores = np.take_along_axis(raw_scores, order, axis=1)
+            raw_rows = np.take_along_axis(raw_rows, order, axis=1)
+            valid = ~np.take_along_axis(missing, order, axis=1) & ~excl.mask(pending, raw_rows)
+            rank = np.cumsum(valid, axis=1) - 1
+            keep = valid & (rank < k)
+            qi, col = np.nonzero(keep)
+            scores_out[pending] = -np.inf
+            rows_out[pending] = -1
+            scores_out[pending[qi], rank[qi, col]] = raw_scores[qi, col]
+            rows_out[pending[qi], rank[qi, col]] = raw_rows[qi, col]
+            # Done when FAISS ran out of items, or the k-th kept item beats everything not returned.
+            exhausted = missing.any(axis=1) | (k_eff >= self.ntotal)
+            enough = valid.sum(axis=1) >= k
+            if self._exact:
+                enough &= scores_out[pending, k - 1] > raw_scores[:, -1]
+            pending = pending[~(exhausted | enough)]
+            k_eff = min(self.ntotal, 2 * k_eff)
+
+
+# The sharded build for the nightly Beam job lives in indexing/sharded.py; re-exported here.
+from indexing.sharded import add_shard, merge_shards, train_empty  # noqa: E402,F401

@@ -1,0 +1,141 @@
+"""Sharded index build for the nightly Beam rebuild: train once, add shards in parallel, merge once.
+
+    trained = train_empty(sample_vectors, spec, n_items=n)            # one worker, bytes out
+    blobs   = [add_shard(trained, vectors_s, rows_s) for each shard]   # many workers, bytes in/out
+    index   = merge_shards(trained, blobs)                             # one worker -> faiss.Index
+    item_index = ItemIndex.from_faiss(index, item_ids, spec, model_version,
+                                      factory=spec.resolve_factory(n, dim))
+    item_index.measure_recall(vectors)
+
+Everything crossing workers is plain ``bytes`` (``faiss.serialize_index``), so Beam can pickle it.
+
+IVF family (IVF-Flat, IVF-PQ, IVF-SQ, with or without a pre-transform): ``add_shard`` assigns and encodes
+its vectors (the costly part) with ``add_with_ids(rows)``; ``merge_shards`` moves the inverted lists
+together with ``IndexIVF.merge_from`` (ids kept). Shards are merged in order of their smallest row, so
+the result does not depend on the order Beam delivers them in, and when shards are contiguous row ranges
+the lists are identical to a single-process build (same results, including tie order).
+
+Flat and HNSW cannot be merged this way: an HNSW graph has no merge operation, and a Flat index addresses
+items by position. For them ``add_shard`` only packs the shard's raw vectors with their rows (an
+``IndexIDMap2`` over ``IndexFlatIP``) and ``merge_shards`` adds all vectors in row order to the trained
+index in one process. That is exact and deterministic for Flat; for HNSW it means the whole graph is
+built by the merging worker (no parallel speed-up; FAISS's multi-threaded HNSW add is not bit-for-bit
+reproducible). Use an IVF factory (the ``auto`` choice above FLAT_MAX_ITEMS) to get a parallel rebuild.
+
+``merge_shards`` checks that every shard came from the same trained index and that the ids are exactly
+the rows 0..n-1 once each, so a shard that Beam retried and delivered twice, or one that went missing,
+is refused instead of silently corrupting the index.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import faiss
+import numpy as np
+
+from indexing import faiss_index as fi
+from indexing.spec import IndexSpec
+
+
+def _as_vectors(x, name: str, dim: int | None = None) -> np.ndarray:
+    from indexing.item_index import as_float32_matrix  # local: item_index re-exports this module
+    return as_float32_matrix(x, name, dim)
+
+
+def train_empty(sample_vectors, spec: IndexSpec, n_items: int | None = None) -> bytes:
+    """Serialised trained, empty index for the catalogue.
+
+    sample_vectors float32 (s, d): vectors to train on (subsampled to spec.train_size with spec.seed).
+    n_items: catalogue size; required when spec.factory == "auto" (the choice depends on it).
+    """
+    vectors = _as_vectors(sample_vectors, "sample_vectors")
+    if spec.factory == "auto" and n_items is None:
+        raise ValueError("IndexSpec.factory='auto' depends on the catalogue size: pass n_items=<number of items>")
+    factory = spec.resolve_factory(int(n_items or len(vectors)), vectors.shape[1])
+    index = fi.new_index(factory, vectors.shape[1], spec)
+    fi.train(index, vectors, spec)
+    return fi.serialize(index)
+
+
+def _is_ivf(index: faiss.Index) -> bool:
+    return faiss.try_extract_index_ivf(index) is not None
+
+
+def add_shard(trained: bytes, vectors, rows) -> bytes:
+    """Add one shard. vectors float32 (s, d); rows int64 (s,) = their catalogue rows. Returns bytes."""
+    index = fi.deserialize(trained, "trained index")
+    vectors = _as_vectors(vectors, "vectors", index.d)
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or len(rows) != len(vectors) or (len(rows) and not np.issubdtype(rows.dtype, np.integer)):
+        raise ValueError(f"rows must be 1-D ints, one per vector ({len(vectors)}), got dtype {rows.dtype} "
+                         f"shape {rows.shape}")
+    rows = rows.astype(np.int64)
+    if len(rows) and rows.min() < 0:
+        raise ValueError(f"rows must be catalogue rows >= 0, got {int(rows.min())}")
+    if index.ntotal:
+        raise ValueError(f"trained index already holds {index.ntotal} vectors; pass the output of train_empty")
+    if _is_ivf(index):
+        if len(rows):
+            index.add_with_ids(vectors, rows)
+        return fi.serialize(index)
+    raw = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
+    if len(rows):
+        raw.add_with_ids(vectors, rows)
+    return fi.serialize(raw)
+
+
+def _ivf_fingerprint(index: faiss.Index) -> tuple:
+    """What must match between shards of one trained IVF index: type, nlist, centroids (and PQ codebooks)."""
+    ivf = faiss.extract_index_ivf(index)
+    down = faiss.downcast_index(ivf)
+    parts = [type(down).__name__, ivf.nlist, ivf.code_size,
+             ivf.quantizer.reconstruct_n(0, ivf.nlist).tobytes()]
+    if hasattr(down, "pq"):
+        parts.append(faiss.vector_to_array(down.pq.centroids).tobytes())
+    return tuple(parts)
+
+
+def merge_shards(trained: bytes, shard_blobs: Iterable[bytes]) -> faiss.Index:
+    """One CPU FAISS index holding every shard, ids = rows 0..n-1 (see the module docstring)."""
+    merged = fi.deserialize(trained, "trained index")
+    shards = [fi.deserialize(blob, f"shard {i}") for i, blob in enumerate(shard_blobs)]
+    if not shards:
+        raise ValueError("merge_shards got no shards")
+    if _is_ivf(merged):
+        return _merge_ivf(merged, shards)
+    return _merge_raw(merged, shards)
+
+
+def _merge_ivf(merged: faiss.Index, shards: list) -> faiss.Index:
+    expected = _ivf_fingerprint(merged)
+    ids = []
+    for i, shard in enumerate(shards):
+        if not _is_ivf(shard) or _ivf_fingerprint(shard) != expected:
+            raise ValueError(f"shard {i} was not built from this trained index (different type, lists or "
+                             "centroids); rebuild every shard from the same train_empty output")
+        ids.append(fi.ivf_ids(shard))
+    fi.check_rows_are_permutation(np.concatenate(ids), "merged shards")
+    first_row = [int(x.min()) if len(x) else np.iinfo(np.int64).max for x in ids]
+    target = faiss.extract_index_ivf(merged)
+    for i in np.argsort(first_row, kind="stable"):
+        target.merge_from(faiss.extract_index_ivf(shards[i]), 0)
+    merged.ntotal = target.ntotal  # keeps wrappers (e.g. a pre-transform) in step with the lists
+    return merged
+
+
+def _merge_raw(merged: faiss.Index, shards: list) -> faiss.Index:
+    rows, vectors = [], []
+    for i, shard in enumerate(shards):
+        shard = faiss.downcast_index(shard)
+        if not isinstance(shard, faiss.IndexIDMap2) or shard.d != merged.d:
+            raise ValueError(f"shard {i} is not a raw-vector shard of dimension {merged.d} from add_shard; "
+                             "rebuild every shard from the same train_empty output")
+        if shard.ntotal:
+            rows.append(faiss.vector_to_array(shard.id_map).astype(np.int64))
+            vectors.append(faiss.downcast_index(shard.index).reconstruct_n(0, shard.ntotal))
+    if not rows:
+        raise ValueError("merge_shards: every shard is empty; there is nothing to index")
+    rows = np.concatenate(rows)
+    fi.check_rows_are_permutation(rows, "merged shards")
+    merged.add(np.concatenate(vectors)[np.argsort(rows)])
+    return merged

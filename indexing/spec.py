@@ -1,0 +1,159 @@
+"""What index to build: the typed ``IndexSpec`` and the ``auto`` factory rule.
+
+``IndexSpec.factory`` is either a FAISS factory string ("Flat", "IVF4096,Flat", "HNSW32,Flat",
+"IVF4096,PQ32", ...) used verbatim, or ``"auto"``, resolved by ``choose_factory(n, dim, budget)``:
+
+  n <= FLAT_MAX_ITEMS and flat vectors fit the budget      -> "Flat"           (exact)
+  IVF-Flat (n * (4*dim + 8) bytes) fits the budget          -> "IVF{nlist},Flat"
+  otherwise                                                 -> "IVF{nlist},PQ{m}" with the largest m
+                                                               dividing dim whose codes fit the budget
+
+The thresholds were chosen from ``python -m bench.bench_index`` (1M x 64-d clustered vectors, 2 cores):
+exact Flat answers a batch of queries at about 1/n of its 1M-item QPS, so up to FLAT_MAX_ITEMS items it
+stays fast enough to serve and needs no recall caveat. Above that IVF-Flat with the default nprobe met
+recall@100 >= 0.95 at well over 10x exact QPS; it is also the family the nightly Beam rebuild can merge
+shard by shard (HNSW graphs cannot be merged). Numbers are in BUILD_NOTES.md. Override any of it by
+giving a factory string.
+
+This module is pure Python (no FAISS import) so configs can be validated anywhere.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+# Up to this many items the exact Flat index is the default (see the module docstring).
+FLAT_MAX_ITEMS = 100_000
+# nlist = ~4*sqrt(n) rounded to a power of two, clamped to [MIN_NLIST, MAX_NLIST] and to n / 39
+# (FAISS wants at least 39 training points per centroid).
+MIN_NLIST = 16
+MAX_NLIST = 65_536
+MIN_POINTS_PER_CENTROID = 39
+# Bytes IVF stores per vector besides its code: the int64 id.
+IVF_ID_BYTES = 8
+DEFAULT_MEMORY_BUDGET_BYTES = 8 * 2**30
+# Default search effort when the spec leaves it unset: nprobe = nlist / NPROBE_DIVISOR (>= 1);
+# HNSW efSearch = DEFAULT_EF_SEARCH (FAISS always uses max(efSearch, k)).
+NPROBE_DIVISOR = 64
+DEFAULT_EF_SEARCH = 128
+
+GpuMode = Literal["auto", "never", "always"]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How to build and search an item index.
+
+    factory        "auto" or a FAISS factory string.
+    metric         "ip" only: inner product on L2-normalised vectors (= cosine similarity).
+    nprobe         IVF lists probed per query; None = nlist / NPROBE_DIVISOR.
+    ef_search      HNSW search beam; None = DEFAULT_EF_SEARCH.
+    ef_construction HNSW build beam (FAISS's own default is 40).
+    gpu            "auto" (use a GPU when FAISS sees one and the index type supports it), "never", "always".
+    gpu_float16    store vectors / lists as float16 on the GPU (half the memory, tiny score error).
+    gpu_shard      with several GPUs, shard the index across them instead of replicating it.
+    train_size     vectors sampled (seeded) to train IVF / PQ.
+    seed           seeds the training sample, k-means and the recall query sample.
+    memory_budget_bytes  host memory the index may use; drives the "auto" choice.
+    recall_k, recall_queries  size of the recall check run after every build (reported in the manifest).
+    """
+
+    factory: str = "auto"
+    metric: str = "ip"
+    nprobe: int | None = None
+    ef_search: int | None = None
+    ef_construction: int = 80
+    gpu: GpuMode = "auto"
+    gpu_float16: bool = False
+    gpu_shard: bool = False
+    train_size: int = 200_000
+    seed: int = 0
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
+    recall_k: int = 100
+    recall_queries: int = 1000
+
+    def __post_init__(self):
+        if not isinstance(self.factory, str) or not self.factory.strip():
+            raise ValueError(f"IndexSpec.factory must be 'auto' or a FAISS factory string, got {self.factory!r}")
+        if self.metric != "ip":
+            raise ValueError(
+                f"IndexSpec.metric={self.metric!r} is not supported; only 'ip' (inner product on "
+                "L2-normalised vectors, i.e. cosine) is, because the towers emit normalised embeddings"
+            )
+        if self.gpu not in ("auto", "never", "always"):
+            raise ValueError(f"IndexSpec.gpu must be 'auto', 'never' or 'always', got {self.gpu!r}")
+        for name in ("nprobe", "ef_search"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"IndexSpec.{name} must be a positive int or None (= default), got {value!r}")
+        for name in ("ef_construction", "train_size", "memory_budget_bytes", "recall_k", "recall_queries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"IndexSpec.{name} must be a positive int, got {value!r}")
+
+    def resolve_factory(self, n_items: int, dim: int) -> str:
+        """The factory string to build for ``n_items`` vectors of ``dim`` dims."""
+        if self.factory == "auto":
+            return choose_factory(n_items, dim, self.memory_budget_bytes)
+        return self.factory
+
+
+def choose_nlist(n_items: int) -> int:
+    """IVF list count: ~4*sqrt(n) as a power of two, clamped to [16, 65536] and to n / 39."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    target = 4.0 * math.sqrt(n_items)
+    nlist = 2 ** round(math.log2(target))
+    nlist = min(max(nlist, MIN_NLIST), MAX_NLIST)
+    return max(1, min(nlist, n_items // MIN_POINTS_PER_CENTROID))
+
+
+def choose_pq_m(dim: int, n_items: int, budget_bytes: int) -> int:
+    """Largest PQ sub-quantizer count m (8-bit codes) dividing ``dim``, with dim/m >= 2, whose codes fit.
+
+    IVF-PQ stores m + 8 bytes per vector. Raises ValueError when even the smallest m does not fit.
+    """
+    candidates = [m for m in range(dim // 2, 0, -1) if dim % m == 0] or [1]
+    for m in candidates:
+        if n_items * (m + IVF_ID_BYTES) <= budget_bytes:
+            return m
+    smallest = candidates[-1]
+    raise ValueError(
+        f"{n_items} items do not fit a memory budget of {budget_bytes} bytes even as IVF-PQ with m={smallest} "
+        f"({n_items * (smallest + IVF_ID_BYTES)} bytes needed); raise IndexSpec.memory_budget_bytes"
+    )
+
+
+def choose_factory(n_items: int, dim: int, memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES) -> str:
+    """The ``auto`` rule (see the module docstring). Returns a FAISS factory string."""
+    if not isinstance(n_items, int) or n_items < 1:
+        raise ValueError(f"n_items must be a positive int, got {n_items!r}")
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    flat_bytes = n_items * dim * 4
+    if n_items <= FLAT_MAX_ITEMS and flat_bytes <= memory_budget_bytes:
+        return "Flat"
+    nlist = choose_nlist(n_items)
+    if n_items * (dim * 4 + IVF_ID_BYTES) <= memory_budget_bytes:
+        return f"IVF{nlist},Flat"
+    return f"IVF{nlist},PQ{choose_pq_m(dim, n_items, memory_budget_bytes)}"
+
+
+_IVF = re.compile(r"(?:^|,)IVF(\d+)")
+_HNSW = re.compile(r"(?:^|,)HNSW(\d+)")
+
+
+def factory_nlist(factory: str) -> int | None:
+    """nlist of an IVF factory string ("IVF4096,Flat" -> 4096), else None."""
+    match = _IVF.search(factory)
+    return int(match.group(1)) if match else None
+
+
+def is_hnsw_factory(factory: str) -> bool:
+    return bool(_HNSW.search(factory)) and factory_nlist(factory) is None
+
+
+def default_nprobe(nlist: int) -> int:
+    return max(1, nlist // NPROBE_DIVISOR)

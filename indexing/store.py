@@ -1,0 +1,115 @@
+"""Saving, loading and publishing ``ItemIndex`` artifacts.
+
+    <index_root>/<version>/index.faiss        faiss.serialize_index of the CPU index
+    <index_root>/<version>/item_ids.parquet   one column item_id: string, in row order
+    <index_root>/<version>/manifest.json      written last: kind, factory, metric, dim, count,
+                                              model_version, spec, search_params, recall, faiss_version,
+                                              sha256 + bytes of every file
+    <index_root>/current                      the published version (flipped with os.replace)
+
+``load_index`` verifies every sha256 and size before FAISS reads a byte, so a flipped byte or a
+truncated file is refused with a ValueError naming the file. ``publish_index`` builds in a hidden
+staging directory, writes the manifest last, promotes it with one rename, flips ``current`` and prunes
+old versions (never the current one), all via ``twotower.artifacts``.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import faiss
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from indexing import faiss_index as fi
+from indexing.item_index import ItemIndex
+from indexing.spec import IndexSpec
+from twotower import artifacts
+from twotower.strict import from_dict, to_dict
+
+KIND = "item_index"
+INDEX_FILE = "index.faiss"
+IDS_FILE = "item_ids.parquet"
+
+
+def save_index(index: ItemIndex, directory, extra_manifest: dict | None = None) -> dict:
+    """Write ``index`` into ``directory`` (manifest last); returns the manifest.
+
+    The index must carry a measured recall (``ItemIndex.build`` measures it; after ``from_faiss`` or
+    ``set_search_params`` call ``index.measure_recall(vectors)``).
+    """
+    if index.recall is None:
+        raise ValueError("this index has no measured recall (it was wrapped with from_faiss or its search params "
+                         "changed); call index.measure_recall(vectors) before saving")
+    directory = Path(directory)
+    if (directory / artifacts.MANIFEST).exists():
+        raise FileExistsError(f"{directory} already holds a saved index; versions are immutable")
+    directory.mkdir(parents=True, exist_ok=True)
+    artifacts.atomic_write_bytes(directory / INDEX_FILE, fi.serialize(index.faiss_index))
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"item_id": pa.array(index.item_ids.tolist(), type=pa.string())}), buffer)
+    artifacts.atomic_write_bytes(directory / IDS_FILE, buffer.getvalue())
+    fields = dict(extra_manifest or {})
+    reserved = {"kind", "factory", "metric", "dim", "count", "model_version", "spec", "search_params",
+                "recall", "faiss_version", "files"} & set(fields)
+    if reserved:
+        raise ValueError(f"extra_manifest may not override {sorted(reserved)}")
+    fields.update({"kind": KIND, "factory": index.factory, "metric": index.spec.metric, "dim": index.dim,
+                   "count": index.ntotal, "model_version": index.model_version, "spec": to_dict(index.spec),
+                   "search_params": index.search_params, "recall": index.recall,
+                   "faiss_version": faiss.__version__})
+    return artifacts.write_manifest(directory, fields)
+
+
+def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
+    """Verify and load a saved index. ``spec_overrides`` (e.g. {"gpu": "never", "nprobe": 32}) change how
+    it is served, not what was built; changing search params clears the recorded recall.
+    """
+    directory = Path(directory)
+    manifest = artifacts.verify_manifest(directory)
+    if manifest.get("kind") != KIND:
+        raise ValueError(f"{directory} holds a {manifest.get('kind')!r} artifact, not an item index")
+    spec_fields = {**manifest["spec"], **(spec_overrides or {})}
+    spec = from_dict(IndexSpec, spec_fields, "spec")
+    cpu = fi.deserialize((directory / INDEX_FILE).read_bytes(), str(directory / INDEX_FILE))
+    ids = pq.read_table(directory / IDS_FILE).column("item_id").to_numpy(zero_copy_only=False).astype(object)
+    if cpu.ntotal != manifest["count"] or cpu.d != manifest["dim"] or len(ids) != manifest["count"]:
+        raise ValueError(f"{directory}: index holds {cpu.ntotal} x {cpu.d}, item_ids {len(ids)}, but the manifest "
+                         f"says {manifest['count']} x {manifest['dim']}; the artifact is inconsistent, rebuild it")
+    recall = manifest.get("recall")
+    params_changed = any(k in (spec_overrides or {}) for k in ("nprobe", "ef_search"))
+    loaded = ItemIndex(cpu, ids, spec, manifest["model_version"], manifest["factory"],
+                       None if params_changed else recall)
+    if not params_changed and loaded.search_params != manifest["search_params"]:
+        raise ValueError(f"{directory}: search params {loaded.search_params} differ from the saved "
+                         f"{manifest['search_params']}")
+    return loaded
+
+
+def publish_index(index_root, index: ItemIndex, version: str, keep: int = 3,
+                  extra_manifest: dict | None = None) -> Path:
+    """Save ``index`` as ``index_root/version``, flip ``current`` to it, keep the newest ``keep`` versions."""
+    if not version or "/" in version or version.startswith(".") or version == artifacts.CURRENT:
+        raise ValueError(f"version must be a plain directory name, got {version!r}")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the published version is always kept), got {keep}")
+    root = Path(index_root)
+    if (root / version).exists():
+        raise FileExistsError(f"{root / version} already exists; versions are immutable, choose a new name")
+    staging = artifacts.staging_dir(root, version)
+    try:
+        save_index(index, staging, {**(extra_manifest or {}), "version": version})
+        final = artifacts.promote(staging, root, version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    artifacts.publish(root, version)
+    artifacts.prune(root, keep)
+    return final
+
+
+def load_current(index_root, spec_overrides: dict | None = None) -> ItemIndex:
+    """Load the version ``index_root/current`` points to."""
+    return load_index(artifacts.current_dir(index_root), spec_overrides)
+

@@ -1,0 +1,175 @@
+"""The item-vectors artifact: Parquet shards + manifest (see shared contracts).
+
+    <root>/<version>/part-00000-of-00004.parquet ...   columns item_id: string,
+                                                         vector: list<float32> (all length d),
+                                                         model_version: string
+    <root>/<version>/manifest.json                      written last (twotower.artifacts.write_manifest):
+        {"kind": "item_vectors", "version", "model_version", "count", "dim", "shards": [...], "files": {...}}
+
+Catalogue order = shard order, then row order inside a shard; row i of ``read_vectors`` is row i of
+every index and evaluation built from it. A directory without manifest.json is unfinished.
+
+In-process writers call ``write_vectors``; a distributed writer (Beam) calls ``write_shard`` once per
+shard from its workers and ``finalize_vectors`` once at the end.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from twotower import artifacts
+
+KIND = "item_vectors"
+SCHEMA = pa.schema([("item_id", pa.string()), ("vector", pa.list_(pa.float32())),
+                    ("model_version", pa.string())])
+_SHARD = re.compile(r"^part-(\d{5})-of-(\d{5})\.parquet$")
+
+
+def shard_name(shard_index: int, num_shards: int) -> str:
+    return f"part-{shard_index:05d}-of-{num_shards:05d}.parquet"
+
+
+def _check_inputs(item_ids, vectors, model_version: str) -> tuple[list, np.ndarray]:
+    from indexing.item_index import as_float32_matrix, as_item_ids
+    vectors = as_float32_matrix(vectors, "vectors")
+    ids = as_item_ids(item_ids, len(vectors))
+    if not isinstance(model_version, str) or not model_version:
+        raise ValueError(f"model_version must be a non-empty str, got {model_version!r}")
+    return ids.tolist(), vectors
+
+
+def write_shard(directory, shard_index: int, num_shards: int, item_ids, vectors, model_version: str) -> str:
+    """Write one shard atomically; returns its file name. vectors float32 (s, d), item_ids str (s,)."""
+    if not (0 <= shard_index < num_shards):
+        raise ValueError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index}")
+    ids, vectors = _check_inputs(item_ids, vectors, model_version)
+    n, dim = vectors.shape
+    if n * dim >= 2**31:
+        raise ValueError(f"shard {shard_index} holds {n}x{dim} floats, too many for one list<float32> "
+                         "column; write more shards")
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim, type=pa.int32())
+    column = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
+    table = pa.table({"item_id": pa.array(ids, type=pa.string()), "vector": column,
+                      "model_version": pa.array([model_version] * n, type=pa.string())}, schema=SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    name = shard_name(shard_index, num_shards)
+    artifacts.atomic_write_bytes(Path(directory) / name, buffer.getvalue())
+    return name
+
+
+def _read_shard(path: Path, expected_model_version: str | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet vectors shard: {exc}") from None
+    missing = {"item_id", "vector", "model_version"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; has {table.column_names}")
+    ids = table.column("item_id")
+    column = table.column("vector").combine_chunks()
+    if ids.null_count or column.null_count:
+        raise ValueError(f"{path}: {ids.null_count} null item_id(s) and {column.null_count} null vector(s)")
+    if not pa.types.is_floating(column.type.value_type):
+        raise ValueError(f"{path}: vector must be list<float32>, got {column.type}")
+    lengths = column.value_lengths().to_numpy()
+    dim = int(lengths[0]) if len(lengths) else 0
+    if len(lengths) and (lengths != dim).any():
+        j = int(np.flatnonzero(lengths != dim)[0])
+        raise ValueError(f"{path}: vectors have different lengths ({dim} in row 0, {int(lengths[j])} in row {j}, "
+                         f"item {ids[j].as_py()!r}); every vector must have the same dimension")
+    if expected_model_version is not None and len(table):
+        versions = set(table.column("model_version").unique().to_pylist())
+        if versions != {expected_model_version}:
+            raise ValueError(f"{path}: model_version values {sorted(map(str, versions))} differ from the "
+                             f"manifest's {expected_model_version!r}; shards from different models were mixed")
+    vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return ids.to_numpy(zero_copy_only=False).astype(object), vectors.reshape(len(lengths), dim)
+
+
+def finalize_vectors(directory, model_version: str, version: str | None = None) -> dict:
+    """Check the shards in ``directory`` form one complete set, then write the manifest (last)."""
+    directory = Path(directory)
+    names = sorted(p.name for p in directory.iterdir() if _SHARD.match(p.name))
+    if not names:
+        raise ValueError(f"{directory} holds no part-XXXXX-of-XXXXX.parquet shards; write them first")
+    totals = {int(_SHARD.match(n).group(2)) for n in names}
+    expected = [shard_name(i, next(iter(totals))) for i in range(next(iter(totals)))] if len(totals) == 1 else None
+    if expected != names:
+        raise ValueError(f"{directory}: shards {names} are not one complete set part-i-of-N (leftovers from an "
+                         "earlier attempt, or a shard is missing); remove the directory and rewrite it")
+    count, dim, seen = 0, None, set()
+    for name in names:
+        ids, vectors = _read_shard(directory / name, model_version)
+        if len(ids):
+            if dim is not None and vectors.shape[1] != dim:
+                raise ValueError(f"{directory / name}: dimension {vectors.shape[1]}, other shards have {dim}")
+            dim = vectors.shape[1]
+        seen.update(ids.tolist())
+        count += len(ids)
+        if len(seen) != count:
+            raise ValueError(f"{directory / name}: item ids repeat across shards; each item must appear once")
+    if dim is None:
+        raise ValueError(f"{directory}: every shard is empty; there are no vectors")
+    fields = {"kind": KIND, "version": version or directory.name, "model_version": model_version,
+              "count": count, "dim": dim, "shards": names}
+    return artifacts.write_manifest(directory, fields)
+
+
+def write_vectors(directory, item_ids, vectors, model_version: str, num_shards: int = 4) -> dict:
+    """Write ``vectors`` float32 (n, d) with ``item_ids`` str (n,) as ``num_shards`` contiguous shards.
+
+    ``directory`` is the version directory (``<root>/<version>``); it must not already hold a finished
+    artifact. Returns the manifest.
+    """
+    directory = Path(directory)
+    if (directory / artifacts.MANIFEST).exists():
+        raise FileExistsError(f"{directory} already holds a finished vectors artifact; versions are immutable, "
+                              "write to a new version directory")
+    if not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"num_shards must be a positive int, got {num_shards!r}")
+    ids, vectors = _check_inputs(item_ids, vectors, model_version)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.iterdir():  # an interrupted earlier attempt (no manifest) may have left shards
+        if _SHARD.match(stale.name):
+            os.unlink(stale)
+    bounds = np.linspace(0, len(ids), num_shards + 1).round().astype(int)
+    for i in range(num_shards):
+        lo, hi = bounds[i], bounds[i + 1]
+        write_shard(directory, i, num_shards, ids[lo:hi], vectors[lo:hi], model_version)
+    return finalize_vectors(directory, model_version)
+
+
+def read_vectors(directory) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(item_ids object ndarray of str (n,), vectors float32 (n, d), manifest), manifest verified first.
+
+    Raises ValueError for a corrupt/truncated file, a wrong kind, mismatched counts or dims, mixed model
+    versions, or NaN/inf vectors (naming the shard and item).
+    """
+    directory = Path(directory)
+    manifest = artifacts.verify_manifest(directory)
+    if manifest.get("kind") != KIND:
+        raise ValueError(f"{directory} holds a {manifest.get('kind')!r} artifact, not {KIND!r}")
+    all_ids, all_vectors = [], []
+    for name in manifest["shards"]:
+        ids, vectors = _read_shard(directory / name, manifest["model_version"])
+        if len(ids) and vectors.shape[1] != manifest["dim"]:
+            raise ValueError(f"{directory / name}: dimension {vectors.shape[1]}, manifest says {manifest['dim']}")
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            j = int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"{directory / name}: {int((~finite).sum())} vectors contain NaN/inf, first is item "
+                             f"{ids[j]!r}; re-embed those items")
+        all_ids.append(ids)
+        all_vectors.append(vectors.reshape(-1, manifest["dim"]))
+    item_ids = np.concatenate(all_ids)
+    vectors = np.ascontiguousarray(np.concatenate(all_vectors), dtype=np.float32)
+    if len(item_ids) != manifest["count"]:
+        raise ValueError(f"{directory}: shards hold {len(item_ids)} vectors, manifest says {manifest['count']}")
+    return item_ids, vectors, manifest
