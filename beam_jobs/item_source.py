@@ -1,0 +1,147 @@
+"""Where the item rows come from: Parquet files planned into read units with catalogue positions.
+
+The driver reads only Parquet footers (and the ``item_id`` column, to find duplicate ids) and
+cuts the input into ``ReadUnit``s of at most ``rows_per_unit`` rows. Each unit knows the global
+position of its first row, so every item keeps its POSITION in the source (files in sorted path
+order, then row order) however the runner schedules the reads. That position decides the item's
+row in the vectors artifact, which is how a re-run reproduces the same catalogue order.
+
+Files are opened through Beam's ``FileSystems``, so local paths and remote URLs (gs://, s3://,
+hdfs://) work alike where the matching Beam filesystem is installed.
+"""
+from __future__ import annotations
+
+import glob as _glob
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from beam_jobs.beam_env import beam
+from apache_beam.io.filesystems import FileSystems
+
+DEFAULT_ROWS_PER_UNIT = 65_536
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """Rows ``[offset, offset + num_rows)`` of row group ``row_group`` of ``path``; first row = ``start``."""
+
+    path: str
+    row_group: int
+    offset: int
+    num_rows: int
+    start: int
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """The planned input: read units, total rows, the columns every file has, duplicate positions."""
+
+    paths: tuple[str, ...]
+    units: tuple[ReadUnit, ...]
+    num_rows: int
+    columns: tuple[str, ...]           # every column present in at least one file
+    duplicates: dict[int, int]         # position of a repeated id -> position of its first occurrence
+
+
+def match_parquet(spec: str) -> list[str]:
+    """Parquet files named by ``spec``: a file, a directory (its ``*.parquet``) or a glob; sorted."""
+    spec = str(spec)
+    if "://" not in spec and os.path.isdir(spec):
+        spec = os.path.join(spec, "*.parquet")
+    if "://" in spec:
+        paths = [m.path for r in FileSystems.match([spec]) for m in r.metadata_list]
+    else:
+        paths = _glob.glob(spec)
+    paths = sorted(p for p in paths if not os.path.basename(p).startswith((".", "_")))
+    if not paths:
+        raise FileNotFoundError(
+            f"no Parquet files match {spec!r}; pass --items <file, directory or glob of .parquet files> "
+            "(default: <run>/data/items.parquet)"
+        )
+    return paths
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    return pq.ParquetFile(FileSystems.open(path) if "://" in path else path)
+
+
+def plan_item_source(spec: str, rows_per_unit: int = DEFAULT_ROWS_PER_UNIT) -> ItemSource:
+    """Plan the reads of the Parquet files named by ``spec`` (see ``match_parquet``)."""
+    if rows_per_unit < 1:
+        raise ValueError(f"rows_per_unit must be >= 1, got {rows_per_unit}")
+    paths = match_parquet(spec)
+    units: list[ReadUnit] = []
+    start = 0
+    columns: dict[str, None] = {}
+    id_chunks = []
+    for path in paths:
+        pf = _parquet_file(path)
+        names = tuple(pf.schema_arrow.names)
+        columns.update(dict.fromkeys(names))
+        if "item_id" not in names:
+            raise ValueError(f"{path} has no 'item_id' column (columns: {list(names)}); the items table "
+                             "needs one string id per item (recdata schema)")
+        for rg in range(pf.num_row_groups):
+            n = pf.metadata.row_group(rg).num_rows
+            for offset in range(0, n, rows_per_unit):
+                size = min(rows_per_unit, n - offset)
+                units.append(ReadUnit(path, rg, offset, size, start))
+                start += size
+        id_chunks.append(pf.read(columns=["item_id"]).column("item_id").cast(pa.string()))
+    if start == 0:
+        raise ValueError(f"{spec}: the items table is empty (0 rows in {len(paths)} file(s))")
+    return ItemSource(tuple(paths), tuple(units), start, tuple(columns),
+                      find_duplicates(pa.chunked_array([c for ch in id_chunks for c in ch.chunks],
+                                                       type=pa.string())))
+
+
+def find_duplicates(item_ids: pa.ChunkedArray | Sequence[str]) -> dict[int, int]:
+    """``{position: first position}`` for every repeat of an id (nulls ignored); {} when ids are unique."""
+    ids = item_ids if isinstance(item_ids, (pa.Array, pa.ChunkedArray)) else pa.array(item_ids, pa.string())
+    counts = pc.value_counts(ids)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    repeated = repeated.drop_null()
+    if len(repeated) == 0:
+        return {}
+    positions = np.flatnonzero(pc.is_in(ids, value_set=repeated).to_numpy(zero_copy_only=False))
+    values = np.asarray(ids.take(pa.array(positions)).to_pylist(), dtype=object)
+    first: dict[str, int] = {}
+    out: dict[int, int] = {}
+    for pos, value in zip(positions.tolist(), values.tolist()):
+        if value in first:
+            out[pos] = first[value]
+        else:
+            first[value] = pos
+    return out
+
+
+class ReadItemRows(beam.DoFn):
+    """``ReadUnit`` -> ``(position, row dict, source path)`` for each row, reading ``columns`` only.
+
+    Columns missing from a file are simply absent from its row dicts (validation dead-letters
+    those rows as missing features). The last row group read is cached per worker, so the units
+    of one large row group cost one decode when they land on the same worker.
+    """
+
+    def __init__(self, columns: Sequence[str]):
+        self._columns = tuple(columns)
+        self._cached: tuple[tuple[str, int], pa.Table] | None = None
+
+    def _row_group(self, path: str, row_group: int) -> pa.Table:
+        key = (path, row_group)
+        if self._cached is None or self._cached[0] != key:
+            pf = _parquet_file(path)
+            present = [c for c in self._columns if c in pf.schema_arrow.names]
+            self._cached = (key, pf.read_row_group(row_group, columns=present))
+        return self._cached[1]
+
+    def process(self, unit: ReadUnit) -> Iterator[tuple[int, dict, str]]:
+        table = self._row_group(unit.path, unit.row_group).slice(unit.offset, unit.num_rows)
+        for i, row in enumerate(table.to_pylist()):
+            yield unit.start + i, row, unit.path
