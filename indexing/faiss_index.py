@@ -35,6 +35,10 @@ def new_index(factory: str, dim: int, spec: IndexSpec) -> faiss.Index:
         ivf_down = faiss.downcast_index(ivf)
         if hasattr(ivf_down, "pq"):
             ivf_down.pq.cp.seed = spec.seed
+        if hasattr(ivf_down, "do_polysemous_training"):
+            # Polysemous codes are only used with polysemous_ht search, which we never set; training them
+            # is a slow annealing (a minute even for 6k vectors), so skip it.
+            ivf_down.do_polysemous_training = False
     if hasattr(index, "hnsw"):
         index.hnsw.efConstruction = spec.ef_construction
     return index

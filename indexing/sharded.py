@@ -95,12 +95,19 @@ def _ivf_fingerprint(index: faiss.Index) -> tuple:
     return tuple(parts)
 
 
-def merge_shards(trained: bytes, shard_blobs: Iterable[bytes]) -> faiss.Index:
-    """One CPU FAISS index holding every shard, ids = rows 0..n-1 (see the module docstring)."""
+def merge_shards(trained: bytes, shard_blobs: Iterable[bytes], n_items: int | None = None) -> faiss.Index:
+    """One CPU FAISS index holding every shard, ids = rows 0..n-1 (see the module docstring).
+
+    Pass ``n_items`` (the catalogue size) so that missing trailing shards are caught here too.
+    """
     merged = fi.deserialize(trained, "trained index")
     shards = [fi.deserialize(blob, f"shard {i}") for i, blob in enumerate(shard_blobs)]
     if not shards:
         raise ValueError("merge_shards got no shards")
+    total = sum(int(s.ntotal) for s in shards)
+    if n_items is not None and total != n_items:
+        raise ValueError(f"shards hold {total} vectors but the catalogue has {n_items} items; a shard is "
+                         "missing or was delivered twice")
     if _is_ivf(merged):
         return _merge_ivf(merged, shards)
     return _merge_raw(merged, shards)
