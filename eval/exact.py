@@ -7,7 +7,10 @@ FAISS's C++ heap kernel (``faiss.ResultHeap``, OpenMP over queries) -- the same 
 ``query_block x item_block`` float32 tile plus the (m, K) results; the full score matrix is never
 formed. Excluded items can never enter a heap (-inf never beats the heap's initial value), so an
 excluded row is never returned; lists with fewer than K eligible items are padded with row -1 /
-score -inf, as in the index contract. Order among exactly equal scores is FAISS's heap order.
+score -inf, as in the index contract. Within a list, equal scores are ordered by ascending row.
+Which of several items tied *at the K-th score* make the list is decided by FAISS's heap: it is
+deterministic (independent of the block sizes) but not "lowest row"; ``index_correct`` therefore
+treats an index item tied with the K-th exact score as found.
 
 ``index_top_k`` asks an index for the same rankings with the same ``Exclusions`` (turned into the
 per-query lists ``search(queries, k, exclude=...)`` takes) and checks the answer honours the contract.
@@ -85,7 +88,9 @@ def exact_top_k(queries, items, k: int, exclude=None, *, query_block: int = 4096
             heap.add_result_subset(subset, out, np.arange(i0, i1, dtype=np.int64))
         heap.finalize()
         heap.D[heap.I < 0] = -np.inf
-        scores[q0:q1], rows[q0:q1] = heap.D, heap.I
+        order = np.lexsort((np.where(heap.I < 0, n, heap.I), -heap.D), axis=-1)  # ties: lower row first
+        scores[q0:q1] = np.take_along_axis(heap.D, order, axis=1)
+        rows[q0:q1] = np.take_along_axis(heap.I, order, axis=1)
     return scores, rows
 
 

@@ -144,9 +144,11 @@ def plot_recall_by_decile(results: Sequence[EvalResult], path: str | Path, k: in
         lo, hi = sub[f"{metric}_lo"].to_numpy(dtype=float), sub[f"{metric}_hi"].to_numpy(dtype=float)
         if np.isfinite(lo).any():
             ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
+    first = results[0].summary
+    n_cases = first[(first["source"] == source) & (first["family"] == "decile")]["n_cases"].tolist()
     ax.set_xticks(np.arange(1, 11))
-    ax.set_xticklabels([f"d{i:02d}" for i in range(1, 11)])
-    ax.set_xlabel("target item popularity decile (d01 = most popular 10% of items)")
+    ax.set_xticklabels([f"d{i:02d}\nn={c}" for i, c in zip(range(1, 11), n_cases)], fontsize="small")
+    ax.set_xlabel(f"target item popularity decile (d01 = most popular 10% of items; n = test cases, {results[0].name})")
     ax.set_ylabel(metric)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
