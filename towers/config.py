@@ -1,0 +1,135 @@
+"""Typed configuration of the towers (``TowerConfig``) and of their training (``TrainConfig``).
+
+Both are frozen dataclasses built from plain dicts with ``twotower.strict.from_dict`` (unknown
+keys are rejected). ``TrainConfig.tower`` nests the tower shape so one mapping describes a run::
+
+    train:
+      epochs: 10
+      batch_size: 1024
+      tower: {output_dim: 64, hidden_units: [128]}
+
+Every value is checked in ``__post_init__``; bad values raise ``ValueError`` naming the key, the
+value got and the allowed range. This module does not import TensorFlow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _positive(owner: str, **values) -> None:
+    for key, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{owner}.{key} must be > 0, got {value!r}")
+
+
+def _non_negative(owner: str, **values) -> None:
+    for key, value in values.items():
+        if value < 0:
+            raise ValueError(f"{owner}.{key} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """Shape of both towers and of their feature encoders.
+
+    output_dim            D, width of the L2-normalised tower output (query and item alike)
+    id_embedding_dim      width of the user-id and item-id tables (the item-id table is shared with
+                          the query tower's history encoder)
+    feature_embedding_dim width of every categorical / multi_categorical / text / numeric-bucket table
+    hidden_units          ReLU layers of each tower's MLP, before the final linear layer to D
+    dropout               dropout after each hidden layer (training only)
+    max_history           L, most recent history items the query tower reads; longer inputs are cut
+    oov_buckets           hashed out-of-vocabulary buckets of every id / categorical lookup (>= 1)
+    max_id_vocab          at most this many (most frequent) ids get their own row; rarer ids share
+                          the OOV buckets. Keeps million-id catalogues bounded
+    min_id_count          ids seen fewer times than this in training share the OOV buckets
+    id_hash_bins          > 0: hash ids into this many rows instead of a vocabulary (no vocabulary
+                          file, constant memory, collisions allowed); 0: exact vocabulary
+    max_category_vocab    cap on categorical / multi_categorical / text vocabularies (most frequent)
+    numeric_buckets       quantile buckets of each numeric feature (boundaries from training data)
+    text_max_tokens       text vocabulary size cap (most frequent tokens of training texts)
+    text_max_length       tokens read per text value (the rest are ignored)
+    """
+
+    output_dim: int = 64
+    id_embedding_dim: int = 64
+    feature_embedding_dim: int = 16
+    hidden_units: tuple[int, ...] = (128,)
+    activation: Literal["relu", "gelu", "swish"] = "relu"
+    dropout: float = 0.0
+    max_history: int = 50
+    oov_buckets: int = 1
+    max_id_vocab: int = 1_000_000
+    min_id_count: int = 1
+    id_hash_bins: int = 0
+    max_category_vocab: int = 100_000
+    numeric_buckets: int = 10
+    text_max_tokens: int = 20_000
+    text_max_length: int = 32
+
+    def __post_init__(self):
+        owner = "TowerConfig"
+        _positive(owner, output_dim=self.output_dim, id_embedding_dim=self.id_embedding_dim,
+                  feature_embedding_dim=self.feature_embedding_dim, max_history=self.max_history,
+                  oov_buckets=self.oov_buckets, max_id_vocab=self.max_id_vocab,
+                  min_id_count=self.min_id_count, max_category_vocab=self.max_category_vocab,
+                  numeric_buckets=self.numeric_buckets, text_max_tokens=self.text_max_tokens,
+                  text_max_length=self.text_max_length)
+        _non_negative(owner, id_hash_bins=self.id_hash_bins)
+        if any(u <= 0 for u in self.hidden_units):
+            raise ValueError(f"{owner}.hidden_units must all be > 0, got {list(self.hidden_units)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{owner}.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the towers are trained (in-batch softmax over cosine scores / temperature).
+
+    temperature           softmax temperature applied to cosine scores (smaller = sharper)
+    learning_rate         optimizer step size
+    batch_size            examples per step; every other candidate in the batch is a negative
+    epochs                passes over the training interactions
+    shuffle_buffer        examples held by the shuffler; 0 = all of them (a full shuffle)
+    seed                  seeds Python, NumPy, TensorFlow and the shuffle order
+    remove_accidental_hits  a batch candidate with the positive's item id is not a negative
+    use_weights           use the interactions' ``weight`` column (if present) as example weights
+    verbose               Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
+    early_stopping_patience  > 0: stop after this many epochs without a better validation loss and
+                          restore the best weights (needs a non-empty validation split)
+    keep_checkpoints      checkpoints kept under ``<out_dir>/checkpoints`` (0 = none written)
+    tensorboard           write TensorBoard logs under ``<out_dir>/logs``
+    steps_per_execution   training steps per tf.function call (larger = less Python overhead,
+                          coarser progress bar)
+    deterministic_ops     ``tf.config.experimental.enable_op_determinism()`` for bit-exact reruns
+                          (slower; process-wide)
+    """
+
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    temperature: float = 0.05
+    learning_rate: float = 0.003
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    batch_size: int = 1024
+    epochs: int = 10
+    shuffle_buffer: int = 0
+    seed: int = 42
+    remove_accidental_hits: bool = True
+    use_weights: bool = True
+    verbose: int = 1
+    early_stopping_patience: int = 0
+    keep_checkpoints: int = 1
+    tensorboard: bool = True
+    steps_per_execution: int = 1
+    deterministic_ops: bool = False
+
+    def __post_init__(self):
+        owner = "TrainConfig"
+        _positive(owner, temperature=self.temperature, learning_rate=self.learning_rate,
+                  batch_size=self.batch_size, epochs=self.epochs,
+                  steps_per_execution=self.steps_per_execution)
+        _non_negative(owner, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+                      early_stopping_patience=self.early_stopping_patience,
+                      keep_checkpoints=self.keep_checkpoints)
+        if self.verbose not in (0, 1, 2):
+            raise ValueError(f"{owner}.verbose must be 0, 1 or 2, got {self.verbose!r}")
