@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from recdata import columns as C
-from recdata.movielens import ITEM_FEATURES, USER_FEATURES, movie_interactions, movie_items, movie_users
+from recdata.movielens import (ITEM_FEATURES, USER_FEATURES, movie_interactions, movie_items, movie_users,
+                               split_title_year)
 from recdata.schema import Dataset
 
 #: layout name → (required files, optional files)
@@ -105,8 +106,11 @@ def _load_100k(d: Path) -> Dataset:
                          "the 19 genre columns must be 0 or 1")
     names = np.asarray(genres_names, dtype=object)
     genres = pd.Series([names[row == "1"].tolist() for row in flags], dtype=object)
+    # the year in the title first (as RecBole's ml-100k.item has it), the release date's year otherwise
+    _, title_year = split_title_year(item["title"])
     release_year = pd.to_datetime(item["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
-    items = movie_items(item["item_id"], item["title"], genres, year=release_year, where=str(f_item))
+    year = np.where(np.isnan(title_year), release_year.to_numpy(dtype=np.float64, na_value=np.nan), title_year)
+    items = movie_items(item["item_id"], item["title"], genres, year=year, where=str(f_item))
     users = movie_users(user["user_id"], user["age"], user["gender"], user["occupation"], user["zip_code"],
                         where=str(f_user))
     interactions = movie_interactions(inter["user_id"], inter["item_id"], inter["timestamp"], inter["rating"],

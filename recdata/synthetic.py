@@ -23,9 +23,11 @@ Generative model (everything vectorised with numpy; deterministic given ``Synthe
   probability ``user_feature_noise``), ``age`` (numeric, independent) and ``country`` (independent).
 * Interactions. Each event is, with probability ``taste_strength``, an item of the user's cluster
   drawn ∝ p within the cluster, otherwise an item drawn ∝ p from the whole catalogue. Without
-  ``allow_repeats`` a (user, item) pair occurs once: repeats are redrawn (4 rounds as drawn, then 4
-  rounds from the whole catalogue, for users who exhausted their cluster; pairs still repeated after
-  that are dropped and counted in ``extra["dropped_repeats"]``). This caps how often
+  ``allow_repeats`` a (user, item) pair occurs once: repeats are redrawn as first drawn (up to 48
+  rounds: rejection sampling, i.e. sampling without replacement), then from the whole catalogue (16
+  rounds, for users who exhausted their cluster); pairs still repeated are dropped and counted in
+  ``extra["dropped_repeats"]``. Users who exhaust the head of their cluster therefore show a lower
+  share of in-cluster events than ``taste_strength`` on small catalogues. This caps how often
   one user can consume a head item, so the realised head is flatter than r^-s when heavy users
   meet a steep head (as in real logs).
 * Timestamps. Each user starts at a uniform time in the first 80% of ``duration_days`` and their
@@ -100,7 +102,8 @@ USER_FEATURES = (FeatureSpec("taste_hint", "categorical"), FeatureSpec("age", "n
                  FeatureSpec("country", "categorical"))
 _TAGS_PER_LATENT = 3
 _MAX_TAGS = 4
-_REDRAW_ROUNDS = 8
+_TASTE_ROUNDS = 48        # redraws of repeated pairs as first drawn (rejection = sampling without replacement)
+_CATALOGUE_ROUNDS = 16    # then from the whole catalogue
 _NUM_COUNTRIES = 20
 
 
@@ -296,12 +299,12 @@ def _redraw_repeats(rng, sampler: _ItemSampler, row_user, row_item, user_cluster
     repeat[order[1:]] = sk[1:] == sk[:-1]
     accepted = sk[np.concatenate([[True], sk[1:] != sk[:-1]])]   # sorted distinct keys
     added = np.empty(0, dtype=np.int64)                           # sorted keys accepted by redraws
-    for round_ in range(_REDRAW_ROUNDS):
+    for round_ in range(_TASTE_ROUNDS + _CATALOGUE_ROUNDS):
         rows = np.flatnonzero(repeat)
         if rows.size == 0:
             break
-        # the second half of the rounds draws from the whole catalogue: a heavy user may exhaust a cluster
-        taste = from_taste[rows] if round_ < _REDRAW_ROUNDS // 2 else np.zeros(rows.size, dtype=bool)
+        # the last rounds draw from the whole catalogue: a heavy user may have exhausted their cluster
+        taste = from_taste[rows] if round_ < _TASTE_ROUNDS else np.zeros(rows.size, dtype=bool)
         new_item = sampler.draw(rng, user_cluster[row_user[rows]], taste)
         new_key = row_user[rows] * n_items + new_item
         by_key = np.argsort(new_key, kind="stable")
