@@ -1,9 +1,9 @@
 """Beam job: embed every item of the catalogue with the exported item tower -> a vectors artifact.
 
     items Parquet ──plan (driver: footers, duplicate ids)──► ReadUnits
-      │ ReadItemRows                  (position, row, source)
+      │ ReadItemRows                  blocks of batch_size consecutive rows: (source, [(position, row)])
       │ ValidateItemRows ──bad──────► dead letters (JSON lines, with reason) ─► <root>/dead_letter/<v>.jsonl
-      │ RunInference(ItemTowerHandler, keyed by position)
+      │ RunInference(ItemTowerHandler keyed by position, one block = one model call)
       │ key by shard = position * S // rows;  CombinePerKey(CollectShard)   (rows sorted by position)
       ▼ WriteShard                    <root>/.staging-<v>-*/part-0000s-of-0000S.parquet
     driver: check counts / dim / NaN / zero vectors and the dead-letter share, write manifest.json LAST,
@@ -11,8 +11,14 @@
 
 Row order of the artifact = order of the items table (files sorted by path, then row order) minus
 dead-lettered rows, whatever order the runner processes things in. Shards are contiguous row ranges.
-Vectors match the SavedModel's direct output up to float32 rounding: TF CPU kernels may round
-differently for different batch sizes, and Beam chooses the batches.
+
+Batches are formed by the reader, not by ``beam.BatchElements``: a batch is ``batch_size``
+consecutive rows of one read unit (minus its bad rows), handed to RunInference pre-batched
+(``with_no_batching``). Two reasons: TF CPU kernels round differently for different batch shapes,
+so timing-dependent batches would make re-runs differ in the last bits (fixed batches make the
+vectors, and so the index, reproducible); and Beam's per-element overhead is paid once per block
+instead of at every step. ``ItemTowerHandler`` itself still works per element with
+``batch_elements_kwargs`` for other pipelines.
 
 Nothing runner-specific happens inside the transforms; choose the runner with pipeline args:
   --runner DirectRunner [--direct_running_mode multi_processing --direct_num_workers 2]
@@ -47,6 +53,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from beam_jobs.handler import ItemTowerHandler, LoadedItemTower, model_version_of
 from beam_jobs.item_rows import DEAD_LETTER, DEFAULT_ID_PATTERN, RowValidator, ValidateItemRows
 from beam_jobs.item_source import DEFAULT_ROWS_PER_UNIT, ItemSource, ReadItemRows, plan_item_source
+from indexing.vectors import finalize_vectors, shard_name, write_shard
 from beam_jobs.versioned_root import (InjectedCrash, JobLock, check_crash_at, check_version_name,
                                       clean_staging, crash_point, new_version)
 from twotower import artifacts, strict
@@ -61,8 +68,7 @@ MAX_AUTO_SHARDS = 64
 # Steps after which ``crash_at`` can kill run_embed (tests): the Beam pipeline wrote the shards; the
 # manifest is written in staging; the version is promoted but ``current`` not yet flipped.
 EMBED_STEPS = ("pipeline", "manifest", "promote")
-VECTOR_SCHEMA = pa.schema([("item_id", pa.string()), ("vector", pa.list_(pa.float32())),
-                           ("model_version", pa.string())])
+BAD_VECTOR = "bad vector"
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class EmbedConfig:
     version             name of the new version; default the UTC time (YYYYMMDDTHHMMSSZ)
     model_version       default: the model_version file next to the item tower
     num_shards          vector shards (= parallel index-add tasks later); 0 = one per 131072 rows (<= 64)
-    min_batch_size, max_batch_size   RunInference batching (beam.BatchElements adapts in between)
+    batch_size          rows per model call (consecutive rows of one read unit)
     rows_per_read       rows per read task (a Parquet row group is split into tasks of this size)
     max_dead_letter_share  the job fails when more than this share of rows is bad
     item_id_pattern     regular expression a valid item id must fully match
@@ -91,8 +97,7 @@ class EmbedConfig:
     version: str = ""
     model_version: str = ""
     num_shards: int = 0
-    min_batch_size: int = 64
-    max_batch_size: int = 2048
+    batch_size: int = 1024
     rows_per_read: int = DEFAULT_ROWS_PER_UNIT
     max_dead_letter_share: float = 0.01
     item_id_pattern: str = DEFAULT_ID_PATTERN
@@ -100,14 +105,12 @@ class EmbedConfig:
     keep_versions: int = 3
 
     def __post_init__(self):
-        if not (self.run or (self.item_tower and self.items and self.output)):
-            raise ValueError("EmbedConfig needs run=<run directory>, or all of item_tower, items and output")
         if not 0.0 <= self.max_dead_letter_share <= 1.0:
             raise ValueError(f"max_dead_letter_share must be in [0, 1], got {self.max_dead_letter_share}")
         for name in ("num_shards",):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 = automatic), got {getattr(self, name)}")
-        for name in ("min_batch_size", "max_batch_size", "rows_per_read", "keep_versions"):
+        for name in ("batch_size", "rows_per_read", "keep_versions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.version:
@@ -115,6 +118,9 @@ class EmbedConfig:
 
     def resolved(self) -> "EmbedConfig":
         """A copy with every defaulted path filled in from ``run``."""
+        if not (self.run or (self.item_tower and self.items and self.output)):
+            raise ValueError("the embed job needs run=<run directory> (--run), or all of item_tower, items and "
+                             "output (--item-tower, --items, --output)")
         rd = RunDir(self.run) if self.run else None
         return dataclasses.replace(
             self,
@@ -153,8 +159,9 @@ class BadVectors(ValueError):
 
 
 class EmbedItems(beam.PTransform):
-    """``(position, row, source)`` -> {"embedded": (position, item_id, vector float32 (D,)),
-    "dead_letter": dict records}. ``duplicates``: positions of repeated ids (see item_source)."""
+    """Blocks ``(source, [(position, row), ...])`` -> {"embedded": ``(position, PredictionResult)`` with
+    ``inference`` float32 (D,) and ``example`` the canonical row, "dead_letter": dict records}.
+    One block = one model call. ``duplicates``: positions of repeated ids (see item_source)."""
 
     def __init__(self, handler: ItemTowerHandler, validator: RowValidator, duplicates: dict[int, int] | None = None):
         super().__init__()
@@ -162,80 +169,61 @@ class EmbedItems(beam.PTransform):
         self._validator = validator
         self._duplicates = duplicates or {}
 
-    def expand(self, rows):
-        checked = rows | "ValidateRows" >> beam.ParDo(
+    def expand(self, blocks):
+        checked = blocks | "ValidateRows" >> beam.ParDo(
             ValidateItemRows(self._validator, self._duplicates)).with_outputs(DEAD_LETTER, main="valid")
-        embedded = (checked.valid
-                    | "RunInference" >> RunInference(KeyedModelHandler(self._handler))
-                    | "ToVector" >> beam.MapTuple(lambda pos, pred: (pos, pred.example["item_id"], pred.inference)))
+        embedded = checked.valid | "RunInference" >> RunInference(KeyedModelHandler(self._handler).with_no_batching())
         return {"embedded": embedded, DEAD_LETTER: checked[DEAD_LETTER]}
 
 
-class CollectShard(beam.CombineFn):
-    """Gathers one shard's ``(position, item_id, vector)`` into arrays sorted by position.
+class GroupIntoShards(beam.PTransform):
+    """``(position, PredictionResult)`` -> ``(shard, (positions int64 (m,), item_ids object (m,),
+    vectors float32 (m, D)))`` sorted by position; shard = position * num_shards // num_rows.
 
-    Accumulator: list of chunks ``(positions int64 (m,), ids object (m,), vectors float32 (m, D))``
-    plus a pending list; ``compact`` stacks pending rows so partial results cross the shuffle as
-    a few NumPy arrays rather than one pickled object per item.
+    Items are packed into NumPy chunks right after inference (``BatchElements``), so the shuffle moves
+    a few arrays per bundle instead of one pickled object per item.
     """
 
-    def create_accumulator(self):
-        return ([], [])
+    def __init__(self, num_rows: int, num_shards: int, chunk_rows: int = 4096):
+        super().__init__()
+        self._num_rows = num_rows
+        self._num_shards = num_shards
+        self._chunk_rows = chunk_rows
 
-    def add_input(self, acc, element):
-        acc[1].append(element)
-        return acc
-
-    def compact(self, acc):
-        chunks, pending = acc
-        if pending:
-            pos, ids, vecs = zip(*pending)
-            chunks = chunks + [(np.asarray(pos, np.int64), np.asarray(ids, dtype=object),
-                                np.stack(vecs).astype(np.float32, copy=False))]
-        return (chunks, [])
-
-    def merge_accumulators(self, accumulators):
-        chunks = []
-        for acc in accumulators:
-            chunks.extend(self.compact(acc)[0])
-        return (chunks, [])
-
-    def extract_output(self, acc):
-        chunks = self.compact(acc)[0]
-        if not chunks:
-            return np.zeros(0, np.int64), np.zeros(0, object), np.zeros((0, 0), np.float32)
-        pos = np.concatenate([c[0] for c in chunks])
-        order = np.argsort(pos, kind="stable")
-        ids = np.concatenate([c[1] for c in chunks])[order]
-        vecs = np.concatenate([c[2] for c in chunks])[order]
-        return pos[order], ids, vecs
+    def expand(self, embedded):
+        return (embedded
+                | "Chunk" >> beam.BatchElements(min_batch_size=self._chunk_rows, max_batch_size=self._chunk_rows)
+                | "SplitByShard" >> beam.FlatMap(split_by_shard, self._num_rows, self._num_shards)
+                | "GroupShards" >> beam.GroupByKey()
+                | "ConcatShard" >> beam.MapTuple(lambda shard, chunks: (shard, concat_sorted(chunks))))
 
 
-def shard_name(shard: int, num_shards: int) -> str:
-    return f"part-{shard:05d}-of-{num_shards:05d}.parquet"
+def split_by_shard(batch, num_rows: int, num_shards: int):
+    """A list of ``(position, PredictionResult)`` -> ``(shard, (positions, ids, vectors))`` per shard."""
+    positions = np.fromiter((p for p, _ in batch), dtype=np.int64, count=len(batch))
+    ids = np.empty(len(batch), dtype=object)
+    ids[:] = [r.example["item_id"] for _, r in batch]
+    vectors = np.stack([r.inference for _, r in batch]).astype(np.float32, copy=False)
+    shards = positions * num_shards // num_rows
+    for shard in np.unique(shards).tolist():
+        mask = shards == shard
+        yield shard, (positions[mask], ids[mask], vectors[mask])
 
 
-def vectors_table(item_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> pa.Table:
-    """The contract's shard table: item_id string, vector list<float32> (all length D), model_version."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n = len(item_ids)
-    dim = vectors.shape[1] if vectors.ndim == 2 else 0
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
-    vector_col = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32()))
-    return pa.Table.from_arrays(
-        [pa.array(list(item_ids), pa.string()), vector_col, pa.array([model_version] * n, pa.string())],
-        schema=VECTOR_SCHEMA)
-
-
-def write_shard_file(path: str | Path, item_ids, vectors: np.ndarray, model_version: str) -> None:
-    """Write one vectors shard atomically (temp file + fsync + os.replace)."""
-    buf = io.BytesIO()
-    pq.write_table(vectors_table(item_ids, vectors, model_version), buf)
-    artifacts.atomic_write_bytes(path, buf.getvalue())
+def concat_sorted(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    chunks = list(chunks)
+    positions = np.concatenate([c[0] for c in chunks])
+    order = np.argsort(positions, kind="stable")
+    return (positions[order], np.concatenate([c[1] for c in chunks])[order],
+            np.concatenate([c[2] for c in chunks])[order])
 
 
 class WriteShard(beam.DoFn):
-    """``(shard, (positions, ids, vectors))`` -> the shard's Parquet file in ``directory``."""
+    """``(shard, (positions, ids, vectors))`` -> the shard's Parquet file in ``directory``.
+
+    Vectors with NaN/inf or all zeros are not written: they go to the ``DEAD_LETTER`` output with
+    reason "bad vector: ..." (the driver then fails the job, see ``run_embed``).
+    """
 
     def __init__(self, directory: str, num_shards: int, model_version: str):
         self._directory = directory
@@ -243,15 +231,16 @@ class WriteShard(beam.DoFn):
         self._model_version = model_version
 
     def process(self, element):
-        shard, (_, ids, vectors) = element
-        write_shard_file(os.path.join(self._directory, shard_name(shard, self._num_shards)), ids, vectors,
-                         self._model_version)
+        shard, (positions, ids, vectors) = element
+        finite = np.isfinite(vectors).all(axis=1)
+        good = finite & (vectors != 0).any(axis=1)
+        for i in np.flatnonzero(~good):
+            what = "NaN/inf" if not finite[i] else "an all-zero vector"
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
+                "row": int(positions[i]), "item_id": ids[i], "source": "item tower output", "values": "",
+                "reason": f"{BAD_VECTOR}: the item tower output {what} for this item"})
+        write_shard(self._directory, shard, self._num_shards, ids[good], vectors[good], self._model_version)
         yield shard
-
-
-def shard_of(position: int, num_rows: int, num_shards: int) -> int:
-    """Contiguous row ranges: shard = position * num_shards // num_rows."""
-    return position * num_shards // num_rows
 
 
 def auto_num_shards(num_rows: int) -> int:
@@ -259,20 +248,21 @@ def auto_num_shards(num_rows: int) -> int:
 
 
 def build_embed_pipeline(pipeline: beam.Pipeline, source: ItemSource, handler: ItemTowerHandler,
-                         validator: RowValidator, staging: str, num_shards: int, model_version: str) -> None:
+                         validator: RowValidator, staging: str, num_shards: int, model_version: str,
+                         batch_size: int) -> None:
     """Add the embed transforms to ``pipeline`` (outputs go to ``staging``)."""
     columns = tuple(s.name for s in validator.inputs)
     rows = (pipeline
             | "PlanReads" >> beam.Create(list(source.units))
             | "SpreadReads" >> beam.Reshuffle()
-            | "ReadRows" >> beam.ParDo(ReadItemRows(columns)))
+            | "ReadRows" >> beam.ParDo(ReadItemRows(columns, batch_size)))
     out = rows | "Embed" >> EmbedItems(handler, validator, source.duplicates)
-    n = source.num_rows
-    (out["embedded"]
-     | "KeyByShard" >> beam.Map(lambda e: (shard_of(e[0], n, num_shards), e))
-     | "CollectShards" >> beam.CombinePerKey(CollectShard())
-     | "WriteShards" >> beam.ParDo(WriteShard(staging, num_shards, model_version)))
-    (out[DEAD_LETTER]
+    written = (out["embedded"]
+               | "GroupIntoShards" >> GroupIntoShards(source.num_rows, num_shards)
+               | "WriteShards" >> beam.ParDo(WriteShard(staging, num_shards, model_version)).with_outputs(
+                   DEAD_LETTER, main="shards"))
+    ((out[DEAD_LETTER], written[DEAD_LETTER])
+     | "AllDeadLetters" >> beam.Flatten()
      | "DeadLetterJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False, sort_keys=True))
      | "WriteDeadLetter" >> beam.io.WriteToText(os.path.join(staging, DEAD_LETTER), file_name_suffix=".jsonl",
                                                 num_shards=1, shard_name_template=""))
@@ -312,47 +302,32 @@ def _embed_locked(cfg: EmbedConfig, version: str, pipeline_args, crash_at, t0: f
     source = plan_item_source(cfg.items, cfg.rows_per_read)
     _check_columns(source, signature.feature_names, cfg.items)
     num_shards = cfg.num_shards or auto_num_shards(source.num_rows)
-    handler = ItemTowerHandler(cfg.item_tower, model_version, min_batch_size=cfg.min_batch_size,
-                               max_batch_size=cfg.max_batch_size)
-    staging = artifacts.staging_dir(root, version)
+    handler = ItemTowerHandler(cfg.item_tower, model_version)
     options = pipeline_options(pipeline_args)
     log.info("embedding %d item rows from %s with %s (model %s) into %s shards on %s", source.num_rows,
              cfg.items, cfg.item_tower, model_version, num_shards, runner_name(options))
-    with beam.Pipeline(options=options) as pipeline:
-        build_embed_pipeline(pipeline, source, handler, validator, str(staging), num_shards, model_version)
-    crash_point("pipeline", crash_at)
-
-    dead_path, dead_count, reasons = _collect_dead_letters(staging, root, version)
-    share = dead_count / source.num_rows
-    if share > cfg.max_dead_letter_share:
+    staging = artifacts.staging_dir(root, version)
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            build_embed_pipeline(pipeline, source, handler, validator, str(staging), num_shards, model_version,
+                                 cfg.batch_size)
+        crash_point("pipeline", crash_at)
+        dead_path, dead_count, reasons = _collect_dead_letters(staging, root, version)
+        _check_dead_letters(dead_count, reasons, source.num_rows, cfg, dead_path)
+        _fill_empty_shards(staging, num_shards, model_version)
+        manifest = finalize_vectors(staging, model_version, version)
+        crash_point("manifest", crash_at)
+        final = artifacts.promote(staging, root, version)
+    except InjectedCrash:
+        raise  # like a killed job: the staging dir stays behind; the next run's clean_staging removes it
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        top = "; ".join(f"{r} ({c})" for r, c in reasons.most_common(5))
-        raise DeadLetterShareExceeded(
-            f"{dead_count} of {source.num_rows} item rows ({share:.2%}) failed validation, above "
-            f"max_dead_letter_share={cfg.max_dead_letter_share:g}; reasons: {top}. The rows and reasons are "
-            f"in {dead_path}. Fix those rows in {cfg.items} (or raise max_dead_letter_share); nothing was "
-            "published")
-    stats = _check_shards(staging, num_shards, model_version)
-    if stats["count"] == 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ValueError(f"no item could be embedded: all {source.num_rows} rows of {cfg.items} were "
-                         f"dead-lettered (see {dead_path}); nothing was published")
-    manifest_fields = {
-        "kind": VECTORS_KIND, "version": version, "model_version": model_version,
-        "count": stats["count"], "dim": stats["dim"], "shards": stats["shards"],
-        "shard_counts": stats["shard_counts"], "source": list(source.paths), "source_rows": source.num_rows,
-        "item_tower": str(cfg.item_tower),
-        "dead_letter": {"count": dead_count, "path": str(dead_path) if dead_path else None,
-                        "reasons": dict(reasons.most_common())},
-    }
-    artifacts.write_manifest(staging, manifest_fields)
-    crash_point("manifest", crash_at)
-    final = artifacts.promote(staging, root, version)
+        raise
     crash_point("promote", crash_at)
     if cfg.publish:
         artifacts.publish(root, version)
         prune_versions(root, cfg.keep_versions)
-    return EmbedResult(version, final, stats["count"], stats["dim"], model_version, source.num_rows, dead_count,
+    return EmbedResult(version, final, manifest["count"], manifest["dim"], model_version, source.num_rows, dead_count,
                        dead_path, cfg.publish, time.perf_counter() - t0)
 
 
@@ -388,41 +363,30 @@ def _collect_dead_letters(staging: Path, root: Path, version: str) -> tuple[Path
     return dest, count, reasons
 
 
-def _check_shards(staging: Path, num_shards: int, model_version: str) -> dict:
-    """Counts/dim of the written shards (empty shards are created here); refuse NaN/inf/zero vectors."""
-    names, counts, dim = [], [], None
-    nonfinite, zero, examples = 0, 0, []
-    for s in range(num_shards):
-        path = staging / shard_name(s, num_shards)
-        if not path.exists():
-            write_shard_file(path, [], np.zeros((0, 0), np.float32), model_version)
-        names.append(path.name)
-        pf = pq.ParquetFile(path)
-        counts.append(pf.metadata.num_rows)
-        for batch in pf.iter_batches(batch_size=65_536, columns=["item_id", "vector"]):
-            lists = batch.column("vector")
-            lengths = np.diff(lists.offsets.to_numpy())
-            if len(lengths) == 0:
-                continue
-            if dim is None:
-                dim = int(lengths[0])
-            if (lengths != dim).any():
-                raise BadVectors(f"{path}: vectors of different lengths ({sorted(set(lengths.tolist()))[:5]}); "
-                                 "the item tower must output one fixed dimension")
-            vecs = lists.values.to_numpy().reshape(-1, dim)
-            bad_nan = ~np.isfinite(vecs).all(axis=1)
-            bad_zero = ~bad_nan & ~(np.abs(vecs) > 0).any(axis=1)
-            nonfinite += int(bad_nan.sum())
-            zero += int(bad_zero.sum())
-            if len(examples) < 5 and (bad_nan.any() or bad_zero.any()):
-                ids = batch.column("item_id").to_pylist()
-                examples += [ids[i] for i in np.flatnonzero(bad_nan | bad_zero)[: 5 - len(examples)]]
-    if nonfinite or zero:
+def _check_dead_letters(count: int, reasons: Counter, num_rows: int, cfg: EmbedConfig, path) -> None:
+    bad_vectors = reasons.get(BAD_VECTOR, 0)
+    if bad_vectors:
         raise BadVectors(
-            f"the item tower produced {nonfinite} vectors with NaN/inf and {zero} all-zero vectors "
-            f"(e.g. items {examples}); the index cannot serve them. Check the exported item tower (and the "
-            "features of those items); nothing was published")
-    return {"shards": names, "shard_counts": counts, "count": int(sum(counts)), "dim": int(dim or 0)}
+            f"the item tower produced NaN/inf or all-zero vectors for {bad_vectors} item(s) (listed with reason "
+            f"{BAD_VECTOR!r} in {path}); the index cannot serve them. Check the exported item tower "
+            f"{cfg.item_tower} and those items' features; nothing was published")
+    share = count / num_rows
+    if share > cfg.max_dead_letter_share:
+        top = "; ".join(f"{r} ({c})" for r, c in reasons.most_common(5))
+        raise DeadLetterShareExceeded(
+            f"{count} of {num_rows} item rows ({share:.2%}) failed validation, above "
+            f"max_dead_letter_share={cfg.max_dead_letter_share:g}; reasons: {top}. The rows and reasons are "
+            f"in {path}. Fix those rows in {cfg.items} (or raise max_dead_letter_share); nothing was published")
+    if count == num_rows:
+        raise ValueError(f"no item could be embedded: all {num_rows} rows of {cfg.items} were dead-lettered "
+                         f"(see {path}); nothing was published")
+
+
+def _fill_empty_shards(staging: Path, num_shards: int, model_version: str) -> None:
+    """Shards that received no rows still get a (0-row) file, so the set part-i-of-N is complete."""
+    for s in range(num_shards):
+        if not (staging / shard_name(s, num_shards)).exists():
+            write_shard(staging, s, num_shards, [], np.zeros((0, 0), np.float32), model_version)
 
 
 def prune_versions(root: str | Path, keep: int) -> list[str]:

@@ -85,6 +85,14 @@ def _number(value: Any, name: str) -> float:
 _CONVERT = {STRING: _string, STRING_LIST: _string_list, FLOAT: _number}
 
 
+def _all_str(values: list) -> bool:
+    try:
+        "".join(values)  # C-speed check that every element is a str
+    except TypeError:
+        return False
+    return True
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -99,27 +107,37 @@ class RowValidator:
 
     def __post_init__(self):
         try:
-            re.compile(self.id_pattern)
+            matcher = re.compile(self.id_pattern).fullmatch
         except re.error as exc:
             raise ValueError(f"item_id_pattern {self.id_pattern!r} is not a valid regular expression: {exc}")
+        object.__setattr__(self, "_id_matches", matcher)
+        object.__setattr__(self, "_features", tuple((i.name, i.kind) for i in self.inputs if i.name != "item_id"))
 
     def clean(self, row: Mapping[str, Any]) -> dict:
         """The canonical row, or raise ``BadRow`` with the dead-letter reason."""
         item_id = row.get("item_id")
-        if _is_null(item_id):
-            raise BadRow("missing item id")
-        if not isinstance(item_id, str):
+        if type(item_id) is not str:
+            if _is_null(item_id):
+                raise BadRow("missing item id")
             raise BadRow(f"malformed item id: expected a string, got {type(item_id).__name__} {_short(item_id)}")
-        if not re.fullmatch(self.id_pattern, item_id):
+        if not self._id_matches(item_id):
             raise BadRow(f"unknown item id format: {_short(item_id)} does not match item_id_pattern "
                          f"{self.id_pattern!r}")
         out = {"item_id": item_id}
-        for spec in self.inputs:
-            if spec.name == "item_id":
-                continue
-            if spec.name not in row:
-                raise BadRow(f"missing feature {spec.name!r}")
-            out[spec.name] = _CONVERT[spec.kind](row[spec.name], spec.name)
+        for name, kind in self._features:
+            try:
+                value = row[name]
+            except KeyError:
+                raise BadRow(f"missing feature {name!r}") from None
+            # Fast paths for values already in canonical form; everything else goes through _CONVERT.
+            if kind == STRING and type(value) is str:
+                out[name] = value
+            elif kind == FLOAT and type(value) is float and value - value == 0.0:  # finite (not NaN/inf)
+                out[name] = value
+            elif kind == STRING_LIST and type(value) is list and _all_str(value):
+                out[name] = value
+            else:
+                out[name] = _CONVERT[kind](value, name)
         return out
 
 
@@ -134,7 +152,8 @@ def dead_letter_record(position: int, row: Mapping[str, Any], reason: str, sourc
 
 
 class ValidateItemRows(beam.DoFn):
-    """``(position, row, source)`` -> main ``(position, canonical row)`` or ``DEAD_LETTER`` records.
+    """A block ``(source, [(position, row), ...])`` -> main: the block's good rows as one list
+    ``[(position, canonical row), ...]`` (omitted when empty); ``DEAD_LETTER``: one record per bad row.
 
     duplicates: ``{position: first position}`` of repeated ids (from ``item_source.find_duplicates``).
     """
@@ -143,13 +162,18 @@ class ValidateItemRows(beam.DoFn):
         self._validator = validator
         self._duplicates = dict(duplicates or {})
 
-    def process(self, element: tuple[int, dict, str]) -> Iterator:
-        position, row, source = element
-        try:
-            if position in self._duplicates:
-                raise BadRow(f"duplicate item id: the same id is at row {self._duplicates[position]} "
-                             "(the first occurrence is kept)")
-            yield position, self._validator.clean(row)
-        except BadRow as exc:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(position, row, str(exc), source))
+    def process(self, block: tuple[str, list]) -> Iterator:
+        source, rows = block
+        good = []
+        clean, duplicates = self._validator.clean, self._duplicates
+        for position, row in rows:
+            try:
+                if position in duplicates:
+                    raise BadRow(f"duplicate item id: the same id is at row {duplicates[position]} "
+                                 "(the first occurrence is kept)")
+                good.append((position, clean(row)))
+            except BadRow as exc:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(position, row, str(exc), source))
+        if good:
+            yield good
 

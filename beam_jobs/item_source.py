@@ -122,15 +122,19 @@ def find_duplicates(item_ids: pa.ChunkedArray | Sequence[str]) -> dict[int, int]
 
 
 class ReadItemRows(beam.DoFn):
-    """``ReadUnit`` -> ``(position, row dict, source path)`` for each row, reading ``columns`` only.
+    """``ReadUnit`` -> blocks ``(source path, [(position, row dict), ...])`` of up to ``block_rows`` rows.
 
-    Columns missing from a file are simply absent from its row dicts (validation dead-letters
-    those rows as missing features). The last row group read is cached per worker, so the units
-    of one large row group cost one decode when they land on the same worker.
+    Only ``columns`` are read. Columns missing from a file are simply absent from its row dicts
+    (validation dead-letters those rows as missing features). Blocks are contiguous positions, so
+    the same input always gives the same blocks. The last row group read is cached per worker: the
+    units of one large row group cost one decode when they land on the same worker.
     """
 
-    def __init__(self, columns: Sequence[str]):
+    def __init__(self, columns: Sequence[str], block_rows: int):
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
         self._columns = tuple(columns)
+        self._block_rows = block_rows
         self._cached: tuple[tuple[str, int], pa.Table] | None = None
 
     def _row_group(self, path: str, row_group: int) -> pa.Table:
@@ -141,7 +145,10 @@ class ReadItemRows(beam.DoFn):
             self._cached = (key, pf.read_row_group(row_group, columns=present))
         return self._cached[1]
 
-    def process(self, unit: ReadUnit) -> Iterator[tuple[int, dict, str]]:
-        table = self._row_group(unit.path, unit.row_group).slice(unit.offset, unit.num_rows)
-        for i, row in enumerate(table.to_pylist()):
-            yield unit.start + i, row, unit.path
+    def process(self, unit: ReadUnit) -> Iterator[tuple[str, list[tuple[int, dict]]]]:
+        table = self._row_group(unit.path, unit.row_group)
+        for offset in range(0, unit.num_rows, self._block_rows):
+            size = min(self._block_rows, unit.num_rows - offset)
+            rows = table.slice(unit.offset + offset, size).to_pylist()
+            first = unit.start + offset
+            yield unit.path, [(first + i, row) for i, row in enumerate(rows)]

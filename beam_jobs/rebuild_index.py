@@ -1,0 +1,419 @@
+"""The nightly job: embed the catalogue, build the FAISS index in shards, validate, publish atomically.
+
+    1 embed     run_embed -> vectors/<v>/ (finished, not yet current)         [or reuse a vectors version]
+    2 train     indexing.train_empty on a seeded sample (spec.train_size, spec.seed) -> trained empty index
+    3 add       Beam: one task per vectors shard; each worker reads its shard and calls
+                indexing.add_shard(trained, vectors, rows) on a copy of the trained index (the trained
+                index arrives as a side input); the blobs land in a staging dir
+    4 merge     indexing.merge_shards in row order -> one index (== a single-process build)
+    5 validate  count == catalogue, no NaN/inf/zero or unnormalised vectors, dim and model version
+                agree, recall@K vs exact search on seeded sample queries >= recall_floor
+    6 publish   indexing.store.publish_index: staging dir, fsync, manifest last, promote, flip
+                index/current with os.replace, keep the newest keep_versions; then vectors/current
+
+A failure at any step raises (the CLI exits non-zero with the message) and publishes nothing:
+``current`` keeps serving the previous version. A job killed at any point leaves only hidden
+``.staging-*`` directories (no manifest), which ``list_versions`` ignores and the next run removes.
+One rebuild at a time per index root (``JobLock``). ``crash_at=<step>`` raises ``InjectedCrash``
+right after that step, for tests (like FAISS ``contrib/big_batch_search.py``).
+
+Determinism: the training sample and k-means are seeded, shards are contiguous row ranges merged in
+row order, so the same vectors give a byte-identical index. Re-embedding reproduces the vectors up
+to float32 rounding (TF may round differently for different batch compositions).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from beam_jobs.beam_env import beam, pipeline_options, runner_name
+from beam_jobs.embed_items import EmbedConfig, EmbedResult, prune_versions, run_embed
+from beam_jobs.versioned_root import (InjectedCrash, JobLock, check_crash_at, check_version_name,
+                                      clean_staging, crash_point, new_version)
+from beam_jobs import versioned_root
+from indexing.item_index import ItemIndex
+from indexing.sharded import add_shard, merge_shards, train_empty
+from indexing.spec import IndexSpec
+from indexing.store import publish_index
+from indexing.vectors import read_vectors
+from twotower import artifacts, strict
+from twotower.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+REBUILD_STEPS = ("embed", "train", "add", "merge", "validate")
+NORM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class RebuildConfig:
+    """The nightly rebuild. Empty paths default to the run directory's layout.
+
+    run              run directory (model/, data/items.parquet, vectors/, index/)
+    index_root       where index versions live; default <run>/index
+    version          name of the new vectors + index version; default the UTC time
+    vectors_version  "" = embed the catalogue now; a version name (or "current") = index those vectors
+    embed            the embed step (EmbedConfig; its run/output default to this run)
+    index            what index to build (indexing.spec.IndexSpec); recall is measured at
+                     index.recall_k over index.recall_queries seeded item-vector queries
+    recall_floor     publish only when recall@recall_k vs exact search >= this
+    keep_versions    index and vectors versions kept (the current one is never deleted)
+    """
+
+    run: str = ""
+    index_root: str = ""
+    version: str = ""
+    vectors_version: str = ""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    index: IndexSpec = field(default_factory=IndexSpec)
+    recall_floor: float = 0.95
+    keep_versions: int = 3
+
+    def __post_init__(self):
+        if not self.run and not (self.index_root and (self.vectors_version or self.embed.output)):
+            raise ValueError("RebuildConfig needs run=<run directory> (--run), or index_root plus the embed paths")
+        if not 0.0 <= self.recall_floor <= 1.0:
+            raise ValueError(f"recall_floor must be in [0, 1], got {self.recall_floor}")
+        if self.keep_versions < 1:
+            raise ValueError(f"keep_versions must be >= 1, got {self.keep_versions}")
+        if self.version:
+            check_version_name(self.version)
+
+    def resolved(self) -> "RebuildConfig":
+        rd = RunDir(self.run) if self.run else None
+        embed = dataclasses.replace(self.embed, run=self.embed.run or self.run,
+                                    keep_versions=self.keep_versions).resolved()
+        return dataclasses.replace(self, index_root=self.index_root or str(rd.index), embed=embed)
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    """What was published: versions, directories, and the numbers the validation measured."""
+
+    version: str
+    index_dir: Path
+    vectors_dir: Path
+    count: int
+    dim: int
+    factory: str
+    model_version: str
+    recall: dict
+    num_shards: int
+    seconds: dict          # step -> wall seconds
+    embed: EmbedResult | None
+
+
+class IndexValidationError(ValueError):
+    """The rebuilt index failed a pre-publish check; nothing was published."""
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: add shards on the workers
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Add vectors shard ``path`` (``count`` rows starting at catalogue row ``first_row``)."""
+
+    index: int
+    path: str
+    first_row: int
+    count: int
+
+
+def read_shard_vectors(path: str, dim: int, expected_rows: int) -> np.ndarray:
+    """float32 (rows, dim) of one vectors shard (the ``vector`` column only)."""
+    column = pq.read_table(path, columns=["vector"]).column("vector").combine_chunks()
+    vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if len(column) != expected_rows or vectors.size != expected_rows * dim:
+        raise ValueError(f"{path}: {len(column)} vectors / {vectors.size} floats, expected {expected_rows} x {dim}; "
+                         "the vectors artifact changed while the job ran")
+    return vectors.reshape(expected_rows, dim)
+
+
+class AddShard(beam.DoFn):
+    """``ShardTask`` + trained index bytes (side input) -> ``<work_dir>/shard-<i>.faiss``; yields its index."""
+
+    def __init__(self, work_dir: str, dim: int):
+        self._work_dir = work_dir
+        self._dim = dim
+
+    def process(self, task: ShardTask, trained: bytes):
+        vectors = read_shard_vectors(task.path, self._dim, task.count)
+        rows = np.arange(task.first_row, task.first_row + task.count, dtype=np.int64)
+        blob = add_shard(trained, vectors, rows)
+        artifacts.atomic_write_bytes(Path(self._work_dir) / shard_blob_name(task.index), blob)
+        yield task.index
+
+
+def shard_blob_name(index: int) -> str:
+    return f"shard-{index:05d}.faiss"
+
+
+def shard_tasks(vectors_dir: Path, manifest: dict) -> list[ShardTask]:
+    tasks, first = [], 0
+    for i, name in enumerate(manifest["shards"]):
+        path = vectors_dir / name
+        count = pq.ParquetFile(path).metadata.num_rows
+        tasks.append(ShardTask(i, str(path), first, count))
+        first += count
+    return tasks
+
+
+def add_shards_with_beam(tasks: Sequence[ShardTask], trained: bytes, dim: int, work_dir: Path,
+                         pipeline_args: Sequence[str] | None) -> list[bytes]:
+    """Run the add step as a Beam pipeline; returns the shard blobs in shard order."""
+    options = pipeline_options(pipeline_args)
+    with beam.Pipeline(options=options) as p:
+        trained_pc = p | "TrainedIndex" >> beam.Create([trained])
+        (p
+         | "ShardTasks" >> beam.Create(list(tasks))
+         | "SpreadShards" >> beam.Reshuffle()
+         | "AddShard" >> beam.ParDo(AddShard(str(work_dir), dim), trained=beam.pvalue.AsSingleton(trained_pc)))
+    blobs = []
+    for task in tasks:
+        path = work_dir / shard_blob_name(task.index)
+        if not path.is_file():
+            raise RuntimeError(f"the add step finished without writing {path} (shard {task.index} of "
+                               f"{len(tasks)}); rerun the rebuild")
+        blobs.append(path.read_bytes())
+    return blobs
+
+
+# --------------------------------------------------------------------------------------------
+# Step 5: validation
+
+
+def validate_index(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarray, vectors_manifest: dict,
+                   expected_model_version: str | None, recall_floor: float,
+                   catalogue_rows: int | None = None) -> dict:
+    """Pre-publish checks; returns the measured recall dict, raises ``IndexValidationError`` listing failures.
+
+    vectors float32 (n, d) and item_ids (n,): what the index was built from, in row order.
+    catalogue_rows: rows of the items table minus dead letters, when known (embedded in this run).
+    """
+    problems = []
+    n = len(item_ids)
+    if index.ntotal != n or vectors_manifest["count"] != n or (catalogue_rows is not None and catalogue_rows != n):
+        problems.append(f"item count: index holds {index.ntotal}, vectors artifact {vectors_manifest['count']}, "
+                        f"item ids {n}" + (f", catalogue {catalogue_rows}" if catalogue_rows is not None else ""))
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
+    for mask, what in ((~finite, "contain NaN/inf"), (finite & (norms == 0), "are all zeros"),
+                       (finite & (norms > 0) & (np.abs(norms - 1) > NORM_TOLERANCE),
+                        f"are not L2-normalised (|norm - 1| > {NORM_TOLERANCE})")):
+        if mask.any():
+            problems.append(f"{int(mask.sum())} vectors {what} (e.g. items {item_ids[mask][:3].tolist()})")
+    if index.dim != vectors_manifest["dim"] or vectors.shape[1] != index.dim:
+        problems.append(f"dimension: index {index.dim}, vectors artifact {vectors_manifest['dim']}, "
+                        f"vectors {vectors.shape[1]}")
+    versions = {"index": index.model_version, "vectors": vectors_manifest["model_version"]}
+    if expected_model_version is not None:
+        versions["run's model"] = expected_model_version
+    if len(set(versions.values())) != 1:
+        problems.append(f"model version mismatch: {versions}; re-embed the items with the current model")
+    recall = None
+    if finite.all() and not problems:
+        recall = index.measure_recall(vectors)
+        if recall["recall"] < recall_floor:
+            problems.append(
+                f"recall@{recall['k']} = {recall['recall']:.4f} over {recall['num_queries']} sampled queries is "
+                f"below recall_floor={recall_floor} (factory {index.factory}, search params "
+                f"{recall['search_params']}); raise index.nprobe / ef_search, choose a larger factory, or "
+                "lower recall_floor")
+    if problems:
+        raise IndexValidationError("index validation failed, nothing was published:\n  - " + "\n  - ".join(problems))
+    return recall
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def run_rebuild(config: RebuildConfig, pipeline_args: Sequence[str] | None = None, *,
+                crash_at: str | None = None) -> RebuildResult:
+    """Run the nightly rebuild (see the module docstring); returns what was published.
+
+    pipeline_args: Beam options for both Beam steps (embed, add), e.g. ``["--runner", "DirectRunner",
+    "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]``.
+    Raises ``IndexValidationError``, ``DeadLetterShareExceeded``, ``BadVectors`` (all ``ValueError``) or
+    the underlying error, having published nothing.
+    """
+    check_crash_at(crash_at, REBUILD_STEPS)
+    cfg = config.resolved()
+    index_root = Path(cfg.index_root)
+    vectors_root = Path(cfg.embed.output)
+    with JobLock(index_root, "the index rebuild"):
+        clean_staging(index_root)
+        version = cfg.version or new_version(index_root, vectors_root)
+        if (index_root / version).exists():
+            raise FileExistsError(f"{index_root / version} already exists; versions are immutable, choose a new name")
+        work = artifacts.staging_dir(index_root, f"{version}-shards")
+        try:
+            result = _rebuild_locked(cfg, version, work, pipeline_args, crash_at)
+        except InjectedCrash:
+            raise  # like a killed job: the staging dir stays behind; the next run's clean_staging removes it
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+        return result
+
+
+def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args, crash_at) -> RebuildResult:
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def step_done(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = round(now - clock, 3)
+        clock = now
+        log.info("rebuild %s: %s done in %.1f s", version, step, seconds[step])
+        if step in REBUILD_STEPS:
+            crash_point(step, crash_at)
+
+    vectors_root = Path(cfg.embed.output)
+    embedded: EmbedResult | None = None
+    if cfg.vectors_version:
+        vv = artifacts.current_version(vectors_root) if cfg.vectors_version == "current" else cfg.vectors_version
+        if vv is None:
+            raise FileNotFoundError(f"{vectors_root / artifacts.CURRENT} does not exist; embed first or pass a "
+                                    "vectors version")
+        vectors_dir = vectors_root / vv
+    else:
+        embedded = run_embed(dataclasses.replace(cfg.embed, version=version, publish=False), pipeline_args)
+        vectors_dir = embedded.directory
+    step_done("embed")
+
+    try:
+        item_ids, vectors, vmanifest = read_vectors(vectors_dir)
+    except ValueError as exc:
+        raise IndexValidationError(f"the vectors artifact {vectors_dir} cannot be indexed, nothing was "
+                                   f"published: {exc}") from None
+    n, dim = vectors.shape
+    spec = cfg.index
+    trained = train_empty(vectors, spec, n_items=n)
+    step_done("train")
+
+    tasks = shard_tasks(vectors_dir, vmanifest)
+    blobs = add_shards_with_beam(tasks, trained, dim, work, pipeline_args)
+    step_done("add")
+
+    merged = merge_shards(trained, blobs)
+    del blobs
+    factory = spec.resolve_factory(n, dim)
+    index = ItemIndex.from_faiss(merged, item_ids, spec, vmanifest["model_version"], factory=factory)
+    step_done("merge")
+
+    run_model = RunDir(cfg.run).model_version_file if cfg.run else None
+    expected_mv = run_model.read_text().strip() if run_model is not None and run_model.is_file() else None
+    catalogue = embedded.source_rows - embedded.dead_letter_count if embedded else None
+    recall = validate_index(index, vectors, item_ids, vmanifest, expected_mv, cfg.recall_floor, catalogue)
+    step_done("validate")
+
+    extra = {"vectors_version": vmanifest["version"], "vectors_dir": str(vectors_dir),
+             "recall_floor": cfg.recall_floor, "num_shards": len(tasks), "seconds": dict(seconds),
+             "runner": runner_name(pipeline_options(pipeline_args))}
+    if embedded is not None:
+        extra.update(source_rows=embedded.source_rows, dead_letter_count=embedded.dead_letter_count)
+    index_dir = publish_index(cfg.index_root, index, version, keep=cfg.keep_versions, extra_manifest=extra)
+    if embedded is not None:
+        artifacts.publish(vectors_root, embedded.version)
+        prune_versions(vectors_root, cfg.keep_versions)
+    step_done("publish")
+    return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
+                         len(tasks), seconds, embedded)
+
+
+def rollback(index_root: str | Path, to_version: str | None = None, vectors_root: str | Path | None = None) -> str:
+    """Flip ``index_root/current`` back (default: to the version before the current one); returns it.
+
+    With ``vectors_root``, ``vectors/current`` follows to the vectors version that index was built from
+    (when it is still kept).
+    """
+    version = versioned_root.rollback(index_root, to_version)
+    if vectors_root is not None:
+        vv = artifacts.read_manifest(Path(index_root) / version).get("vectors_version")
+        if vv and vv in artifacts.list_versions(vectors_root):
+            artifacts.publish(vectors_root, vv)
+    return version
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_jobs.rebuild_index",
+        description="Nightly rebuild: embed items, build the FAISS index in shards with Beam, validate, publish. "
+                    "Unknown flags go to Beam, e.g. --runner DirectRunner --direct_running_mode multi_processing "
+                    "--direct_num_workers 2 (or --runner FlinkRunner --flink_master host:8081 ...).")
+    parser.add_argument("--run", default="", help="run directory")
+    parser.add_argument("--index-root", default="", help="default <run>/index")
+    parser.add_argument("--version", default="", help="new version name (default: UTC time)")
+    parser.add_argument("--vectors-version", default="", help="index these vectors instead of embedding "
+                        "(a version name or 'current')")
+    parser.add_argument("--recall-floor", type=float, default=None)
+    parser.add_argument("--keep-versions", type=int, default=None)
+    parser.add_argument("--config", default=None, help="YAML/JSON file with RebuildConfig fields "
+                        "(embed: {...}, index: {...}); flags override it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any field, e.g. --set index.factory=IVF1024,Flat --set embed.num_shards=8")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RebuildConfig:
+    data: dict = {}
+    if args.config:
+        import yaml
+        with open(args.config) as fh:
+            data = yaml.safe_load(fh) or {}
+    for key in ("run", "index_root", "version", "vectors_version", "recall_floor", "keep_versions"):
+        value = getattr(args, key)
+        if value not in (None, ""):
+            data[key] = value
+    cfg = strict.from_dict(RebuildConfig, data)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        import yaml
+        cfg = strict.replace_path(cfg, key.strip(), yaml.safe_load(raw))
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, beam_args = build_parser().parse_known_args(argv)
+    try:
+        result = run_rebuild(config_from_args(args), beam_args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"rebuild failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result_summary(result), indent=2))
+    return 0
+
+
+def result_summary(result: RebuildResult) -> dict:
+    return {"version": result.version, "index_dir": str(result.index_dir), "vectors_dir": str(result.vectors_dir),
+            "count": result.count, "dim": result.dim, "factory": result.factory,
+            "model_version": result.model_version, "recall": result.recall, "num_shards": result.num_shards,
+            "seconds": result.seconds,
+            "dead_letter_count": result.embed.dead_letter_count if result.embed else None}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
