@@ -269,10 +269,11 @@ class ItemIndex:
         order = np.argsort(excl.counts, kind="stable")
         start = 0
         while start < m:
-            widest = k + int(excl.counts[order[min(start + batch_size, m) - 1]])
+            widest = k + 1 + int(excl.counts[order[min(start + batch_size, m) - 1]])
             size = max(1, min(batch_size, MAX_BLOCK_CANDIDATES // widest))
             block = order[start:start + size]
-            k_eff = min(self.ntotal, k + int(excl.counts[block].max()))
+            # +1 for exact indices: one candidate past the k-th shows whether a tie continues beyond it.
+            k_eff = min(self.ntotal, k + int(excl.counts[block].max()) + int(self._exact))
             self._search_block(queries, block, k, k_eff, excl, scores, rows)
             start += size
         return scores, rows
@@ -286,26 +287,42 @@ class ItemIndex:
         pending = block
         while len(pending):
             raw_scores, raw_rows = self._raw_search(queries[pending], k_eff)
-            missing = raw_rows < 0
-            raw_scores = np.where(missing, -np.inf, raw_scores).astype(np.float32)
-            order = np.lexsort((raw_rows, -raw_scores), axis=-1)  # best first, ties by ascending row
-            raw_scores = np.take_along_axis(raw_scores, order, axis=1)
-            raw_rows = np.take_along_axis(raw_rows, order, axis=1)
-            valid = ~np.take_along_axis(missing, order, axis=1) & ~excl.mask(pending, raw_rows)
-            rank = np.cumsum(valid, axis=1) - 1
-            keep = valid & (rank < k)
-            qi, col = np.nonzero(keep)
+            missing = raw_rows < 0  # FAISS pads the tail of a row with -1 when it runs out of items
+            raw_scores = np.where(missing, -np.inf, raw_scores).astype(np.float32, copy=False)
+            raw_rows = np.where(missing, -1, raw_rows)
+            _order_ties_by_row(raw_scores, raw_rows, missing)
             scores_out[pending] = -np.inf
             rows_out[pending] = -1
-            scores_out[pending[qi], rank[qi, col]] = raw_scores[qi, col]
-            rows_out[pending[qi], rank[qi, col]] = raw_rows[qi, col]
+            if len(excl.keys):
+                valid = ~missing & ~excl.mask(pending, raw_rows)
+                rank = np.cumsum(valid, axis=1) - 1
+                qi, col = np.nonzero(valid & (rank < k))
+                scores_out[pending[qi], rank[qi, col]] = raw_scores[qi, col]
+                rows_out[pending[qi], rank[qi, col]] = raw_rows[qi, col]
+                kept = valid.sum(axis=1)
+            else:  # fast path: nothing to drop, the first k columns are the answer
+                c = min(k, k_eff)
+                scores_out[pending, :c] = raw_scores[:, :c]
+                rows_out[pending, :c] = raw_rows[:, :c]
+                kept = (~missing).sum(axis=1)
             # Done when FAISS ran out of items, or the k-th kept item beats everything not returned.
             exhausted = missing.any(axis=1) | (k_eff >= self.ntotal)
-            enough = valid.sum(axis=1) >= k
+            enough = kept >= k
             if self._exact:
                 enough &= scores_out[pending, k - 1] > raw_scores[:, -1]
             pending = pending[~(exhausted | enough)]
             k_eff = min(self.ntotal, 2 * k_eff)
+
+
+def _order_ties_by_row(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray) -> None:
+    """In place: within runs of equal scores (FAISS returns them in no fixed order) sort by ascending row."""
+    tied = (scores[:, 1:] == scores[:, :-1]) & ~missing[:, 1:]
+    which = np.flatnonzero(tied.any(axis=1))
+    if len(which):
+        sub_scores, sub_rows = scores[which], rows[which]
+        order = np.lexsort((np.where(sub_rows < 0, np.iinfo(np.int64).max, sub_rows), -sub_scores), axis=-1)
+        scores[which] = np.take_along_axis(sub_scores, order, axis=1)
+        rows[which] = np.take_along_axis(sub_rows, order, axis=1)
 
 
 # The sharded build for the nightly Beam job lives in indexing/sharded.py; re-exported here.

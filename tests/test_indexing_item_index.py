@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from indexing.item_index import ItemIndex
+from indexing.item_index import ItemIndex, _order_ties_by_row
 from indexing.recall import recall_against_exact
 from indexing.spec import IndexSpec
 from indexing.synthetic import clustered_vectors
@@ -66,6 +66,16 @@ def test_flat_equals_brute_force_exactly_with_ties_and_exclusions(tie_heavy, k, 
         np.testing.assert_array_equal(rows, ref_rows)
         np.testing.assert_array_equal(scores, ref_scores.astype(np.float32))
         assert scores.dtype == np.float32 and rows.dtype == np.int64
+
+
+def test_ties_are_reordered_by_ascending_row_whatever_order_faiss_returns():
+    # FAISS returns equal scores in no fixed order (e.g. descending ids on its heap path); the helper the
+    # search uses must sort each run of ties by row and leave -1 padding at the end.
+    scores = np.array([[0.9, 0.5, 0.5, 0.5, 0.1, -np.inf], [0.7, 0.7, 0.2, 0.2, 0.2, 0.2]], np.float32)
+    rows = np.array([[4, 9, 7, 2, 3, -1], [8, 5, 6, 1, 3, 0]], np.int64)
+    _order_ties_by_row(scores, rows, rows < 0)
+    np.testing.assert_array_equal(rows, [[4, 2, 7, 9, 3, -1], [5, 8, 0, 1, 3, 6]])
+    np.testing.assert_array_equal(scores[1], [0.7, 0.7, 0.2, 0.2, 0.2, 0.2])
 
 
 def test_flat_equals_brute_force_on_float_embeddings():
