@@ -75,7 +75,7 @@ def test_ties_are_reordered_by_ascending_row_whatever_order_faiss_returns():
     rows = np.array([[4, 9, 7, 2, 3, -1], [8, 5, 6, 1, 3, 0]], np.int64)
     _order_ties_by_row(scores, rows, rows < 0)
     np.testing.assert_array_equal(rows, [[4, 2, 7, 9, 3, -1], [5, 8, 0, 1, 3, 6]])
-    np.testing.assert_array_equal(scores[1], [0.7, 0.7, 0.2, 0.2, 0.2, 0.2])
+    np.testing.assert_array_equal(scores[1], np.float32([0.7, 0.7, 0.2, 0.2, 0.2, 0.2]))
 
 
 def test_flat_equals_brute_force_on_float_embeddings():
