@@ -62,8 +62,12 @@ def _prepare(test_cases, exclusions, train_counts, num_queries: int, num_items: 
         ids = np.asarray(query_ids).astype(str).astype(object)
         if ids.shape != (num_queries,):
             raise ValueError(f"query_ids must give one id per query row, shape ({num_queries},), got {ids.shape}")
-        if len(pd.unique(ids)) != len(ids):
-            raise ValueError("query_ids must be unique (they pair queries across runs); got repeated ids")
+        dup = pd.Series(ids).duplicated()
+        if dup.any():
+            raise ValueError(
+                f"query_ids must be unique (they pair queries across runs); {int(dup.sum())} repeated, e.g. "
+                f"{ids[int(np.flatnonzero(dup)[0])]!r}"
+            )
     info_counts = {
         "num_items": int(num_items),
         "num_queries": int(num_queries),

@@ -65,8 +65,8 @@ class EvalResult:
         if row.empty:
             raise KeyError(f"no slice {slice_key!r} for source {source!r}; have "
                            f"{sorted(set(self.summary['family'] + '/' + self.summary['slice']))}")
-        if metric not in row.columns:
-            raise KeyError(f"no metric {metric!r}; have {self.info.get('metrics', {}).get(source)}")
+        if metric not in self.info["metrics"].get(source, []):
+            raise KeyError(f"no metric {metric!r} for source {source!r}; have {self.info['metrics'].get(source)}")
         return float(row[metric].iloc[0])
 
     def to_json(self) -> dict:

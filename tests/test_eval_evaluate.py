@@ -90,7 +90,7 @@ def test_input_errors_are_explained():
     counts = np.array([1, 1, 1])
     with pytest.raises(ValueError, match="rankings have depth 2 but max\\(ks\\) = 3"):
         evaluate_rankings(np.zeros((1, 2), np.int64), ([0], [1]), counts, EvalConfig(ks=(3,)))
-    with pytest.raises(ValueError, match="query_ids must be unique"):
+    with pytest.raises(ValueError, match="query_ids must be unique .*1 repeated, e.g. 'u'"):
         evaluate_rankings(np.zeros((2, 3), np.int64) - 1, ([0], [1]), counts, EvalConfig(ks=(3,)),
                           query_ids=["u", "u"])
     with pytest.raises(ValueError, match=r"history_lengths must be int, one per query row, shape \(2,\)"):

@@ -60,6 +60,11 @@ def test_load_refuses_corrupt_or_foreign_directories(result, tmp_path):
 def test_value_lookup_errors(result):
     with pytest.raises(KeyError, match="no slice 'popularity/torso'"):
         result.value("recall@10", "popularity/torso")
-    with pytest.raises(KeyError, match="no metric 'recall@7'"):
+    with pytest.raises(KeyError, match="no metric 'recall@7' for source 'exact'"):
         result.value("recall@7")
     assert np.isfinite(result.value("ndcg@5"))
+
+
+def test_metric_of_another_source_is_not_silently_nan(result):
+    with pytest.raises(KeyError, match="no metric 'index_recall@5' for source 'exact'"):
+        result.value("index_recall@5")
