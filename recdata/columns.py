@@ -120,17 +120,16 @@ def to_epoch_seconds(values, fmt: str, where: str) -> np.ndarray:
     if fmt in TIMESTAMP_UNITS:
         if pd.api.types.is_bool_dtype(s):
             raise ValueError(f"{where}: timestamps are booleans; point the schema at the time column")
-        num = pd.to_numeric(s, errors="coerce")
-        bad = num.isna()
+        arr = _numbers(s)
+        bad = np.isnan(arr) if arr.dtype.kind == "f" else np.zeros(len(arr), dtype=bool)
         if bad.any():
-            rows = np.flatnonzero(bad.to_numpy())[:5].tolist()
+            rows = np.flatnonzero(bad)[:5].tolist()
             ex = s[bad].iloc[:3].tolist()
             raise ValueError(
                 f"{where}: {int(bad.sum())} timestamp(s) are not numbers in {fmt} (e.g. {ex} at rows {rows}); "
                 "fix those rows, or set timestamp_format to 'iso' or a strftime pattern if the column "
                 "holds dates"
             )
-        arr = num.to_numpy()
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{where}: timestamps hold infinite values; fix those rows")
         unit = TIMESTAMP_UNITS[fmt]
@@ -173,20 +172,42 @@ def to_float(values, where: str, strict: bool = True) -> np.ndarray:
     s = pd.Series(values).reset_index(drop=True)
     if pd.api.types.is_bool_dtype(s):
         return s.astype(np.float64).to_numpy()
-    num = pd.to_numeric(s, errors="coerce")
+    num = _numbers(s).astype(np.float64)
     if strict:
-        given = s.notna()
+        given = s.notna().to_numpy().copy()
         if pd.api.types.is_string_dtype(s) or s.dtype == object:
-            given &= s.astype(str).str.strip() != ""
-        bad = given & num.isna()
+            given &= (s.astype(str).str.strip() != "").to_numpy()
+        bad = given & np.isnan(num)
         if bad.any():
-            rows = np.flatnonzero(bad.to_numpy())[:5].tolist()
+            rows = np.flatnonzero(bad)[:5].tolist()
             ex = s[bad].iloc[:3].tolist()
             raise ValueError(
                 f"{where}: {int(bad.sum())} value(s) are not numbers (e.g. {ex} at rows {rows}); "
                 "declare the feature with kind 'categorical' or clean those values"
             )
-    return num.to_numpy(dtype=np.float64, na_value=np.nan)
+    return num
+
+
+def _numbers(s: pd.Series) -> np.ndarray:
+    """Numbers of ``s`` as int64 (if all are integers, exactly) or float64 with NaN for missing/unparsable.
+
+    Strings go through Arrow's casts (fast); only if those fail does pandas parse value by value.
+    """
+    if pd.api.types.is_bool_dtype(s):
+        return s.to_numpy(dtype=np.float64)
+    if pd.api.types.is_integer_dtype(s) and not s.isna().any():
+        return s.to_numpy(dtype=np.int64)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_string_dtype(s) and not s.isna().any():
+        import pyarrow as pa
+        arr = pa.array(s.astype(str).str.strip())
+        for typ, dtype in ((pa.int64(), np.int64), (pa.float64(), np.float64)):
+            try:
+                return np.array(arr.cast(typ), dtype=dtype)   # a writable copy
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def to_categorical(values) -> pd.Series:

@@ -298,7 +298,7 @@ def _redraw_repeats(rng, sampler: _ItemSampler, row_user, row_item, user_cluster
     repeat = np.zeros(key.size, dtype=bool)
     repeat[order[1:]] = sk[1:] == sk[:-1]
     accepted = sk[np.concatenate([[True], sk[1:] != sk[:-1]])]   # sorted distinct keys
-    added = np.empty(0, dtype=np.int64)                           # sorted keys accepted by redraws
+    added: list[np.ndarray] = []                                  # sorted keys accepted by each redraw
     for round_ in range(_TASTE_ROUNDS + _CATALOGUE_ROUNDS):
         rows = np.flatnonzero(repeat)
         if rows.size == 0:
@@ -308,13 +308,15 @@ def _redraw_repeats(rng, sampler: _ItemSampler, row_user, row_item, user_cluster
         new_item = sampler.draw(rng, user_cluster[row_user[rows]], taste)
         new_key = row_user[rows] * n_items + new_item
         by_key = np.argsort(new_key, kind="stable")
-        ok = np.zeros(rows.size, dtype=bool)
         sorted_new = new_key[by_key]
+        ok = np.zeros(rows.size, dtype=bool)
         ok[by_key] = np.concatenate([[True], sorted_new[1:] != sorted_new[:-1]])  # first among the redraws
-        ok &= ~_contains(accepted, new_key) & ~_contains(added, new_key)
+        ok &= ~_contains(accepted, new_key)
+        for chunk in added:
+            ok &= ~_contains(chunk, new_key)
         row_item[rows[ok]] = new_item[ok]
         repeat[rows[ok]] = False
-        added = np.sort(np.concatenate([added, new_key[ok]]))
+        added.append(np.sort(new_key[ok]))
     return ~repeat
 
 
