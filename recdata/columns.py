@@ -78,13 +78,27 @@ def ids(values, where: str) -> pd.Series:
     """Source ids (int or str) as strings; missing ids raise with their row numbers."""
     s = pd.Series(values).reset_index(drop=True)
     missing = s.isna()
-    if pd.api.types.is_string_dtype(s) or s.dtype == object:
-        missing = missing | (s.astype(str).str.strip() == "")
+    textual = pd.api.types.is_string_dtype(s) or s.dtype == object
+    if textual:
+        s = s.astype(str).str.strip()
+        missing = missing | (s == "")
     if missing.any():
         rows = np.flatnonzero(missing.to_numpy())[:5].tolist()
         raise ValueError(f"{where}: {int(missing.sum())} missing id(s) (rows {rows}); "
                          "drop those rows or fill the ids")
-    return ids_to_str(s).str.strip()
+    return s.astype("str") if textual else ids_to_str(s).astype("str")
+
+
+def unique_in_order(values: pd.Series) -> pd.Series:
+    """Distinct values in order of first appearance (Arrow's hash kernel for strings; pandas otherwise)."""
+    if pd.api.types.is_string_dtype(values):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        try:
+            return pd.Series(pc.unique(pa.array(values)), dtype=values.dtype)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    return values.drop_duplicates().reset_index(drop=True)
 
 
 def check_unique(values: pd.Series, where: str) -> None:

@@ -212,4 +212,4 @@ def _check_shape(df: pd.DataFrame, path: Path, names: tuple[str, ...], sep: str)
 
 def _users_from(interactions: pd.DataFrame) -> pd.DataFrame:
     """A users table with only ``user_id``: users in order of first appearance."""
-    return pd.DataFrame({"user_id": interactions["user_id"].drop_duplicates().reset_index(drop=True)})
+    return pd.DataFrame({"user_id": C.unique_in_order(interactions["user_id"])})

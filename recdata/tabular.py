@@ -201,7 +201,7 @@ def _require_schema_columns(df: pd.DataFrame, wanted: dict[str, str], path: Path
 
 
 def _ids_only(interactions: pd.DataFrame, id_name: str) -> pd.DataFrame:
-    return pd.DataFrame({id_name: interactions[id_name].drop_duplicates().reset_index(drop=True)})
+    return pd.DataFrame({id_name: C.unique_in_order(interactions[id_name])})
 
 
 __all__ = ["TabularSchema", "InteractionsTable", "InteractionColumns", "EntityTable", "FeatureColumn",

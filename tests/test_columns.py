@@ -37,6 +37,12 @@ def test_ids_and_uniqueness():
         C.check_unique(pd.Series(["a", "a", "b", "a"]), "w")
 
 
+def test_unique_in_order():
+    for dtype in ("str", object):
+        got = C.unique_in_order(pd.Series(["b", "a", "b", "c", "a"], dtype=dtype))
+        assert got.tolist() == ["b", "a", "c"] and got.dtype == dtype
+
+
 def test_feature_conversions():
     assert C.to_categorical(pd.Series([1.0, np.nan, 3.0])).tolist() == ["1", "", "3"]
     assert C.to_categorical(pd.Series(["x ", None], dtype=object)).tolist() == ["x", ""]
