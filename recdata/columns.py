@@ -213,14 +213,23 @@ def _numbers(s: pd.Series) -> np.ndarray:
         return s.to_numpy(dtype=np.int64)
     if pd.api.types.is_numeric_dtype(s):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
-    if pd.api.types.is_string_dtype(s) and not s.isna().any():
+    if pd.api.types.is_string_dtype(s):
         import pyarrow as pa
-        arr = pa.array(s.astype(str).str.strip())
-        for typ, dtype in ((pa.int64(), np.int64), (pa.float64(), np.float64)):
+        present = s.notna().to_numpy().copy()
+        text = s[present].astype(str).str.strip()
+        present[present] = (text != "").to_numpy()
+        arr = pa.array(text[text != ""])
+        casts = ((pa.int64(), np.int64), (pa.float64(), np.float64)) if present.all() else ((pa.float64(), np.float64),)
+        for typ, dtype in casts:
             try:
-                return np.array(arr.cast(typ), dtype=dtype)   # a writable copy
+                values = np.array(arr.cast(typ), dtype=dtype)   # a writable copy
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 continue
+            if present.all():
+                return values
+            out = np.full(len(s), np.nan)
+            out[present] = values
+            return out
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
