@@ -49,7 +49,10 @@ with _quiet_native_stderr():
     import tensorflow as tf  # noqa: E402
     import tensorflow_recommenders as tfrs  # noqa: E402
 
+    # Device discovery prints "failed call to cuInit" on machines without a GPU; do it here, quietly.
+    GPUS = tf.config.list_physical_devices("GPU")
+
 tf.get_logger().setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.ERROR)
 
-__all__ = ["tf", "tfrs"]
+__all__ = ["tf", "tfrs", "GPUS"]

@@ -1,0 +1,209 @@
+"""What each ``twotower`` subcommand does (argument parsing lives in ``twotower.cli``)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from twotower import pipeline
+from twotower.config import RunConfig, load_config
+from twotower.rundir import RunDir
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def resolve_config(args, run: RunDir | None) -> RunConfig:
+    """--config, else the run's saved config.yaml, else configs/demo.yaml; then --set overrides."""
+    from twotower.cli import DEFAULT_CONFIG
+
+    path = getattr(args, "config", None)
+    if path is None:
+        path = run.config if run is not None and run.config.is_file() else DEFAULT_CONFIG
+    return load_config(path, getattr(args, "overrides", []))
+
+
+def cmd_data(args, extra) -> int:
+    if args.data_command == "fetch":
+        from recdata.loading import DataConfig, resolve_cache_dir
+        from recdata.movielens import fetch_movielens_100k
+
+        cache = args.cache_dir or resolve_cache_dir(DataConfig())
+        path = fetch_movielens_100k(cache)
+        _say(f"MovieLens-100K is in {path}")
+        return 0
+    cfg = resolve_config(args, RunDir(args.run) if args.run else None)
+    from recdata.loading import load_dataset, make_split
+    from recdata.splits import summarize
+
+    dataset = load_dataset(cfg.data)
+    split = make_split(dataset, cfg.data)
+    s = summarize(split, dataset.items["item_id"], cfg.eval.head_share)
+    _say(f"dataset {dataset.name}: {dataset.num_users} users, {dataset.num_items} items, "
+         f"{len(dataset.interactions)} interactions")
+    _say(f"  item features: {[f'{f.name}:{f.kind}' for f in dataset.item_features]}")
+    _say(f"  user features: {[f'{f.name}:{f.kind}' for f in dataset.user_features]}")
+    for key, value in s.items():
+        _say(f"  {key}: {value}")
+    return 0
+
+
+def cmd_train(args, extra) -> int:
+    run = RunDir(args.run)
+    cfg = resolve_config(args, run)
+    pipeline.init_run(cfg, run)
+    dataset, split = pipeline.stage_data(cfg, run)
+    summary = pipeline.stage_train(cfg, run, dataset, split)
+    _say(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s "
+         f"({summary['examples_per_second']} examples/s); model version {summary['model_version']} → {run.model}")
+    return 0
+
+
+def _beam_args(args, extra) -> list[str]:
+    return ["--runner", args.runner, *extra]
+
+
+def cmd_embed(args, extra) -> int:
+    from beam_jobs.embed_items import EmbedConfig, run_embed
+
+    result = run_embed(EmbedConfig(run=str(args.run)), _beam_args(args, extra))
+    _say(f"embedded {result.count} items (dim {result.dim}, model {result.model_version}) → {result.directory}"
+         + (f"; {result.dead_letter_count} bad rows in {result.dead_letter_path}" if result.dead_letter_count else ""))
+    return 0
+
+
+def cmd_rebuild(args, extra) -> int:
+    run = RunDir(args.run)
+    cfg = resolve_config(args, run)
+    result = pipeline.stage_rebuild(cfg, run, _beam_args(args, extra))
+    _say(_rebuild_line(result))
+    return 0
+
+
+def _rebuild_line(result) -> str:
+    recall = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.recall.items())
+    return (f"published index {result.version}: {result.count} items, {result.factory}, dim {result.dim}, "
+            f"model {result.model_version}; {recall} → {result.index_dir}")
+
+
+def cmd_rollback(args, extra) -> int:
+    from beam_jobs.rebuild_index import rollback
+
+    run = RunDir(args.run)
+    version = rollback(run.index, args.to, vectors_root=run.vectors)
+    _say(f"{run.index}/current → {version}")
+    return 0
+
+
+def cmd_index(args, extra) -> int:
+    run = RunDir(args.run)
+    cfg = resolve_config(args, run)
+    published = pipeline.stage_index(cfg, run)
+    _say(f"published index → {published}")
+    return 0
+
+
+def cmd_eval(args, extra) -> int:
+    run = RunDir(args.run)
+    cfg = resolve_config(args, run)
+    results = pipeline.stage_eval(cfg, run, baselines=not args.no_baselines)
+    _print_results(results, run)
+    return 0
+
+
+SUMMARY_SLICES = (("overall", "overall/all"), ("head", "popularity/head"), ("tail", "popularity/tail"))
+
+
+def summary_table(results) -> str:
+    """Recall@K overall / head / tail, one row per run and retrieval path, with case counts."""
+    first = results[0]
+    ks = first.config.ks
+    header = ["run", "path"] + [f"{name} R@{k}" for name, _ in SUMMARY_SLICES for k in ks]
+    rows = []
+    for r in results:
+        for source in ("exact", "index"):
+            if source not in r.sources or (source == "index" and r is not first):
+                continue
+            label = "index" if source == "index" else ("exact" if "index" in r.sources else "-")
+            rows.append([r.name, label] + [f"{r.value(f'recall@{k}', key, source):.3f}"
+                                           for _, key in SUMMARY_SLICES for k in ks])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _print_results(results, run: RunDir) -> None:
+    _say("\nRecall by popularity slice (full ranking over all items, the user's train+valid items excluded;")
+    _say(f"head = top {results[0].config.head_share:.0%} of items by training count). "
+         "CIs and more metrics/slices are in the report.\n")
+    _say(summary_table(results))
+    _say(f"\nreport: {run.eval / 'report.md'}")
+
+
+def cmd_compare(args, extra) -> int:
+    from eval.compare import compare
+    from eval.report import comparison_markdown, plot_comparison
+    from eval.result import EvalResult
+    from twotower.artifacts import atomic_write_text
+
+    a = _load_result(args.run_a)
+    b = _load_result(args.run_b)
+    table = compare(a, b, source=args.source)
+    out = args.out or Path(args.run_b) / "eval" / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    md = comparison_markdown(table)
+    atomic_write_text(out / "compare.md", md)
+    table.to_json(out / "compare.json", orient="records", indent=2)
+    metric = next((m for m in table["metric"].unique() if m.startswith("recall@")), table["metric"].iloc[0])
+    plot_comparison(table, out / f"compare_{metric.replace('@', '_at_')}.png", metric)
+    _say(md)
+    _say(f"\nwritten to {out}")
+    return 0
+
+
+def _load_result(path: Path):
+    from eval.result import EvalResult
+
+    path = Path(path)
+    cfg_name = None
+    run = RunDir(path)
+    if run.config.is_file():
+        cfg_name = load_config(run.config).name
+        path = run.eval / cfg_name
+    if not path.is_dir():
+        raise FileNotFoundError(f"no evaluation at {path}; run `twotower eval {run.root}` first")
+    return EvalResult.load(path)
+
+
+def cmd_demo(args, extra) -> int:
+    cfg = load_config(args.config, args.overrides)
+    run = RunDir(args.run or Path("runs") / cfg.name)
+    t0 = time.perf_counter()
+    pipeline.init_run(cfg, run)
+    _say(f"[1/4] data: {cfg.data.source} → {run.data}")
+    dataset, split = pipeline.stage_data(cfg, run)
+    _say(f"      {dataset.num_users} users, {dataset.num_items} items; train {len(split.train)}, "
+         f"valid {len(split.valid)}, test {len(split.test)} interactions")
+    _say("[2/4] train the towers")
+    summary = pipeline.stage_train(cfg, run, dataset, split)
+    _say(f"      {summary['epochs']} epochs, {summary['examples_per_second']} examples/s; "
+         f"model version {summary['model_version']}")
+    _say("[3/4] rebuild: Beam (DirectRunner) embeds every item, builds, validates and publishes the index")
+    result = pipeline.stage_rebuild(cfg, run, ["--runner", "DirectRunner"])
+    _say("      " + _rebuild_line(result))
+    _say("[4/4] evaluate: exact and index retrieval by popularity slice, next to the baselines")
+    results = pipeline.stage_eval(cfg, run)
+    _print_results(results, run)
+    _say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is under {run.root}")
+    return 0
+
+
+COMMANDS = {
+    "data": cmd_data, "train": cmd_train, "embed": cmd_embed, "rebuild": cmd_rebuild, "rollback": cmd_rollback,
+    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "demo": cmd_demo,
+}
+
+
+def dispatch(args, extra) -> int:
+    return COMMANDS[args.command](args, extra)

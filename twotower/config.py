@@ -1,0 +1,92 @@
+"""``RunConfig``: one typed config for a whole run, composed of each stage's own section.
+
+    name: demo
+    data:  {...}   recdata.loading.DataConfig   what to load and how to split it
+    train: {...}   towers.config.TrainConfig    tower shapes and training recipe
+    index: {...}   indexing.spec.IndexSpec      which FAISS index to build and how to search it
+    eval:  {...}   eval.config.EvalConfig       cut-offs, slices, bootstrap
+
+Loaded from YAML (``load_config``), overridden with ``--set section.key=value`` (values parsed as
+YAML scalars), and saved verbatim as ``runs/<name>/config.yaml`` (``save_config``): the resolved
+config is exactly what ran. Unknown keys anywhere are rejected with the allowed keys listed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from eval.config import EvalConfig
+from indexing.spec import IndexSpec
+from recdata.loading import DataConfig
+from towers.config import TrainConfig
+from twotower.artifacts import atomic_write_text
+from twotower.strict import from_dict, replace_path, to_dict
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; every section is its stage's own typed config."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexSpec = field(default_factory=IndexSpec)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"RunConfig.name must be a plain directory name, got {self.name!r}")
+
+
+def parse_overrides(pairs: list[str] | None) -> list[tuple[str, object]]:
+    """``["train.epochs=3", "index.factory=HNSW32,Flat"]`` → ``[(path, value), ...]``.
+
+    Values are parsed as YAML scalars/lists (``3`` → int, ``[10, 50]`` → list, ``off`` stays a string
+    where the field is a string: YAML 1.1 booleans are not applied to plain words).
+    """
+    out = []
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects section.key=value, got {pair!r} (e.g. --set train.epochs=3)")
+        raw = raw.strip()
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
+        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
+            value = raw  # keep words like on/off/yes/no literal
+        out.append((key.strip(), value))
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults), then apply ``--set`` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        cfg = from_dict(RunConfig, data)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{path or 'config'}: {exc}") from None
+    for key, value in parse_overrides(overrides):
+        cfg = replace_path(cfg, key, value)
+    return cfg
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    return atomic_write_text(path, config_to_yaml(cfg))

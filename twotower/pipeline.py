@@ -1,0 +1,180 @@
+"""The stages of a run, each reading and writing the run directory (``twotower.rundir``).
+
+    stage_data   load + split the data           → <run>/data/
+    stage_train  train both towers and export    → <run>/model/   (SavedModels, vocab, model_version)
+    stage_rebuild  Beam: embed items, build, validate and publish the index → <run>/vectors/, <run>/index/
+    stage_index  build + publish an index from the current vectors (no Beam) → <run>/index/
+    stage_eval   exact and index retrieval graded by popularity slice, next to baselines → <run>/eval/
+
+Stages hand each other artifacts on disk, never live objects, so any stage can be rerun alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from twotower import artifacts
+from twotower.config import RunConfig, save_config
+from twotower.rundir import RunDir
+from twotower.strict import to_dict
+
+
+def init_run(cfg: RunConfig, run: RunDir) -> None:
+    """Create the run directory and save the resolved config (exactly what runs)."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.config)
+
+
+def stage_data(cfg: RunConfig, run: RunDir):
+    """Load the configured dataset, split it, save both under ``<run>/data``; returns (dataset, split)."""
+    from recdata.loading import load_dataset, make_split, save_split
+    from recdata.splits import summarize
+
+    dataset = load_dataset(cfg.data)
+    split = make_split(dataset, cfg.data)
+    save_split(run.data, dataset, split)
+    summary = summarize(split, dataset.items["item_id"], cfg.eval.head_share)
+    artifacts.atomic_write_json(run.data / "summary.json", summary)
+    return dataset, split
+
+
+def load_data(run: RunDir):
+    from recdata.loading import load_split
+
+    run.require(run.data / artifacts.MANIFEST, f"run `twotower train --run {run.root}` first")
+    return load_split(run.data)
+
+
+def stage_train(cfg: RunConfig, run: RunDir, dataset, split) -> dict:
+    """Train the towers on ``split`` and export both SavedModels into ``<run>/model``."""
+    from towers.export import export_towers
+    from towers.train import train
+
+    t0 = time.perf_counter()
+    result = train(dataset, split, cfg.train, run.root / "train")
+    seconds = time.perf_counter() - t0
+    summary = {
+        "epochs": len(result.epoch_train_seconds),
+        "train_examples": result.num_train_examples,
+        "examples_per_second": round(result.examples_per_second, 1),
+        "train_seconds": round(seconds, 1),
+        "final_loss": result.history.get("loss", [float("nan")])[-1],
+        "history": result.history,
+    }
+    version = export_towers(result.query_tower, result.item_tower, result.vocab, run.model, overwrite=True,
+                            extra_manifest={"train_config": to_dict(cfg.train), "train_summary": summary})
+    summary["model_version"] = version
+    artifacts.atomic_write_json(run.root / "train" / "summary.json", summary)
+    return summary
+
+
+def stage_rebuild(cfg: RunConfig, run: RunDir, pipeline_args=None):
+    """The nightly Beam job on this run: embed every item, build/validate/publish the index."""
+    from beam_jobs.rebuild_index import RebuildConfig, run_rebuild
+
+    rebuild = RebuildConfig(run=str(run.root), index=cfg.index)
+    return run_rebuild(rebuild, list(pipeline_args or ["--runner", "DirectRunner"]))
+
+
+def stage_index(cfg: RunConfig, run: RunDir) -> dict:
+    """Build an index from ``<run>/vectors/current`` and publish it under ``<run>/index``."""
+    from indexing.item_index import ItemIndex
+    from indexing.store import publish_index
+    from indexing.vectors import read_vectors
+
+    vec_dir = artifacts.current_dir(run.vectors)
+    item_ids, vectors, manifest = read_vectors(vec_dir)
+    check_model_version(run, manifest["model_version"], f"vectors {vec_dir}")
+    index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"])
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    while (run.index / version).exists():
+        version += "x"
+    published = publish_index(run.index, index, version)
+    return published
+
+
+def check_model_version(run: RunDir, found: str, what: str) -> None:
+    expected = run.model_version()
+    if found != expected:
+        raise ValueError(
+            f"{what} were made by model version {found!r} but {run.model} holds {expected!r}; "
+            f"rebuild them from this model (`twotower rebuild --run {run.root}`) before serving or evaluating"
+        )
+
+
+def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
+    """Grade the run's towers (exact and through the published index) next to the baselines.
+
+    Queries: one per test user, built at the time of the user's first test event from the user's
+    train+valid history. Targets: every test event of that user. Excluded from ranking: the items
+    in the user's train+valid history. Popularity slices use training counts.
+    Returns the list of ``EvalResult`` (model first) and writes ``<run>/eval``.
+    """
+    from eval.baselines import baseline_results
+    from eval.evaluate import evaluate_vectors
+    from eval.report import write_report
+    from indexing.store import load_current
+    from indexing.vectors import read_vectors
+    from recdata.splits import train_counts
+    from towers.export import load_tower
+    from towers.inputs import eval_queries
+
+    dataset, split = load_data(run)
+    item_ids, item_vectors, vmanifest = read_vectors(artifacts.current_dir(run.vectors))
+    check_model_version(run, vmanifest["model_version"], "item vectors")
+    query_tower = load_tower(run.query_tower)
+    max_history = int(artifacts.read_manifest(run.model).get("max_history", cfg.train.tower.max_history))
+    queries = eval_queries(dataset, split, max_history, per="user")
+    query_vectors = query_tower(queries.features)
+
+    item_row = pd.Index(item_ids)
+    user_row = pd.Index(queries.user_ids)
+    test = split.test
+    q = user_row.get_indexer(test["user_id"])
+    t = item_row.get_indexer(test["item_id"])
+    keep = (q >= 0) & (t >= 0)
+    test_cases = np.stack([q[keep], t[keep]], axis=1).astype(np.int64)
+
+    seen = pd.concat([split.train, split.valid], ignore_index=True)
+    sq = user_row.get_indexer(seen["user_id"])
+    si = item_row.get_indexer(seen["item_id"])
+    ok = (sq >= 0) & (si >= 0)
+    exclusions = _csr_lists(sq[ok], si[ok], len(user_row))
+    train_q = user_row.get_indexer(split.train["user_id"])
+    history_lengths = np.bincount(train_q[train_q >= 0], minlength=len(user_row)).astype(np.int64)
+    counts = train_counts(split, item_ids)
+
+    index = None
+    if artifacts.current_version(run.index):
+        index = load_current(run.index)
+        if index.model_version != run.model_version():
+            check_model_version(run, index.model_version, f"index {artifacts.current_dir(run.index)}")
+    result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, counts, cfg.eval,
+                              index=index, history_lengths=history_lengths, query_ids=queries.user_ids,
+                              name=cfg.name, metadata={"model_version": run.model_version(),
+                                                       "dropped_test_cases": int((~keep).sum())})
+    results = [result]
+    if baselines:
+        results += baseline_results(test_cases, exclusions, counts, cfg.eval, history_lengths=history_lengths,
+                                    query_ids=queries.user_ids, seed=cfg.eval.seed)
+    run.eval.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        r.save(run.eval / r.name, report=False)
+    write_report(results, run.eval, title=f"Evaluation of run {run.root.name}")
+    return results
+
+
+def _csr_lists(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> list[np.ndarray]:
+    """Per-row arrays of unique column indices (the exclusion lists)."""
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    dedup = np.ones(len(rows), dtype=bool)
+    dedup[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    rows, cols = rows[dedup], cols[dedup]
+    bounds = np.searchsorted(rows, np.arange(num_rows + 1))
+    return [cols[bounds[i]:bounds[i + 1]] for i in range(num_rows)]
