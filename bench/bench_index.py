@@ -13,17 +13,24 @@ against exact top-k (``indexing.recall``). Ratios are against exact Flat QPS mea
 """
 from __future__ import annotations
 
-import argparse
-import json
-import time
+import os
 
-import faiss
-import numpy as np
+# FAISS's OpenMP (libgomp) threads spin while waiting by default; on a shared 2-core machine that spinning
+# steals the very cores the work needs (HNSW add ran 2x slower in a contended check). Must be set before
+# faiss loads libgomp. hnswlib uses plain std::threads and is unaffected.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from indexing.item_index import ItemIndex
-from indexing.recall import recall_from_results
-from indexing.spec import IndexSpec, choose_factory, choose_nlist, default_nprobe
-from indexing.synthetic import clustered_vectors
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from indexing.item_index import ItemIndex  # noqa: E402
+from indexing.recall import recall_from_results  # noqa: E402
+from indexing.spec import IndexSpec, choose_factory, choose_nlist, default_nprobe  # noqa: E402
+from indexing.synthetic import clustered_vectors  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
