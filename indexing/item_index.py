@@ -159,8 +159,12 @@ class ItemIndex:
     @classmethod
     def from_faiss(cls, index: faiss.Index, item_ids, spec: IndexSpec, model_version: str,
                    factory: str | None = None, recall: dict | None = None) -> "ItemIndex":
-        """Wrap an already-filled CPU index (e.g. from ``merge_shards``); its ids must be rows."""
-        return cls(index, item_ids, spec, model_version, factory or spec.factory, recall)
+        """Wrap an already-filled CPU index (e.g. from ``merge_shards``); its ids must be rows.
+
+        ``factory`` defaults to ``spec.resolve_factory(ntotal, d)``, i.e. what ``build`` would have chosen.
+        """
+        factory = factory or spec.resolve_factory(int(index.ntotal), int(index.d))
+        return cls(index, item_ids, spec, model_version, factory, recall)
 
     def measure_recall(self, vectors, queries=None, k: int | None = None) -> dict:
         """recall@k against exact search over ``vectors`` (the rows this index holds); stored in ``.recall``.

@@ -31,6 +31,7 @@ from twotower.strict import from_dict, to_dict
 KIND = "item_index"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.parquet"
+SERVING_KEYS = frozenset({"nprobe", "ef_search", "gpu", "gpu_float16", "gpu_shard"})
 
 
 def save_index(index: ItemIndex, directory, extra_manifest: dict | None = None) -> dict:
@@ -70,6 +71,10 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
     manifest = artifacts.verify_manifest(directory)
     if manifest.get("kind") != KIND:
         raise ValueError(f"{directory} holds a {manifest.get('kind')!r} artifact, not an item index")
+    not_serving = sorted(set(spec_overrides or {}) - SERVING_KEYS)
+    if not_serving:
+        raise ValueError(f"spec_overrides may only change how the index is served {sorted(SERVING_KEYS)}, not "
+                         f"{not_serving}: those fixed what was built; rebuild the index to change them")
     spec_fields = {**manifest["spec"], **(spec_overrides or {})}
     spec = from_dict(IndexSpec, spec_fields, "spec")
     cpu = fi.deserialize((directory / INDEX_FILE).read_bytes(), str(directory / INDEX_FILE))

@@ -113,3 +113,12 @@ def test_sharded_input_validation(data):
         merge_shards(trained, [b"garbage"])
     with pytest.raises(ValueError, match="already holds"):
         add_shard(add_shard(trained, x[:5], np.arange(5)), x[5:6], [5])
+
+
+def test_auto_spec_sharded_build_wraps_with_the_factory_build_would_choose(data):
+    x, q, ids = data
+    spec = IndexSpec(gpu="never", recall_queries=50)
+    merged = sharded_build(x, spec, contiguous(len(x), 2))
+    index = ItemIndex.from_faiss(merged, ids, spec, "mv")
+    assert index.factory == "Flat" == ItemIndex.build(x, ids, spec, "mv").factory
+    assert index.measure_recall(x)["recall"] == 1.0

@@ -97,8 +97,10 @@ def test_load_with_overrides_changes_serving_params_and_drops_stale_recall(tmp_p
     save_index(build(data, "IVF32,Flat", nprobe=2), tmp_path / "v1")
     loaded = load_index(tmp_path / "v1", {"nprobe": 32})
     assert loaded.search_params == {"nprobe": 32} and loaded.recall is None
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['spec.bogus'\]"):
-        load_index(tmp_path / "v1", {"bogus": 1})
+    with pytest.raises(ValueError, match=r"may only change how the index is served .* not \['bogus', 'factory'\]"):
+        load_index(tmp_path / "v1", {"bogus": 1, "factory": "Flat"})
+    with pytest.raises(ValueError, match="nprobe must be a positive int"):
+        load_index(tmp_path / "v1", {"nprobe": 0})
 
 
 def test_publish_flips_current_and_prunes_old_versions(tmp_path, data):
