@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recdata.splits import (TEST, TRAIN, VALID, Split, head_items, leave_last_out, summarize, temporal,
+from recdata.splits import (TEST, TRAIN, VALID, head_items, leave_last_out, summarize, temporal,
                             temporal_cuts, train_counts)
 
 
