@@ -53,7 +53,9 @@ class TowerSignature:
     @classmethod
     def from_concrete_function(cls, fn, where: str = "item tower") -> "TowerSignature":
         """Read the inputs of a serving-signature concrete function (TF ``TensorSpec`` kwargs)."""
-        _, specs = fn.structured_input_signature
+        args, kwargs = fn.structured_input_signature
+        specs = dict(kwargs)  # loaded serving signatures: keyword inputs
+        specs.update({spec.name: spec for spec in args if hasattr(spec, "dtype")})  # positional tf.functions
         inputs = []
         for name in sorted(specs):
             spec = specs[name]

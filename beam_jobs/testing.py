@@ -118,3 +118,19 @@ def synthetic_items(n: int, features: Sequence[FeatureSpec] = DEFAULT_ITEM_FEATU
             lengths = rng.integers(1, 8, size=n)
             cols[f.name] = [" ".join(words[rng.integers(0, len(words), size=k)]) for k in lengths]
     return pd.DataFrame(cols)
+
+
+_EXPORTED: dict[tuple, Path] = {}
+
+
+def cached_hashing_item_tower(**kwargs) -> Path:
+    """``export_hashing_item_tower(<temp dir>, **kwargs)`` once per process and arguments; returns the
+    model directory (holding ``item_tower/`` and ``model_version``). For tests: exporting costs seconds."""
+    import tempfile
+
+    key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in kwargs.items()))
+    if key not in _EXPORTED or not (_EXPORTED[key] / "item_tower").is_dir():
+        model_dir = Path(tempfile.mkdtemp(prefix="hashing-item-tower-")) / "model"
+        export_hashing_item_tower(model_dir, **kwargs)
+        _EXPORTED[key] = model_dir
+    return _EXPORTED[key]

@@ -1,0 +1,68 @@
+"""Read planning: positions across files/row groups/units, duplicates, and the reader's blocks."""
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_jobs.item_source import ReadItemRows, find_duplicates, match_parquet, plan_item_source
+
+
+def write(path, ids, row_group_size=None, **cols):
+    pq.write_table(pa.table({"item_id": ids, **cols}), path, row_group_size=row_group_size)
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    write(tmp_path / "b.parquet", [f"b{i}" for i in range(7)], row_group_size=3, x=list(range(7)))
+    write(tmp_path / "a.parquet", [f"a{i}" for i in range(5)], x=list(range(5)), extra=["e"] * 5)
+    (tmp_path / "_SUCCESS").write_text("")
+    return tmp_path
+
+
+def read_all(source, block_rows, columns=("item_id", "x")):
+    reader = ReadItemRows(columns, block_rows)
+    blocks = [b for unit in source.units for b in reader.process(unit)]
+    return blocks, [r for _, rows in blocks for r in rows]
+
+
+def test_positions_follow_sorted_files_then_row_order_for_any_unit_and_block_size(two_files):
+    expected = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(7)]
+    for rows_per_unit in (1, 2, 3, 100):
+        source = plan_item_source(str(two_files), rows_per_unit=rows_per_unit)
+        assert source.num_rows == 12 and [p.rsplit("/", 1)[1] for p in source.paths] == ["a.parquet", "b.parquet"]
+        assert [u.start for u in source.units] == sorted(u.start for u in source.units)
+        assert max(u.num_rows for u in source.units) <= rows_per_unit
+        for block_rows in (1, 2, 1000):
+            blocks, rows = read_all(source, block_rows)
+            assert [pos for pos, _ in rows] == list(range(12))
+            assert [r["item_id"] for _, r in rows] == expected
+            assert all(len(b[1]) <= block_rows for b in blocks)
+    assert set(source.columns) == {"item_id", "x", "extra"}
+
+
+def test_columns_missing_from_a_file_are_absent_from_its_rows(two_files):
+    source = plan_item_source(str(two_files))
+    _, rows = read_all(source, 10, columns=("item_id", "extra"))
+    assert "extra" in rows[0][1] and "extra" not in rows[-1][1]
+
+
+def test_duplicates_map_each_repeat_to_its_first_position(tmp_path):
+    write(tmp_path / "a.parquet", ["x", "y", "x", None, None])
+    write(tmp_path / "b.parquet", ["y", "z", "x"])
+    source = plan_item_source(str(tmp_path))
+    assert source.duplicates == {2: 0, 5: 1, 7: 0}
+    assert find_duplicates(["u", "v"]) == {}
+
+
+def test_input_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no Parquet files match"):
+        match_parquet(str(tmp_path / "nothing*.parquet"))
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "noid.parquet")
+    with pytest.raises(ValueError, match="has no 'item_id' column"):
+        plan_item_source(str(tmp_path / "noid.parquet"))
+    write(tmp_path / "empty.parquet", pa.array([], pa.string()))
+    with pytest.raises(ValueError, match="the items table is empty"):
+        plan_item_source(str(tmp_path / "empty.parquet"))
+    with pytest.raises(ValueError, match="rows_per_unit must be >= 1"):
+        plan_item_source(str(tmp_path / "empty.parquet"), rows_per_unit=0)
+    with pytest.raises(ValueError, match="block_rows must be >= 1"):
+        ReadItemRows(("item_id",), 0)
