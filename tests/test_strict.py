@@ -51,7 +51,7 @@ def test_int_promotes_to_float_and_optional():
 def test_replace_path_checks_types_and_keys():
     cfg = replace_path(Outer(), "inner.dim", 16)
     assert cfg.inner.dim == 16 and Outer().inner.dim == 8
-    with pytest.raises(ValueError, match=r"unknown config key 'nope'"):
+    with pytest.raises(ValueError, match=r"unknown config key 'nope' in 'inner.nope' for Inner"):
         replace_path(Outer(), "inner.nope", 1)
     with pytest.raises(TypeError, match="expected int"):
         replace_path(Outer(), "inner.dim", "x")

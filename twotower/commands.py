@@ -154,11 +154,12 @@ def cmd_compare(args, extra) -> int:
     out.mkdir(parents=True, exist_ok=True)
     md = comparison_markdown(table)
     atomic_write_text(out / "compare.md", md)
+    recalls = [m for m in table["metric"].unique() if m.startswith("recall@")]
     table.to_json(out / "compare.json", orient="records", indent=2)
     metric = next((m for m in table["metric"].unique() if m.startswith("recall@")), table["metric"].iloc[0])
     plot_comparison(table, out / f"compare_{metric.replace('@', '_at_')}.png", metric)
-    _say(md)
-    _say(f"\nwritten to {out}")
+    _say(comparison_markdown(table, metrics=recalls, families=("overall", "popularity")))
+    _say(f"\nall metrics and slices: {out / 'compare.md'}")
     return 0
 
 

@@ -114,18 +114,21 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def replace_path(obj: T, dotted: str, value: Any) -> T:
+def replace_path(obj: T, dotted: str, value: Any, _full: str | None = None) -> T:
     """Return a copy of ``obj`` with the field at ``dotted`` (e.g. ``train.epochs``) set.
 
     Used by ``--set key=value`` overrides; the value is type-checked like YAML input.
     """
+    full = _full or dotted
     head, _, rest = dotted.partition(".")
+    if not dataclasses.is_dataclass(obj):
+        raise ValueError(f"config key {full!r}: {type(obj).__name__} has no sub-keys")
     names = {f.name for f in dataclasses.fields(obj)}
     if head not in names:
         raise ValueError(
-            f"unknown config key {dotted!r} for {type(obj).__name__}; allowed keys: {sorted(names)}"
+            f"unknown config key {head!r} in {full!r} for {type(obj).__name__}; allowed keys: {sorted(names)}"
         )
     if rest:
-        return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})
+        return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value, full)})
     hints = typing.get_type_hints(type(obj))
-    return dataclasses.replace(obj, **{head: _coerce(value, hints[head], dotted)})
+    return dataclasses.replace(obj, **{head: _coerce(value, hints[head], full)})
