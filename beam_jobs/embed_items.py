@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_jobs.handler import ItemTowerHandler, LoadedItemTower, model_version_of
+from beam_jobs.handler import ItemTowerHandler, open_item_tower
 from beam_jobs.item_rows import DEAD_LETTER, DEFAULT_ID_PATTERN, RowValidator, ValidateItemRows
 from beam_jobs.item_source import DEFAULT_ROWS_PER_UNIT, ItemSource, ReadItemRows, plan_item_source
 from indexing.vectors import finalize_vectors, shard_name, write_shard
@@ -80,7 +80,7 @@ class EmbedConfig:
     items               items Parquet file, directory or glob; default <run>/data/items.parquet
     output              vectors root; default <run>/vectors
     version             name of the new version; default the UTC time (YYYYMMDDTHHMMSSZ)
-    model_version       default: the model_version file next to the item tower
+    model_version       if set, the item tower must carry exactly this version (else: whatever it carries)
     num_shards          vector shards (= parallel index-add tasks later); 0 = one per 131072 rows (<= 64)
     batch_size          rows per model call (consecutive rows of one read unit)
     rows_per_read       rows per read task (a Parquet row group is split into tasks of this size)
@@ -251,7 +251,7 @@ def build_embed_pipeline(pipeline: beam.Pipeline, source: ItemSource, handler: I
                          validator: RowValidator, staging: str, num_shards: int, model_version: str,
                          batch_size: int) -> None:
     """Add the embed transforms to ``pipeline`` (outputs go to ``staging``)."""
-    columns = tuple(s.name for s in validator.inputs)
+    columns = ("item_id", *(f.name for f in validator.features))
     rows = (pipeline
             | "PlanReads" >> beam.Create(list(source.units))
             | "SpreadReads" >> beam.Reshuffle()
@@ -296,11 +296,15 @@ def run_embed(config: EmbedConfig, pipeline_args: Sequence[str] | None = None, *
 
 def _embed_locked(cfg: EmbedConfig, version: str, pipeline_args, crash_at, t0: float) -> EmbedResult:
     root = Path(cfg.output)
-    model_version = cfg.model_version or model_version_of(cfg.item_tower)
-    signature = LoadedItemTower(cfg.item_tower, model_version).signature
-    validator = RowValidator(signature.inputs, cfg.item_id_pattern)
+    tower = open_item_tower(cfg.item_tower)  # verifies the export's manifest
+    model_version = tower.model_version
+    if cfg.model_version and cfg.model_version != model_version:
+        raise ValueError(f"{cfg.item_tower} carries model version {model_version!r}, not the requested "
+                         f"{cfg.model_version!r}; export that model or drop model_version")
+    validator = RowValidator(tuple(tower.features), cfg.item_id_pattern)
+    del tower
     source = plan_item_source(cfg.items, cfg.rows_per_read)
-    _check_columns(source, signature.feature_names, cfg.items)
+    _check_columns(source, [f.name for f in validator.features], cfg.items)
     num_shards = cfg.num_shards or auto_num_shards(source.num_rows)
     handler = ItemTowerHandler(cfg.item_tower, model_version)
     options = pipeline_options(pipeline_args)

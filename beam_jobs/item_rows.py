@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from beam_jobs.beam_env import beam
-from beam_jobs.handler import FLOAT, STRING, STRING_LIST, TowerInput
+from recdata.schema import FeatureSpec
 
 DEFAULT_ID_PATTERN = r"[^\s\x00-\x1f\x7f]{1,256}"
 DEAD_LETTER = "dead_letter"
@@ -82,7 +82,7 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
-_CONVERT = {STRING: _string, STRING_LIST: _string_list, FLOAT: _number}
+_CONVERT = {"categorical": _string, "text": _string, "multi_categorical": _string_list, "numeric": _number}
 
 
 def _all_str(values: list) -> bool:
@@ -100,9 +100,9 @@ def _short(value: Any, limit: int = 80) -> str:
 
 @dataclass(frozen=True)
 class RowValidator:
-    """Checks and canonicalises item rows for the tower inputs ``inputs`` (``item_id`` included)."""
+    """Checks and canonicalises item rows for an item tower taking ``item_id`` plus ``features``."""
 
-    inputs: tuple[TowerInput, ...]
+    features: tuple[FeatureSpec, ...]
     id_pattern: str = DEFAULT_ID_PATTERN
 
     def __post_init__(self):
@@ -111,7 +111,7 @@ class RowValidator:
         except re.error as exc:
             raise ValueError(f"item_id_pattern {self.id_pattern!r} is not a valid regular expression: {exc}")
         object.__setattr__(self, "_id_matches", matcher)
-        object.__setattr__(self, "_features", tuple((i.name, i.kind) for i in self.inputs if i.name != "item_id"))
+        object.__setattr__(self, "_features", tuple((f.name, f.kind) for f in self.features))
 
     def clean(self, row: Mapping[str, Any]) -> dict:
         """The canonical row, or raise ``BadRow`` with the dead-letter reason."""
@@ -130,11 +130,11 @@ class RowValidator:
             except KeyError:
                 raise BadRow(f"missing feature {name!r}") from None
             # Fast paths for values already in canonical form; everything else goes through _CONVERT.
-            if kind == STRING and type(value) is str:
+            if type(value) is str and (kind == "categorical" or kind == "text"):
                 out[name] = value
-            elif kind == FLOAT and type(value) is float and value - value == 0.0:  # finite (not NaN/inf)
+            elif kind == "numeric" and type(value) is float and value - value == 0.0:  # finite (not NaN/inf)
                 out[name] = value
-            elif kind == STRING_LIST and type(value) is list and _all_str(value):
+            elif kind == "multi_categorical" and type(value) is list and _all_str(value):
                 out[name] = value
             else:
                 out[name] = _CONVERT[kind](value, name)

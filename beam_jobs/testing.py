@@ -1,10 +1,12 @@
-"""Test and benchmark support: a small hashing item tower exported with the real contract, and
+"""Test and benchmark support: a small hashing item tower exported in the real layout, and
 synthetic item tables.
 
 ``export_hashing_item_tower`` writes ``<model_dir>/item_tower/`` (a SavedModel whose
 "serving_default" signature takes the contract's raw inputs and returns an L2-normalised
-``{"embedding": float32 [B, D]}``) and ``<model_dir>/model_version``, exactly the layout
-``towers/export.py`` produces, so the Beam jobs can be tested and benchmarked without training.
+``{"embedding": float32 [B, D]}``, with the ``model_version`` variable and signature and
+``assets.extra/tower.json``), ``<model_dir>/model_version`` and ``<model_dir>/manifest.json`` —
+the layout ``towers.export.export_towers`` writes and ``towers.export.load_tower`` reads — so
+the Beam jobs can be tested without training and with towers that misbehave on purpose.
 The embedding: every string (id, category, list entry, text word) is hashed into a seeded table,
 lists and words are averaged, numerics scale a seeded vector (NaN = 0), the sum goes through one
 tanh hidden layer and a projection, then L2 normalisation. Items whose id is in ``nan_item_ids``
@@ -56,6 +58,7 @@ def export_hashing_item_tower(model_dir: str | Path, features: Sequence[FeatureS
     class HashingItemTower(tf.Module):
         def __init__(self):
             super().__init__()
+            self.model_version = tf.Variable(model_version, trainable=False, dtype=tf.string)
             self.table = tf.Variable(table, trainable=False)
             self.numeric_dirs = tf.Variable(numeric_dirs, trainable=False)
             self.w1 = tf.Variable(w1, trainable=False)
@@ -89,10 +92,24 @@ def export_hashing_item_tower(model_dir: str | Path, features: Sequence[FeatureS
                 emb = tf.where(bad[:, None], tf.fill(tf.shape(emb), float("nan")), emb)
             return {"embedding": emb}
 
+        @tf.function(input_signature=[])
+        def version(self):
+            return {"model_version": tf.identity(self.model_version)}
+
+    from towers.export import TOWER_INFO
+    from twotower.artifacts import atomic_write_json, write_manifest
+
     module = HashingItemTower()
     path = model_dir / "item_tower"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function()})
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function(),
+                                                        "model_version": module.version.get_concrete_function()})
+    atomic_write_json(path / TOWER_INFO, {
+        "tower": "item_tower", "model_version": model_version, "input_names": list(specs), "output_dim": dim,
+        "features": [{"name": f.name, "kind": f.kind} for f in features]})
     (model_dir / "model_version").write_text(model_version + "\n")
+    write_manifest(model_dir, {"kind": "towers", "model_version": model_version, "output_dim": dim,
+                               "item_features": [{"name": f.name, "kind": f.kind} for f in features],
+                               "note": "hashing item tower for tests and benchmarks (beam_jobs.testing)"})
     return path
 
 

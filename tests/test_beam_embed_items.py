@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that
 
 from beam_jobs.embed_items import (EMBED_STEPS, BadVectors, DeadLetterShareExceeded, EmbedConfig, EmbedItems,
                                    GroupIntoShards, main, run_embed)
-from beam_jobs.handler import ItemTowerHandler, LoadedItemTower
+from beam_jobs.handler import ItemTowerHandler, batch_features, open_item_tower
 from beam_jobs.item_rows import DEAD_LETTER, RowValidator
 from beam_jobs.testing import cached_hashing_item_tower, synthetic_items
 from beam_jobs.versioned_root import InjectedCrash
@@ -29,7 +29,11 @@ def model_dir():
 
 @pytest.fixture(scope="module")
 def tower(model_dir):
-    return LoadedItemTower(model_dir / "item_tower", "hash-v1")
+    return open_item_tower(model_dir / "item_tower")
+
+
+def embed_directly(tower, rows):
+    return tower(batch_features(rows, tower.features))
 
 
 def make_run(tmp_path, model_dir, n=400, bad_ids=(), **frames):
@@ -57,7 +61,7 @@ def test_embed_writes_the_contract_artifact_in_source_order_with_the_towers_vect
     ids, vectors, manifest = read_vectors(result.directory)
     good = items.drop(index=5)
     assert ids.tolist() == good["item_id"].tolist()  # catalogue order = source order minus bad rows
-    direct = tower.embed_rows(good.to_dict("records"))
+    direct = embed_directly(tower, good.to_dict("records"))
     np.testing.assert_allclose(vectors, direct, atol=TOL, rtol=0)
     assert (manifest["kind"], manifest["count"], manifest["dim"], manifest["model_version"]) == \
            ("item_vectors", 399, 16, "hash-v1")
@@ -130,8 +134,8 @@ def test_embed_transforms_under_test_pipeline(model_dir, tower):
     blocks = [("src", [(i, rows[i]) for i in range(lo, min(lo + 16, 40))]) for lo in range(0, 40, 16)]
     blocks.append(("src", [(40, {**rows[0], "item_id": ""})]))
     handler = ItemTowerHandler(model_dir / "item_tower", "hash-v1")
-    validator = RowValidator(tower.signature.inputs)
-    direct = tower.embed_rows(rows)
+    validator = RowValidator(tower.features)
+    direct = embed_directly(tower, rows)
 
     def check_shards(shards):
         assert sorted(s for s, _ in shards) == [0, 1, 2]

@@ -9,12 +9,12 @@ from beam_jobs.beam_env import beam, pipeline_options
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs.handler import FLOAT, STRING, STRING_LIST, TowerInput
 from beam_jobs.item_rows import (DEAD_LETTER, MAX_VALUES_CHARS, BadRow, RowValidator, ValidateItemRows,
                                  dead_letter_record)
+from recdata.schema import FeatureSpec
 
-INPUTS = (TowerInput("item_id", STRING), TowerInput("genre", STRING), TowerInput("price", FLOAT),
-          TowerInput("tags", STRING_LIST))
+INPUTS = (FeatureSpec("genre", "categorical"), FeatureSpec("price", "numeric"),
+          FeatureSpec("tags", "multi_categorical"))
 V = RowValidator(INPUTS)
 GOOD = {"item_id": "i1", "genre": "rock", "price": 2.5, "tags": ["a", "b"]}
 
