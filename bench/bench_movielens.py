@@ -18,7 +18,8 @@ import pandas as pd
 
 from recdata.loading import DataConfig, make_split, resolve_cache_dir
 from recdata.movielens import ATOMIC_FILES, fetch_movielens_100k, load_movielens_100k
-from recdata.splits import summarize
+from eval.slices import popularity_tiers
+from recdata.splits import summarize, train_counts
 
 
 def _best(fn, repeat: int) -> tuple[float, object]:
@@ -36,7 +37,7 @@ def main(argv=None) -> None:
     ap.add_argument("--head-share", type=float, default=0.2)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
-    cfg = DataConfig(cache_dir=args.cache_dir, head_share=args.head_share)
+    cfg = DataConfig(cache_dir=args.cache_dir)
     t0 = time.perf_counter()
     path = fetch_movielens_100k(resolve_cache_dir(cfg))
     print(f"# bench_movielens  data {path}  (fetch/verify {time.perf_counter() - t0:.2f} s)")
@@ -49,9 +50,10 @@ def main(argv=None) -> None:
           f"item features {[f'{s.name}:{s.kind}' for s in ds.item_features]}  "
           f"user features {[f'{s.name}:{s.kind}' for s in ds.user_features]}")
     for kind in ("leave-last-out", "temporal"):
-        split_cfg = DataConfig(cache_dir=args.cache_dir, head_share=args.head_share, split=kind)
+        split_cfg = DataConfig(cache_dir=args.cache_dir, split=kind)
         split_t, split = _best(lambda: make_split(ds, split_cfg), args.repeat)
-        s = summarize(split, ds.items["item_id"], args.head_share)
+        s = summarize(split, ds.items["item_id"],
+                      popularity_tiers(train_counts(split, ds.items["item_id"]), args.head_share)[1] == 0)
         print(f"\n{kind} split ({split_t * 1e3:.1f} ms): " + json.dumps(s["parts"]))
         for label in ("head", "tail"):
             print(f"  {label} (head_share {args.head_share}): " + json.dumps(s["slices"][label]))

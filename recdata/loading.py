@@ -65,14 +65,11 @@ class DataConfig:
     synthetic: SyntheticConfig = SyntheticConfig()
     split: SplitKind = "leave-last-out"
     temporal: TemporalConfig = TemporalConfig()
-    head_share: float = 0.2                 # share of catalogue items (by training count) that is "head"
 
     def __post_init__(self):
         if self.source in ("grouplens", "tabular") and not self.path:
             what = "the MovieLens folder" if self.source == "grouplens" else "the schema YAML file"
             raise ValueError(f"data.source={self.source!r} needs data.path: set it to {what}")
-        if not 0 < self.head_share < 1:
-            raise ValueError(f"data.head_share must be in (0, 1), got {self.head_share}")
 
 
 def resolve_cache_dir(cfg: DataConfig) -> Path:

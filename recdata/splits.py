@@ -134,29 +134,19 @@ def train_counts(split: Split, item_ids) -> np.ndarray:
     return np.bincount(rows[rows >= 0], minlength=len(index)).astype(np.int64)
 
 
-def head_items(counts: np.ndarray, head_share: float) -> np.ndarray:
-    """bool (n,): the ``ceil(head_share * n)`` items with the most training events are the head.
+def summarize(split: Split, item_ids, head) -> dict:
+    """Counts per part and per popularity slice; ``head`` is bool (n,) over ``item_ids``.
 
-    Ties at the boundary go to the earlier catalogue row (stable order), so the slice is deterministic.
-    """
-    counts = np.asarray(counts)
-    if not 0 < head_share < 1:
-        raise ValueError(f"head_share must be in (0, 1), got {head_share}")
-    n_head = int(np.ceil(head_share * counts.size))
-    order = np.argsort(-counts, kind="stable")
-    head = np.zeros(counts.size, dtype=bool)
-    head[order[:n_head]] = True
-    return head
-
-
-def summarize(split: Split, item_ids, head_share: float) -> dict:
-    """Counts per part and per popularity slice (head = ``head_items(train_counts, head_share)``).
+    The head/tail rule itself lives in one place, ``eval.slices.popularity_tiers`` (the data stage
+    only counts what falls on each side of it).
 
     Returns {"parts": {part: {"interactions", "users", "items"}},
              "slices": {"head"|"tail": {"items", "train_interactions", "test_cases", "test_users"}}}.
     """
     counts = train_counts(split, item_ids)
-    head = head_items(counts, head_share)
+    head = np.asarray(head, dtype=bool)
+    if head.shape != counts.shape:
+        raise ValueError(f"head must be bool with one entry per item, shape {counts.shape}; got {head.shape}")
     index = pd.Index(pd.Series(item_ids, dtype="str"))
     out: dict = {"parts": {}, "slices": {}}
     for name in ("train", "valid", "test"):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recdata.splits import (TEST, TRAIN, VALID, head_items, leave_last_out, summarize, temporal,
+from recdata.splits import (TEST, TRAIN, VALID, leave_last_out, summarize, temporal,
                             temporal_cuts, train_counts)
 
 
@@ -103,11 +103,11 @@ def test_train_counts_and_head():
     s = leave_last_out(df)            # test: a→q, b→w; valid: a→y; train: a x, b x, c z
     counts = train_counts(s, ["y", "x", "unknown", "z", "q"])
     assert counts.dtype == np.int64 and counts.tolist() == [0, 2, 0, 1, 0]
-    assert head_items(counts, 0.4).tolist() == [False, True, False, True, False]   # ceil(0.4 * 5) = 2
-    assert head_items(counts, 0.6).tolist() == [True, True, False, True, False]    # tie at 0 → earliest row
     with pytest.raises(ValueError, match="duplicates"):
         train_counts(s, ["x", "x"])
-    summary = summarize(s, ["y", "x", "unknown", "z", "q", "w"], 0.34)
+    summary = summarize(s, ["y", "x", "unknown", "z", "q", "w"], [True, True, False, True, False, False])
     assert summary["slices"]["head"] == {"items": 3, "train_interactions": 3, "test_cases": 0, "test_users": 0}
     assert summary["slices"]["tail"] == {"items": 3, "train_interactions": 0, "test_cases": 2, "test_users": 2}
+    with pytest.raises(ValueError, match=r"head must be bool with one entry per item, shape \(6,\); got \(2,\)"):
+        summarize(s, ["y", "x", "unknown", "z", "q", "w"], [True, False])
     assert summary["parts"]["train"] == {"interactions": 3, "users": 3, "items": 2}

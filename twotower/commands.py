@@ -36,10 +36,11 @@ def cmd_data(args, extra) -> int:
     cfg = resolve_config(args, RunDir(args.run) if args.run else None)
     from recdata.loading import load_dataset, make_split
     from recdata.splits import summarize
+    from twotower.pipeline import head_mask
 
     dataset = load_dataset(cfg.data)
     split = make_split(dataset, cfg.data)
-    s = summarize(split, dataset.items["item_id"], cfg.eval.head_share)
+    s = summarize(split, dataset.items["item_id"], head_mask(split, dataset, cfg))
     _say(f"dataset {dataset.name}: {dataset.num_users} users, {dataset.num_items} items, "
          f"{len(dataset.interactions)} interactions")
     _say(f"  item features: {[f'{f.name}:{f.kind}' for f in dataset.item_features]}")

@@ -38,9 +38,18 @@ def stage_data(cfg: RunConfig, run: RunDir):
     dataset = load_dataset(cfg.data)
     split = make_split(dataset, cfg.data)
     save_split(run.data, dataset, split)
-    summary = summarize(split, dataset.items["item_id"], cfg.eval.head_share)
+    summary = summarize(split, dataset.items["item_id"], head_mask(split, dataset, cfg))
     artifacts.atomic_write_json(run.data / "summary.json", summary)
     return dataset, split
+
+
+def head_mask(split, dataset, cfg: RunConfig) -> np.ndarray:
+    """bool (n_items,): the head items by training count, by the eval suite's one tier rule."""
+    from eval.slices import popularity_tiers
+    from recdata.splits import train_counts
+
+    _, codes = popularity_tiers(train_counts(split, dataset.items["item_id"]), cfg.eval.head_share)
+    return codes == 0
 
 
 def load_data(run: RunDir):
