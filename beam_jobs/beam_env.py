@@ -60,18 +60,24 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 DEFAULT_RUNNER = "DirectRunner"
 
 
+# Defaults applied unless the args set them: worker processes (multi_processing, portable runners)
+# log at INFO otherwise, a screenful of gRPC set-up lines per worker.
+DEFAULT_OPTIONS = {"default_sdk_harness_log_level": "WARNING"}
+
+
 def pipeline_options(pipeline_args: Sequence[str] | None = None, **overrides) -> PipelineOptions:
     """``PipelineOptions`` from CLI-style args (e.g. ``["--runner", "FlinkRunner", ...]``).
 
     Adds ``--runner DirectRunner`` when no runner is named. ``overrides`` are keyword options
-    (e.g. ``direct_num_workers=2``) applied only when the args do not already set them.
+    (e.g. ``direct_num_workers=2``) applied, like ``DEFAULT_OPTIONS``, only when the args do not
+    already set them.
     """
     args = list(pipeline_args or [])
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args = ["--runner", DEFAULT_RUNNER, *args]
     options = PipelineOptions(args)
     given = options.get_all_options(drop_default=True)
-    extra = {k: v for k, v in overrides.items() if k not in given}
+    extra = {k: v for k, v in {**DEFAULT_OPTIONS, **overrides}.items() if k not in given}
     if extra:
         options = PipelineOptions(args, **extra)
     return options
