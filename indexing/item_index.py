@@ -7,9 +7,10 @@ built with, the model version of the vectors, and the recall measured after buil
 Search semantics (``search(queries, k, exclude)``):
   * scores float32 (m, k) are inner products (cosine for the normalised vectors the towers emit), rows
     int64 (m, k), best first; where fewer than k items remain, rows are -1 and scores -inf.
-  * excluded rows never appear. Each query is searched for k + (its number of exclusions) candidates,
-    which is enough for any index; queries are grouped by exclusion count so one heavy user does not
-    widen everyone's search.
+  * excluded rows never appear. Each query is searched for k + (its number of exclusions) candidates
+    (+1 for Flat, to see whether a tie continues past the k-th), which is enough for any index; queries
+    are sorted by exclusion count and searched in blocks, so one heavy user does not widen everyone's
+    search, and blocks are sized to hold at most MAX_BLOCK_CANDIDATES candidates in memory.
   * ties: equal scores are ordered by ascending row. For the exact Flat index this also decides which
     tied items make the top-k (the lowest rows), so Flat results equal a brute-force
     ``lexsort((row, -score))`` exactly: when the k-th kept score equals the lowest score FAISS returned,

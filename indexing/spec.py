@@ -34,9 +34,9 @@ MIN_POINTS_PER_CENTROID = 39
 # Bytes IVF stores per vector besides its code: the int64 id.
 IVF_ID_BYTES = 8
 DEFAULT_MEMORY_BUDGET_BYTES = 8 * 2**30
-# Default search effort when the spec leaves it unset: nprobe = nlist / NPROBE_DIVISOR (>= 1);
-# HNSW efSearch = DEFAULT_EF_SEARCH (FAISS always uses max(efSearch, k)).
-NPROBE_DIVISOR = 64
+# Default search effort when the spec leaves it unset: nprobe = round(sqrt(nlist) / 2) (16 for 1024 lists,
+# 32 for 4096: recall@100 0.97 / 0.98 in the benchmark); HNSW efSearch = DEFAULT_EF_SEARCH (FAISS always
+# uses max(efSearch, k)).
 DEFAULT_EF_SEARCH = 128
 
 GpuMode = Literal["auto", "never", "always"]
@@ -48,7 +48,7 @@ class IndexSpec:
 
     factory        "auto" or a FAISS factory string.
     metric         "ip" only: inner product on L2-normalised vectors (= cosine similarity).
-    nprobe         IVF lists probed per query; None = nlist / NPROBE_DIVISOR.
+    nprobe         IVF lists probed per query; None = default_nprobe(nlist) = round(sqrt(nlist) / 2).
     ef_search      HNSW search beam; None = DEFAULT_EF_SEARCH.
     ef_construction HNSW build beam (FAISS's own default is 40).
     gpu            "auto" (use a GPU when FAISS sees one and the index type supports it), "never", "always".
@@ -156,4 +156,9 @@ def is_hnsw_factory(factory: str) -> bool:
 
 
 def default_nprobe(nlist: int) -> int:
-    return max(1, nlist // NPROBE_DIVISOR)
+    """IVF lists probed when the spec leaves nprobe unset: round(sqrt(nlist) / 2), at least 1.
+
+    Probing a fixed fraction of lists over-spends on big indices: in the benchmark 16 of 1024 lists
+    (100k items) and 32 of 4096 (1M items) both reached recall@100 >= 0.95, i.e. ~sqrt(nlist)/2.
+    """
+    return max(1, round(math.sqrt(nlist) / 2))

@@ -46,7 +46,7 @@ def test_factory_string_overrides_auto():
     assert IndexSpec().resolve_factory(10, 8) == "Flat"
     assert is_hnsw_factory("HNSW32,Flat") and not is_hnsw_factory("IVF4096_HNSW32,Flat")
     assert factory_nlist("IVF4096_HNSW32,Flat") == 4096 and factory_nlist("Flat") is None
-    assert default_nprobe(4096) >= 1 and default_nprobe(16) == 1
+    assert (default_nprobe(4096), default_nprobe(1024), default_nprobe(16), default_nprobe(1)) == (32, 16, 2, 1)
 
 
 def test_validation_messages():
