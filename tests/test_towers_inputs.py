@@ -112,6 +112,9 @@ def test_query_features_batch_keeps_the_most_recent_items():
     assert out["history_timestamps"].dtype == np.int64 and out["timestamp"].tolist() == [100, 200]
     assert out["gender"].tolist() == ["f", ""]
     assert pad_string_lists([[]], width=0).shape == (1, 1)
+    assert pad_string_lists([], width=3).shape == (0, 3)
+    assert item_features_batch(pd.DataFrame({"item_id": [], "m": []}), (FeatureSpec("m", "multi_categorical"),)
+                               )["m"].shape == (0, 1)
     with pytest.raises(ValueError, match="users_df has 2 rows but got 1 histories and 2 timestamps"):
         query_features_batch(users, specs, [["i1"]], [1, 2], max_len=3)
     with pytest.raises(ValueError, match=r"clash with query tower inputs"):

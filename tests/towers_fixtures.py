@@ -13,8 +13,10 @@ the one before is valid, the rest train.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,15 +97,48 @@ def planted() -> tuple[Dataset, FixtureSplit]:
     return ds, leave_last_out(ds)
 
 
+PLANTED_TRAIN = {"tower": {"output_dim": 32, "id_embedding_dim": 32, "feature_embedding_dim": 8,
+                           "hidden_units": [64], "max_history": 10},
+                 "batch_size": 128, "epochs": 8, "learning_rate": 0.01, "temperature": 0.1, "verbose": 0,
+                 "seed": 7, "tensorboard": False, "keep_checkpoints": 1}
+_RUNS = tempfile.TemporaryDirectory(prefix="towers-tests-")  # removed at interpreter exit
+
+
 @lru_cache(maxsize=None)
-def trained_planted(tmp_root: str):
-    """One short training run on the planted data, shared by the tower test modules."""
-    from towers.config import TowerConfig, TrainConfig
+def trained_planted():
+    """One short training run on the planted data, shared by the tower test modules.
+
+    Returns (dataset, split, TrainResult); the run directory lives until the process exits.
+    """
+    from towers.config import TrainConfig
     from towers.train import train
+    from twotower.strict import from_dict
 
     ds, split = planted()
-    cfg = TrainConfig(tower=TowerConfig(output_dim=32, id_embedding_dim=32, feature_embedding_dim=8,
-                                        hidden_units=(64,), max_history=10),
-                      batch_size=128, epochs=8, learning_rate=0.01, temperature=0.1, verbose=0, seed=7,
-                      tensorboard=False, keep_checkpoints=1)
-    return train(ds, split, cfg, tmp_root)
+    result = train(ds, split, from_dict(TrainConfig, PLANTED_TRAIN), Path(_RUNS.name) / "planted")
+    return ds, split, result
+
+
+def popularity_and_model_recall(ds: Dataset, split, query_vecs: np.ndarray, item_vecs: np.ndarray,
+                                test_rows: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """Held-out recall@k of (towers, training popularity), the user's train+valid items excluded.
+
+    A slow obvious loop: one query at a time, full sort.
+    """
+    row = {x: i for i, x in enumerate(ds.items["item_id"])}
+    seen = pd.concat([split.train, split.valid]).groupby("user_id")["item_id"].agg(list)
+    popularity = np.bincount([row[x] for x in split.train["item_id"]], minlength=len(ds.items)).astype(float)
+    test = split.test.iloc[test_rows]
+    hits_model = hits_pop = 0
+    for q, (user, target) in enumerate(zip(test["user_id"], test["item_id"])):
+        banned = [row[x] for x in seen.get(user, [])]
+        for scores, is_model in ((query_vecs[q] @ item_vecs.T, True), (popularity.copy(), False)):
+            scores = scores.astype(np.float64)
+            scores[banned] = -np.inf
+            top = np.argsort(-scores, kind="stable")[:k]
+            if row[target] in top:
+                if is_model:
+                    hits_model += 1
+                else:
+                    hits_pop += 1
+    return hits_model / len(test), hits_pop / len(test)

@@ -97,6 +97,22 @@ class IdEmbedding(tf.keras.layers.Layer):
     def embed_rows(self, rows: tf.Tensor) -> tf.Tensor:
         return self.table(rows)
 
+    @property
+    def embeddings(self) -> tf.Variable:
+        """The [input_dim, dim] table variable (built on first use)."""
+        if not self.table.built:
+            self.table.build(None)
+        return self.table.embeddings
+
+    def mean_of_rows(self, rows: tf.Tensor) -> tf.Tensor:
+        """int64 rows [B, L] (0 = padding) → [B, dim], the mean of the non-padding rows' embeddings.
+
+        Uses a sparse lookup, so the gradient touches each distinct row once per batch (a dense
+        gather + masked mean sends B·L row updates). Rows with no entries give zeros.
+        """
+        ids = tf.sparse.from_dense(rows)  # drops the 0 = padding entries
+        return tf.nn.safe_embedding_lookup_sparse(self.embeddings, ids, combiner="mean")
+
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         return self.table(self.lookup(ids))
 

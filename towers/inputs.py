@@ -112,7 +112,7 @@ def pad_string_lists(lists: Sequence[Sequence[str]], width: int, keep: Literal["
 
 def _pad_flat(flat: np.ndarray, lengths: np.ndarray, width: int, keep: str, pad) -> np.ndarray:
     """Concatenated rows (``flat``, row ``lengths``) → [rows, width] right-padded with ``pad``."""
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    offsets = np.cumsum(lengths) - lengths
     kept = np.minimum(lengths, width)
     first = offsets + (lengths - kept if keep == "last" else 0)
     cols = np.arange(width)

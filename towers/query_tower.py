@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from towers.config import TowerConfig
-from towers.features import FeatureEmbeddings, IdEmbedding, masked_mean
+from towers.features import FeatureEmbeddings, IdEmbedding
 from towers.head import TowerHead
 from towers.inputs import check_user_feature_names
 from towers.tf_env import tf
@@ -50,9 +50,8 @@ class HistoryBag(tf.keras.layers.Layer):
     def call(self, history, history_timestamps, timestamp, training=False):
         history, _ = keep_most_recent(history, history_timestamps, self.max_history)
         rows = self.item_id_embedding.lookup(history)
-        mask = rows != 0
-        bag = masked_mean(self.item_id_embedding.embed_rows(rows), mask)
-        count = tf.reduce_sum(tf.cast(mask, tf.float32), axis=1, keepdims=True)
+        bag = self.item_id_embedding.mean_of_rows(rows)
+        count = tf.reduce_sum(tf.cast(rows != 0, tf.float32), axis=1, keepdims=True)
         return tf.concat([bag, tf.math.log1p(count) / math.log1p(self.max_history)], axis=-1)
 
 
@@ -64,7 +63,7 @@ class QueryTower(tf.keras.Model):
     """
 
     def __init__(self, item_id_embedding: IdEmbedding, vocab: Vocabularies, cfg: TowerConfig,
-                 name: str = "query_tower", **kwargs):
+                 history_encoder: tf.keras.layers.Layer | None = None, name: str = "query_tower", **kwargs):
         super().__init__(name=name, **kwargs)
         check_user_feature_names(vocab.user_specs)
         self.cfg = cfg
@@ -72,7 +71,10 @@ class QueryTower(tf.keras.Model):
         self.user_id_embedding = IdEmbedding(v.tokens, v.oov_buckets, v.hash_bins, cfg.id_embedding_dim,
                                              name="user_id")
         self.features = FeatureEmbeddings(vocab.user_specs, vocab.user_features, cfg, name="user_features")
-        self.history_encoder = HistoryBag(item_id_embedding, cfg.max_history, name="history")
+        # any layer (history [B, L], history_timestamps [B, L], timestamp [B]) → [B, d] fits here
+        if history_encoder is None:
+            history_encoder = HistoryBag(item_id_embedding, cfg.max_history, name="history")
+        self.history_encoder = history_encoder
         self.head = TowerHead(cfg, name="head")
         self.feature_specs = tuple(vocab.user_specs)
 

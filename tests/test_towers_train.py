@@ -1,0 +1,57 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tests.towers_fixtures import planted, planted_dataset, leave_last_out, popularity_and_model_recall, \
+    trained_planted
+from towers.config import TrainConfig
+from towers.inputs import eval_queries, item_features_batch
+from towers.train import train
+
+
+def test_short_training_beats_popularity_on_held_out_recall():
+    ds, split, result = trained_planted()
+    q = eval_queries(ds, split, result.config.tower.max_history)
+    query_vecs = result.query_tower(q.features).numpy()
+    item_vecs = result.item_tower(item_features_batch(ds.items, ds.item_features)).numpy()
+    model, popularity = popularity_and_model_recall(ds, split, query_vecs, item_vecs, q.test_rows)
+    assert model >= popularity + 0.08, (model, popularity)
+
+
+def test_result_reports_history_timing_and_writes_checkpoints():
+    ds, split, result = trained_planted()
+    cfg = result.config
+    assert set(result.history) == {"loss", "regularization_loss", "val_loss", "val_regularization_loss"}
+    assert len(result.history["loss"]) == cfg.epochs == len(result.epoch_train_seconds)
+    assert result.history["loss"][-1] < 0.8 * result.history["loss"][0]
+    assert result.num_train_examples == len(split.train) and result.num_valid_examples == len(split.valid)
+    assert result.examples_per_second > 0
+    checkpoints = sorted(p.name for p in (result.out_dir / "checkpoints").iterdir())
+    assert "checkpoint" in checkpoints and any(p.startswith(f"ckpt-{cfg.epochs}.") for p in checkpoints)
+    assert not any(p.startswith(f"ckpt-{cfg.epochs - 1}.") for p in checkpoints)  # keep_checkpoints=1
+
+
+def test_same_seed_same_model(tmp_path):
+    ds = planted_dataset(n_users=40, n_items=30, events_per_user=8, seed=3)
+    split = leave_last_out(ds)
+    split = dataclasses.replace(split, valid=split.valid.iloc[:0])  # no validation: one traced function
+    cfg = TrainConfig(epochs=2, batch_size=64, verbose=0, tensorboard=True, keep_checkpoints=0, seed=5)
+    a = train(ds, split, cfg, tmp_path / "a")
+    b = train(ds, split, cfg, tmp_path / "b")
+    assert a.history["loss"] == b.history["loss"]
+    for wa, wb in zip(a.model.weights, b.model.weights):
+        assert np.array_equal(wa.numpy(), wb.numpy()), wa.name
+    assert any((tmp_path / "a" / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_bad_arguments_say_what_to_fix(tmp_path):
+    ds, split = planted()
+    with pytest.raises(TypeError, match="cfg must be a towers.config.TrainConfig, got dict"):
+        train(ds, split, {"epochs": 1}, tmp_path)
+    empty = dataclasses.replace(split, train=split.train.iloc[:0])
+    with pytest.raises(ValueError, match="split.train is empty"):
+        train(ds, empty, TrainConfig(), tmp_path)
+    no_valid = dataclasses.replace(split, valid=split.valid.iloc[:0])
+    with pytest.raises(ValueError, match="early_stopping_patience > 0 needs validation interactions"):
+        train(ds, no_valid, TrainConfig(early_stopping_patience=2, verbose=0), tmp_path)
