@@ -1,0 +1,63 @@
+"""``python -m serving --run RUN [--host 127.0.0.1] [--port 8080] [--set max_batch=32 ...]``.
+
+``add_arguments(parser)`` / ``run(args)`` let ``twotower serve`` reuse the same flags.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# FAISS's OpenMP threads spin while waiting by default; on a shared machine that steals the cores the
+# tower and the HTTP threads need (see bench/bench_index.py). Must be set before faiss loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", type=Path, required=True, help="run directory (model/, data/, index/current)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="a ServingConfig field, e.g. --set max_batch=32 --set reload_interval_s=10 (repeatable)")
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """["max_batch=32", "reload_interval_s=null"] → {"max_batch": 32, "reload_interval_s": None} (YAML values)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r} (e.g. --set max_batch=32)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw.strip()) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.app import serve
+
+    return serve(args.run, args.host, args.port, **parse_options(args.options))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving", description="Serve top-k items of a run over HTTP")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        if os.environ.get("TWOTOWER_DEBUG") == "1":
+            raise
+        print(f"serving: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

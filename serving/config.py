@@ -1,0 +1,61 @@
+"""``ServingConfig``: how the top-k HTTP service batches, validates and reloads.
+
+Built with ``twotower.strict.from_dict`` (unknown keys rejected), e.g. from ``serve(run, **options)`` or
+``python -m serving --set max_batch=32``.
+
+    max_batch           requests answered by one query-tower call + one index search (the micro-batch)
+    max_wait_ms         how long the batcher holds an incomplete batch open for more requests (ms);
+                        requests that queue while a batch is running are picked up without waiting
+    max_queue           requests waiting for a batch before new ones get 503 (back-pressure)
+    max_k               largest k a request may ask for
+    max_history_items   longest "history" list a raw-feature request may send
+    max_body_bytes      request bodies above this get 413
+    request_timeout_s   a request not answered within this gets 503
+    reload_interval_s   how often the watcher polls ``<run>/index/current`` (s); None = never reload
+    nprobe, ef_search   serving-time search effort for IVF / HNSW indices (None = as built)
+    default_exclude_seen  exclude_seen when a request does not say
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    max_batch: int = 64
+    max_wait_ms: float = 1.0
+    max_queue: int = 4096
+    max_k: int = 1000
+    max_history_items: int = 10_000
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 10.0
+    reload_interval_s: float | None = 5.0
+    nprobe: int | None = None
+    ef_search: int | None = None
+    default_exclude_seen: bool = True
+
+    def __post_init__(self):
+        for name in ("max_batch", "max_queue", "max_k", "max_history_items", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServingConfig.{name} must be a positive int, got {value!r}")
+        for name in ("nprobe", "ef_search"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"ServingConfig.{name} must be a positive int or None (= as built), got {value!r}")
+        if not _number(self.max_wait_ms) or self.max_wait_ms < 0:
+            raise ValueError(f"ServingConfig.max_wait_ms must be a number >= 0, got {self.max_wait_ms!r}")
+        if not _number(self.request_timeout_s) or self.request_timeout_s <= 0:
+            raise ValueError(f"ServingConfig.request_timeout_s must be a number > 0, got {self.request_timeout_s!r}")
+        if self.reload_interval_s is not None and (not _number(self.reload_interval_s)
+                                                   or self.reload_interval_s <= 0):
+            raise ValueError(f"ServingConfig.reload_interval_s must be a number > 0 (seconds) or None to never "
+                             f"reload, got {self.reload_interval_s!r}")
+
+    def index_overrides(self) -> dict:
+        """``spec_overrides`` for ``indexing.store.load_index``: the search effort set here, if any."""
+        return {name: getattr(self, name) for name in ("nprobe", "ef_search") if getattr(self, name) is not None}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

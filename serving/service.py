@@ -1,0 +1,226 @@
+"""``TopKService``: the query tower + the run's current index + known users, answering top-k in micro-batches.
+
+    service = TopKService.open("runs/demo", ServingConfig())   # refuses an index of another model version
+    service.topk(TopKRequest(k=10, exclude_seen=True, user_id="196"))
+      -> {"items": [{"item_id": "50", "score": 0.61}, ...], "model_version": ..., "index_version": ...,
+          "known_user": True}
+    service.close()
+
+What it loads from the run directory (``twotower.rundir.RunDir``):
+  model/query_tower   the SavedModel (``towers.export.load_tower``); its version is THE model version
+  model/manifest.json max_history (how many recent items a query carries)
+  data/               users + train/valid/test interactions (``serving.users.KnownUsers``)
+  index/current       the published index (``serving.state.load_state``), refused when built from
+                      another model version
+
+Requests are resolved to tower inputs on the caller's thread, then queued; one worker thread
+(``serving.batcher.MicroBatcher``) takes up to ``max_batch`` of them, runs ONE query-tower call and ONE
+index search for all of them (k = the largest k asked, exclusions per request), and answers each.
+``IndexWatcher`` swaps in newly published index versions between batches (``reload_interval_s``).
+Timestamps left out of a request are the time the request arrives (seconds).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+import numpy as np
+
+from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
+from serving.config import ServingConfig
+from serving.reloader import IndexWatcher
+from serving.requests import RequestError, TopKRequest
+from serving.state import IndexState, check_versions, load_state
+from serving.tower_inputs import QueryInputs, batch_inputs, feature_value
+from serving.users import KnownUsers
+from twotower import artifacts
+from twotower.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+class _Pending:
+    """A request resolved on the caller's thread: its tower inputs and what to exclude."""
+
+    __slots__ = ("request", "inputs", "known_row", "known_user")
+
+    def __init__(self, request: TopKRequest, inputs: QueryInputs, known_row: int | None, known_user: bool):
+        self.request = request
+        self.inputs = inputs
+        self.known_row = known_row
+        self.known_user = known_user
+
+
+class TopKService:
+    """See the module docstring. Thread-safe: ``submit`` / ``topk`` from any number of threads."""
+
+    def __init__(self, run_dir: str | Path, tower, users: KnownUsers, state: IndexState,
+                 config: ServingConfig | None = None):
+        self.run = RunDir(run_dir)
+        self.config = config or ServingConfig()
+        self.tower = tower
+        self.users = users
+        self.user_specs = tuple(tower.features)
+        self._state = state
+        self._state_lock = threading.Lock()
+        self.started_at = time.time()
+        self._empty_features = {s.name: feature_value(None, s.kind) for s in self.user_specs}
+        self._warm_up()
+        self.batcher = MicroBatcher(self._process, self.config.max_batch, self.config.max_wait_ms / 1000.0,
+                                    self.config.max_queue, name="topk-batcher")
+        self.watcher: IndexWatcher | None = None
+        if self.config.reload_interval_s is not None:
+            self.watcher = IndexWatcher(self.run.index, lambda: self.state.version, self.load_version, self.swap,
+                                        self.config.reload_interval_s).start()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def open(cls, run_dir: str | Path, config: ServingConfig | None = None) -> "TopKService":
+        """Load the run's query tower, known users and current index; refuse mismatched versions."""
+        from towers.export import load_tower
+
+        config = config or ServingConfig()
+        run = RunDir(run_dir)
+        run.require(run.query_tower, f"train the towers first (`twotower train --run {run.root}`)")
+        version = artifacts.current_version(run.index)
+        if version is None:
+            raise FileNotFoundError(f"{run.index / artifacts.CURRENT} does not exist: no index is published for "
+                                    f"{run.root}; build one with `twotower rebuild --run {run.root}`")
+        tower = load_tower(run.query_tower)
+        # the cheap check first: refuse a mismatched index before reading data or the index itself
+        index_dir = run.index / version
+        check_versions(tower.model_version, index_dir,
+                       str(artifacts.read_manifest(index_dir).get("model_version")), run.root)
+        max_history = int(artifacts.read_manifest(run.model)["max_history"])
+        run.require(run.data / artifacts.MANIFEST, f"the run has no saved data split; run `twotower train "
+                                                   f"--run {run.root}`")
+        users = KnownUsers.from_run_data(run.data, max_history)
+        state = load_state(run.index, version, tower.model_version, tower.output_dim, users, run.root,
+                           config.index_overrides())
+        log.info("serving model %s with index %s (%s, %d items); %d known users", tower.model_version, version,
+                 state.index.factory, state.index.ntotal, len(users))
+        return cls(run.root, tower, users, state, config)
+
+    def load_version(self, version: str) -> IndexState:
+        """Load + verify ``index/<version>`` for this tower (what the watcher calls)."""
+        return load_state(self.run.index, version, self.tower.model_version, self.tower.output_dim, self.users,
+                          self.run.root, self.config.index_overrides())
+
+    def _warm_up(self) -> None:
+        """One tower call + one search, so the first request does not pay for graph and table set-up."""
+        query = QueryInputs("", dict(self._empty_features), (), _NO_ROWS, int(time.time()))
+        vectors = self.tower(batch_inputs([query], self.user_specs, self.users.max_history))
+        self._state.index.search(vectors, 1)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> IndexState:
+        return self._state
+
+    @property
+    def model_version(self) -> str:
+        return self.tower.model_version
+
+    def swap(self, state: IndexState) -> None:
+        """Serve ``state`` from the next batch on (the running batch keeps the one it started with)."""
+        check_versions(self.tower.model_version, self.run.index / state.version, state.model_version, self.run.root)
+        with self._state_lock:
+            self._state = state
+
+    # ------------------------------------------------------------------ requests
+    def resolve(self, request: TopKRequest) -> _Pending:
+        """Tower inputs for ``request``: from the data for a known user, else from the request itself."""
+        now = int(time.time())
+        timestamp = request.timestamp if request.timestamp is not None else now
+        if request.is_raw:
+            history_ts = (np.asarray(request.history_timestamps, dtype=np.int64) if request.history_timestamps
+                          is not None else np.zeros(len(request.history), dtype=np.int64))
+            features = {s.name: feature_value(request.features.get(s.name), s.kind) for s in self.user_specs}
+            inputs = QueryInputs(request.user_id or "", features, request.history, history_ts, timestamp)
+            return _Pending(request, inputs, None, False)
+        row = self.users.row_of(request.user_id)
+        if row is None:  # unknown user: OOV id, no features, no history
+            inputs = QueryInputs(request.user_id, dict(self._empty_features), (), _NO_ROWS, timestamp)
+            return _Pending(request, inputs, None, False)
+        items, item_ts = self.users.history_of(row)
+        inputs = QueryInputs(request.user_id, self.users.features_of(row), items, item_ts, timestamp)
+        return _Pending(request, inputs, row, True)
+
+    def submit(self, request: TopKRequest) -> Future:
+        """Queue ``request``; the future's result is the response dict. Raises RequestError(503) when full."""
+        pending = self.resolve(request)
+        try:
+            return self.batcher.submit(pending)
+        except QueueFull as exc:
+            raise RequestError(503, f"overloaded: {exc}") from None
+        except BatcherClosed as exc:
+            raise RequestError(503, str(exc)) from None
+
+    def topk(self, request: TopKRequest, timeout: float | None = None) -> dict:
+        """Blocking ``submit``: the response dict, or RequestError(503) after ``timeout`` seconds."""
+        timeout = self.config.request_timeout_s if timeout is None else timeout
+        future = self.submit(request)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise RequestError(503, f"no answer within {timeout:g} s (request_timeout_s); the service is "
+                                    "overloaded or stuck, retry later") from None
+
+    def _process(self, batch: list[_Pending]) -> list[dict]:
+        state = self._state  # one state for the whole batch: a swap lands between batches
+        inputs = batch_inputs([p.inputs for p in batch], self.user_specs, self.users.max_history)
+        vectors = self.tower(inputs)
+        exclude = [self._exclusions(p, state) for p in batch]
+        k = max(p.request.k for p in batch)
+        scores, rows = state.index.search(vectors, k, exclude if any(len(e) for e in exclude) else None)
+        ids = state.index.item_ids
+        out = []
+        for i, p in enumerate(batch):
+            r, s = rows[i, :p.request.k], scores[i, :p.request.k]
+            found = r >= 0
+            out.append({"items": [{"item_id": item, "score": score}
+                                  for item, score in zip(ids[r[found]].tolist(), s[found].tolist())],
+                        "model_version": self.tower.model_version, "index_version": state.version,
+                        "known_user": p.known_user})
+        return out
+
+    def _exclusions(self, pending: _Pending, state: IndexState) -> np.ndarray:
+        if not pending.request.exclude_seen:
+            return _NO_ROWS
+        if pending.known_row is not None:
+            return state.seen_rows_of_user(pending.known_row)
+        return state.rows_of_items(pending.request.history)
+
+    # ------------------------------------------------------------------ reporting / shutdown
+    def version_info(self) -> dict:
+        state = self._state
+        info = {"model_version": self.tower.model_version, "index_version": state.version,
+                "index_factory": state.index.factory, "index_count": state.index.ntotal,
+                "index_dim": state.index.dim, "search_params": state.index.search_params,
+                "index_recall": state.index.recall, "known_users": len(self.users),
+                "max_history": self.users.max_history, "reloads": 0, "refused_index_versions": [],
+                "last_reload_error": None}
+        if self.watcher is not None:
+            info.update(reloads=self.watcher.reloads, refused_index_versions=sorted(self.watcher.refused),
+                        last_reload_error=self.watcher.last_error)
+        return info
+
+    def health(self) -> dict:
+        return {"status": "ok", "model_version": self.tower.model_version, "index_version": self._state.version,
+                "uptime_s": round(time.time() - self.started_at, 1), "queued": self.batcher.queued(),
+                "batches": self.batcher.batches, "requests": self.batcher.items,
+                "largest_batch": self.batcher.largest_batch}
+
+    def close(self) -> None:
+        """Stop the watcher, answer what is queued, stop the batcher."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.batcher.close()
+

@@ -1,0 +1,92 @@
+"""``IndexState``: one loaded, verified index version plus what serving needs to search it.
+
+An ``IndexState`` is immutable once built. The service answers each batch from one state, and a newly
+published index is swapped in by replacing the state object between batches, so a batch never sees
+half of an old and half of a new index.
+
+    index          the ``ItemIndex`` (rows = catalogue rows of the index version)
+    version        the index version directory name (what ``<run>/index/current`` pointed to)
+    item_rows      pandas Index item id → row, for exclusions of raw histories
+    seen_indptr, seen_rows   known users' seen items as rows of this index (CSR, see KnownUsers.seen_rows)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from indexing.item_index import ItemIndex
+from serving.users import KnownUsers
+
+
+class VersionMismatch(ValueError):
+    """The index was built from another model version than the loaded query tower."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    index: ItemIndex
+    version: str
+    item_rows: pd.Index
+    seen_indptr: np.ndarray
+    seen_rows: np.ndarray
+
+    @property
+    def model_version(self) -> str:
+        return self.index.model_version
+
+    def rows_of_items(self, item_ids) -> np.ndarray:
+        """Unique rows (int64, sorted) of the item ids this index holds; unknown ids are dropped."""
+        if not len(item_ids):
+            return np.zeros(0, dtype=np.int64)
+        rows = self.item_rows.get_indexer(np.asarray(item_ids, dtype=object))
+        return np.unique(rows[rows >= 0]).astype(np.int64)
+
+    def seen_rows_of_user(self, user_row: int) -> np.ndarray:
+        return self.seen_rows[self.seen_indptr[user_row]:self.seen_indptr[user_row + 1]]
+
+    def describe(self) -> dict:
+        """JSON-able facts about the served index (for ``GET /version``)."""
+        return {"index_version": self.version, "model_version": self.model_version,
+                "factory": self.index.factory, "count": self.index.ntotal, "dim": self.index.dim,
+                "search_params": self.index.search_params, "recall": self.index.recall}
+
+
+def check_versions(tower_version: str, index_version_dir: Path, index_model_version: str, run_root: Path) -> None:
+    """Raise ``VersionMismatch`` naming both versions and the fix when they differ."""
+    if index_model_version != tower_version:
+        raise VersionMismatch(
+            f"the index {index_version_dir} was built from model version {index_model_version!r} but the query "
+            f"tower in {run_root / 'model'} is model version {tower_version!r}; their vectors are not comparable. "
+            f"Rebuild the index from this model (`twotower rebuild --run {run_root}`), or roll back to an index "
+            f"of this model (`twotower rollback --run {run_root} --to VERSION`)"
+        )
+
+
+def build_state(index: ItemIndex, version: str, users: KnownUsers) -> IndexState:
+    """Wrap a loaded index: the id → row lookup (hash table built now, not on the first request) and
+    the known users' seen rows."""
+    item_rows = pd.Index(index.item_ids)
+    item_rows.get_indexer(item_rows[:1])  # forces the hash table while we are still in the background
+    indptr, rows = users.seen_rows(item_rows)
+    return IndexState(index=index, version=version, item_rows=item_rows, seen_indptr=indptr, seen_rows=rows)
+
+
+def load_state(index_root: Path, version: str, tower_version: str, tower_dim: int, users: KnownUsers,
+               run_root: Path, spec_overrides: dict | None = None) -> IndexState:
+    """Verify and load ``index_root/version``; refuse it (``VersionMismatch``) when it does not belong to
+    the query tower. The manifest's model version is checked before the (possibly large) index is read."""
+    from indexing.store import load_index
+    from twotower import artifacts
+
+    directory = Path(index_root) / version
+    manifest = artifacts.read_manifest(directory)
+    check_versions(tower_version, directory, str(manifest.get("model_version")), run_root)
+    index = load_index(directory, spec_overrides or None)
+    check_versions(tower_version, directory, index.model_version, run_root)
+    if index.dim != tower_dim:
+        raise VersionMismatch(f"the index {directory} holds {index.dim}-d vectors but the query tower emits "
+                              f"{tower_dim}-d embeddings; rebuild the index (`twotower rebuild --run {run_root}`)")
+    return build_state(index, version, users)

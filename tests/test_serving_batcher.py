@@ -1,0 +1,101 @@
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
+
+
+class Recorder:
+    def __init__(self, delay=0.0, gate: threading.Event | None = None):
+        self.batches = []
+        self.delay = delay
+        self.gate = gate
+
+    def __call__(self, items):
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.batches.append(list(items))
+        time.sleep(self.delay)
+        return [item * 10 for item in items]
+
+
+def test_every_caller_gets_its_own_answer_and_batches_respect_max_batch():
+    rec = Recorder(delay=0.005)
+    batcher = MicroBatcher(rec, max_batch=8, max_wait_s=0.002, max_queue=1000)
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda i: batcher.submit(i).result(5), range(400)))
+    batcher.close()
+    assert results == [i * 10 for i in range(400)]
+    assert sum(len(b) for b in rec.batches) == 400
+    assert max(len(b) for b in rec.batches) <= 8
+    assert len(rec.batches) < 400  # concurrent callers were batched
+    assert batcher.items == 400 and batcher.batches == len(rec.batches) and batcher.largest_batch <= 8
+
+
+def test_requests_queued_while_a_batch_runs_form_the_next_batch_in_order():
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = MicroBatcher(rec, max_batch=4, max_wait_s=0.0, max_queue=100)
+    first = batcher.submit(0)
+    time.sleep(0.05)  # the worker holds [0] and waits at the gate
+    rest = [batcher.submit(i) for i in range(1, 7)]
+    gate.set()
+    assert [f.result(5) for f in [first, *rest]] == [0, 10, 20, 30, 40, 50, 60]
+    batcher.close()
+    assert rec.batches == [[0], [1, 2, 3, 4], [5, 6]]
+
+
+def test_a_lone_request_waits_at_most_max_wait():
+    batcher = MicroBatcher(Recorder(), max_batch=64, max_wait_s=0.05, max_queue=10)
+    start = time.perf_counter()
+    assert batcher.submit(1).result(5) == 10
+    assert time.perf_counter() - start < 2.0  # generous: shared CI machine
+    batcher.close()
+
+
+def test_per_item_and_per_batch_failures():
+    def process(items):
+        if 99 in items:
+            raise RuntimeError("tower exploded")
+        return [ValueError(f"bad {i}") if i < 0 else i for i in items]
+
+    batcher = MicroBatcher(process, max_batch=1, max_wait_s=0.0, max_queue=10)
+    assert batcher.submit(3).result(5) == 3
+    with pytest.raises(ValueError, match="bad -1"):
+        batcher.submit(-1).result(5)
+    with pytest.raises(RuntimeError, match="tower exploded"):
+        batcher.submit(99).result(5)
+    assert batcher.submit(4).result(5) == 4  # the worker survived
+    batcher.close()
+
+
+def test_wrong_result_count_fails_the_batch():
+    batcher = MicroBatcher(lambda items: [], max_batch=1, max_wait_s=0.0, max_queue=10)
+    with pytest.raises(RuntimeError, match="returned 0 results for 1 items"):
+        batcher.submit(1).result(5)
+    batcher.close()
+
+
+def test_queue_full_cancelled_and_close():
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = MicroBatcher(rec, max_batch=1, max_wait_s=0.0, max_queue=2)
+    busy = batcher.submit(0)
+    time.sleep(0.05)
+    queued = [batcher.submit(1), batcher.submit(2)]
+    with pytest.raises(QueueFull, match=r"2 requests are already waiting \(max_queue=2\)"):
+        batcher.submit(3)
+    assert queued[0].cancel()  # cancelled before its batch: never processed
+    gate.set()
+    batcher.close()
+    assert busy.result(5) == 0 and queued[1].result(5) == 20
+    assert [b for b in rec.batches] == [[0], [2]]
+    with pytest.raises(BatcherClosed):
+        batcher.submit(4)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="need max_batch >= 1"):
+        MicroBatcher(Recorder(), 0, 0.0, 1)
