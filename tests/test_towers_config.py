@@ -25,6 +25,8 @@ def test_unknown_keys_are_rejected():
     (TrainConfig, {"temperature": 0.0}, r"TrainConfig.temperature must be > 0, got 0.0"),
     (TrainConfig, {"verbose": 3}, r"verbose must be 0, 1 or 2, got 3"),
     (TrainConfig, {"batch_size": -8}, r"batch_size must be > 0, got -8"),
+    (TrainConfig, {"early_stopping_patience": 2, "monitor_recall_k": 0},
+     r"early_stopping_monitor 'val_recall' needs monitor_recall_k > 0"),
 ])
 def test_bad_values_name_the_key_and_value(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -16,13 +16,14 @@ def test_short_training_beats_popularity_on_held_out_recall():
     query_vecs = result.query_tower(q.features).numpy()
     item_vecs = result.item_tower(item_features_batch(ds.items, ds.item_features)).numpy()
     model, popularity = popularity_and_model_recall(ds, split, query_vecs, item_vecs, q.test_rows)
-    assert model >= popularity + 0.08, (model, popularity)
+    assert model >= popularity + 0.2, (model, popularity)  # measured: 0.53 vs 0.16
 
 
 def test_result_reports_history_timing_and_writes_checkpoints():
     ds, split, result = trained_planted()
     cfg = result.config
-    assert set(result.history) == {"loss", "regularization_loss", "val_loss", "val_regularization_loss"}
+    assert set(result.history) == {"loss", "regularization_loss", "val_loss", "val_regularization_loss",
+                                   "val_recall@10"}
     assert len(result.history["loss"]) == cfg.epochs == len(result.epoch_train_seconds)
     assert result.history["loss"][-1] < 0.8 * result.history["loss"][0]
     assert result.num_train_examples == len(split.train) and result.num_valid_examples == len(split.valid)

@@ -2,7 +2,7 @@
 
 ``planted_dataset`` plants a structure a two-tower model can find and a popularity ranking
 cannot: users and items belong to one of ``n_clusters`` taste clusters; a user's events are
-mostly items of their own cluster. Item popularity is Zipf-skewed *within* each cluster and the
+mostly items of their own cluster, each item at most once per user. Item popularity is Zipf-skewed *within* each cluster and the
 clusters differ in size, so popularity is a real (but weaker) baseline. Every feature kind
 appears: genres (multi_categorical, carries the cluster), kind (categorical, noise), year
 (numeric with NaNs), title (text, carries a cluster word); users have gender (categorical) and
@@ -50,8 +50,14 @@ def planted_dataset(n_users: int = 240, n_items: int = 160, n_clusters: int = 8,
         p_own = popularity[own] / popularity[own].sum()
         p_all = popularity / popularity.sum()
         t = int(rng.integers(1_000_000, 2_000_000))
+        seen = set()
         for _ in range(events_per_user):
-            item = rng.choice(own, p=p_own) if rng.random() < in_cluster else rng.choice(n_items, p=p_all)
+            while True:  # no repeats: a user meets each item at most once
+                from_own = rng.random() < in_cluster and not seen.issuperset(own)
+                item = int(rng.choice(own, p=p_own) if from_own else rng.choice(n_items, p=p_all))
+                if item not in seen:
+                    break
+            seen.add(item)
             t += int(rng.integers(0, 3)) * 60  # zero gaps give timestamp ties
             rows_u.append(f"u{u}")
             rows_i.append(f"i{item}")

@@ -96,8 +96,12 @@ class TrainConfig:
     remove_accidental_hits  a batch candidate with the positive's item id is not a negative
     use_weights           use the interactions' ``weight`` column (if present) as example weights
     verbose               Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
-    early_stopping_patience  > 0: stop after this many epochs without a better validation loss and
-                          restore the best weights (needs a non-empty validation split)
+    monitor_recall_k      > 0: log ``val_recall@k`` each epoch (exact top-k over the catalogue, the
+                          user's training items excluded) for up to ``monitor_queries`` validation
+                          examples; 0: off
+    early_stopping_patience  > 0: stop after this many epochs without a better
+                          ``early_stopping_monitor`` and restore the best weights (needs validation)
+    early_stopping_monitor  "val_recall" (needs monitor_recall_k > 0) or "val_loss"
     keep_checkpoints      checkpoints kept under ``<out_dir>/checkpoints`` (0 = none written)
     tensorboard           write TensorBoard logs under ``<out_dir>/logs``
     steps_per_execution   training steps per tf.function call (larger = less Python overhead,
@@ -117,7 +121,10 @@ class TrainConfig:
     remove_accidental_hits: bool = True
     use_weights: bool = True
     verbose: int = 1
+    monitor_recall_k: int = 10
+    monitor_queries: int = 2000
     early_stopping_patience: int = 0
+    early_stopping_monitor: Literal["val_recall", "val_loss"] = "val_recall"
     keep_checkpoints: int = 1
     tensorboard: bool = True
     steps_per_execution: int = 1
@@ -130,6 +137,10 @@ class TrainConfig:
                   steps_per_execution=self.steps_per_execution)
         _non_negative(owner, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
                       early_stopping_patience=self.early_stopping_patience,
+                      monitor_recall_k=self.monitor_recall_k, monitor_queries=self.monitor_queries,
                       keep_checkpoints=self.keep_checkpoints)
+        if self.early_stopping_patience and self.early_stopping_monitor == "val_recall" and not self.monitor_recall_k:
+            raise ValueError(f"{owner}: early_stopping_monitor 'val_recall' needs monitor_recall_k > 0; "
+                             "set monitor_recall_k (e.g. 10) or early_stopping_monitor: val_loss")
         if self.verbose not in (0, 1, 2):
             raise ValueError(f"{owner}.verbose must be 0, 1 or 2, got {self.verbose!r}")

@@ -25,6 +25,7 @@ from towers.config import TrainConfig
 from towers.inputs import heldout_examples, make_tf_dataset, training_examples
 from towers.item_tower import ItemTower, make_item_id_embedding
 from towers.model import TwoTowerModel
+from towers.monitor import HeldoutRecall
 from towers.query_tower import QueryTower
 from towers.tf_env import tf
 from towers.vocab import Vocabularies, build_vocabularies
@@ -35,7 +36,8 @@ class TrainResult:
     """What a training run produced (in memory) and how fast it ran.
 
     history               Keras history: per-epoch "loss" (in-batch softmax, mean per example),
-                          "regularization_loss", "total_loss", and "val_*" when validating
+                          "regularization_loss", and when validating "val_loss",
+                          "val_regularization_loss", "val_recall@k"
     epoch_train_seconds   wall time of each epoch's training steps (validation excluded)
     num_train_examples    examples per epoch (= training interactions)
     """
@@ -112,6 +114,12 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
 
     timer = _EpochTimer()
     callbacks = [timer]
+    recall_name = None
+    if cfg.monitor_recall_k and valid_ds is not None:
+        monitor = HeldoutRecall(dataset, valid_ex, split.train, k=cfg.monitor_recall_k,
+                                max_queries=cfg.monitor_queries, seed=cfg.seed)
+        callbacks.append(monitor)  # before TensorBoard / EarlyStopping, which read its value
+        recall_name = monitor.name
     if cfg.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs"), write_graph=False,
                                                         update_freq="epoch", profile_batch=0))
@@ -119,8 +127,10 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
         callbacks.append(_Checkpoints(model, out_dir / "checkpoints", cfg.keep_checkpoints))
     early = None
     if cfg.early_stopping_patience:
-        early = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
-                                                 restore_best_weights=True)
+        by_recall = cfg.early_stopping_monitor == "val_recall"
+        early = tf.keras.callbacks.EarlyStopping(monitor=recall_name if by_recall else "val_loss",
+                                                 mode="max" if by_recall else "min",
+                                                 patience=cfg.early_stopping_patience, restore_best_weights=True)
         callbacks.append(early)
 
     fit = model.fit(train_ds, epochs=cfg.epochs, validation_data=valid_ds, callbacks=callbacks,
