@@ -1,7 +1,7 @@
 """Beam job: embed every item of the catalogue with the exported item tower -> a vectors artifact.
 
     items Parquet ──plan (driver: footers, duplicate ids)──► ReadUnits
-      │ ReadItemRows                  blocks of batch_size consecutive rows: (source, [(position, row)])
+      │ ReadItemRows                  blocks of batch_size consecutive rows: (source, [(position, row)], ...)
       │ ValidateItemRows ──bad──────► dead letters (JSON lines, with reason) ─► <root>/dead_letter/<v>.jsonl
       │ RunInference(ItemTowerHandler keyed by position, one block = one model call)
       │ key by shard = position * S // rows;  CombinePerKey(CollectShard)   (rows sorted by position)
@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from beam_jobs.handler import ItemTowerHandler, open_item_tower
+from beam_jobs.handler import ItemTowerHandler, read_item_tower_info
 from beam_jobs.item_rows import DEAD_LETTER, DEFAULT_ID_PATTERN, RowValidator, ValidateItemRows
 from beam_jobs.item_source import DEFAULT_ROWS_PER_UNIT, ItemSource, ReadItemRows, plan_item_source
 from indexing.vectors import finalize_vectors, shard_name, write_shard
@@ -180,8 +180,8 @@ class GroupIntoShards(beam.PTransform):
     """``(position, PredictionResult)`` -> ``(shard, (positions int64 (m,), item_ids object (m,),
     vectors float32 (m, D)))`` sorted by position; shard = position * num_shards // num_rows.
 
-    Items are packed into NumPy chunks right after inference (``BatchElements``), so the shuffle moves
-    a few arrays per bundle instead of one pickled object per item.
+    Items are packed into NumPy chunks right after inference (``PackShardChunks``), so the shuffle
+    moves a few arrays per bundle instead of one pickled object per item.
     """
 
     def __init__(self, num_rows: int, num_shards: int, chunk_rows: int = 4096):
@@ -192,10 +192,38 @@ class GroupIntoShards(beam.PTransform):
 
     def expand(self, embedded):
         return (embedded
-                | "Chunk" >> beam.BatchElements(min_batch_size=self._chunk_rows, max_batch_size=self._chunk_rows)
-                | "SplitByShard" >> beam.FlatMap(split_by_shard, self._num_rows, self._num_shards)
+                | "PackChunks" >> beam.ParDo(PackShardChunks(self._num_rows, self._num_shards, self._chunk_rows))
                 | "GroupShards" >> beam.GroupByKey()
                 | "ConcatShard" >> beam.MapTuple(lambda shard, chunks: (shard, concat_sorted(chunks))))
+
+
+class PackShardChunks(beam.DoFn):
+    """Buffers ``(position, PredictionResult)`` and emits ``(shard, (positions, ids, vectors))`` NumPy
+    chunks of up to ``chunk_rows`` items (the rest at the end of the bundle). Global window only:
+    this is a batch job."""
+
+    def __init__(self, num_rows: int, num_shards: int, chunk_rows: int):
+        self._num_rows = num_rows
+        self._num_shards = num_shards
+        self._chunk_rows = chunk_rows
+        self._buffer: list = []
+
+    def start_bundle(self):
+        self._buffer = []
+
+    def process(self, element):
+        self._buffer.append(element)
+        if len(self._buffer) >= self._chunk_rows:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for chunk in self._flush():
+            yield beam.transforms.window.GlobalWindows.windowed_value_at_end_of_window(chunk)
+
+    def _flush(self):
+        batch, self._buffer = self._buffer, []
+        if batch:
+            yield from split_by_shard(batch, self._num_rows, self._num_shards)
 
 
 def split_by_shard(batch, num_rows: int, num_shards: int):
@@ -211,6 +239,7 @@ def split_by_shard(batch, num_rows: int, num_shards: int):
 
 
 def concat_sorted(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chunks of one shard -> one ``(positions, ids, vectors)`` sorted by position."""
     chunks = list(chunks)
     positions = np.concatenate([c[0] for c in chunks])
     order = np.argsort(positions, kind="stable")
@@ -251,11 +280,10 @@ def build_embed_pipeline(pipeline: beam.Pipeline, source: ItemSource, handler: I
                          validator: RowValidator, staging: str, num_shards: int, model_version: str,
                          batch_size: int) -> None:
     """Add the embed transforms to ``pipeline`` (outputs go to ``staging``)."""
-    columns = ("item_id", *(f.name for f in validator.features))
     rows = (pipeline
             | "PlanReads" >> beam.Create(list(source.units))
             | "SpreadReads" >> beam.Reshuffle()
-            | "ReadRows" >> beam.ParDo(ReadItemRows(columns, batch_size)))
+            | "ReadRows" >> beam.ParDo(ReadItemRows(validator.features, batch_size)))
     out = rows | "Embed" >> EmbedItems(handler, validator, source.duplicates)
     written = (out["embedded"]
                | "GroupIntoShards" >> GroupIntoShards(source.num_rows, num_shards)
@@ -296,13 +324,12 @@ def run_embed(config: EmbedConfig, pipeline_args: Sequence[str] | None = None, *
 
 def _embed_locked(cfg: EmbedConfig, version: str, pipeline_args, crash_at, t0: float) -> EmbedResult:
     root = Path(cfg.output)
-    tower = open_item_tower(cfg.item_tower)  # verifies the export's manifest
+    tower = read_item_tower_info(cfg.item_tower)  # verifies the export's manifest; no TensorFlow here
     model_version = tower.model_version
     if cfg.model_version and cfg.model_version != model_version:
         raise ValueError(f"{cfg.item_tower} carries model version {model_version!r}, not the requested "
                          f"{cfg.model_version!r}; export that model or drop model_version")
-    validator = RowValidator(tuple(tower.features), cfg.item_id_pattern)
-    del tower
+    validator = RowValidator(tower.features, cfg.item_id_pattern)
     source = plan_item_source(cfg.items, cfg.rows_per_read)
     _check_columns(source, [f.name for f in validator.features], cfg.items)
     num_shards = cfg.num_shards or auto_num_shards(source.num_rows)

@@ -15,7 +15,9 @@ feature kinds and the model version come from the export itself and can never di
 """
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -25,6 +27,7 @@ from beam_jobs.beam_env import beam  # noqa: F401  (quiet apache_beam import fir
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from recdata.schema import FeatureSpec
+from twotower import artifacts
 
 
 def batch_features(rows: Sequence[Mapping[str, Any]], features: Sequence[FeatureSpec]) -> dict[str, np.ndarray]:
@@ -56,6 +59,39 @@ def _object_array(values: list) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+# Where towers.export.export_towers records a tower's inputs and version (towers.export.TOWER_INFO;
+# repeated here so the driver can read it without importing TensorFlow; a test keeps them equal).
+TOWER_INFO = Path("assets.extra") / "tower.json"
+
+
+@dataclass(frozen=True)
+class ItemTowerInfo:
+    """What the driver needs to know about an exported item tower, read without loading it."""
+
+    path: str
+    model_version: str
+    features: tuple[FeatureSpec, ...]
+    output_dim: int
+
+
+def read_item_tower_info(path: str | Path, verify: bool = True) -> ItemTowerInfo:
+    """Model version, item features and output dim of the export at ``path`` (no TensorFlow).
+
+    With ``verify`` the export's manifest (``<model dir>/manifest.json``: sha256 of every file) is
+    checked first, as ``towers.export.load_tower`` does.
+    """
+    path = Path(path)
+    info_path = path / TOWER_INFO
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} is missing: {path} is not an item tower exported by "
+                                "towers.export.export_towers; export one (`twotower train --run ...`)")
+    if verify and (path.parent / artifacts.MANIFEST).is_file():
+        artifacts.verify_manifest(path.parent)
+    info = json.loads(info_path.read_text())
+    return ItemTowerInfo(str(path), info["model_version"],
+                         tuple(FeatureSpec(f["name"], f["kind"]) for f in info["features"]), int(info["output_dim"]))
 
 
 def open_item_tower(path: str | Path, verify: bool = True):
@@ -106,9 +142,8 @@ class ItemTowerHandler(ModelHandler[dict, PredictionResult, Any]):
             raise ValueError(f"ItemTowerHandler takes no inference_args, got {sorted(inference_args)}")
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
-        # Beam's default pickles the whole batch just for a metric; estimate from the ids instead
-        # (id bytes + 64 per item for its features).
-        return sum(len(row["item_id"]) + 64 for row in batch if isinstance(row, Mapping) and "item_id" in row)
+        """An estimate for Beam's byte-size metric: 128 bytes per item (the default pickles the batch)."""
+        return 128 * len(batch)
 
     def get_metrics_namespace(self) -> str:
         return "twotower_item_tower"

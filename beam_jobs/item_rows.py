@@ -21,9 +21,11 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from beam_jobs.beam_env import beam
 from recdata.schema import FeatureSpec
@@ -113,8 +115,12 @@ class RowValidator:
         object.__setattr__(self, "_id_matches", matcher)
         object.__setattr__(self, "_features", tuple((f.name, f.kind) for f in self.features))
 
-    def clean(self, row: Mapping[str, Any]) -> dict:
-        """The canonical row, or raise ``BadRow`` with the dead-letter reason."""
+    def clean(self, row: Mapping[str, Any], canonical: frozenset = frozenset()) -> dict:
+        """The canonical row, or raise ``BadRow`` with the dead-letter reason.
+
+        canonical: features whose values are known to be canonical already (``canonical_columns``);
+        only their presence is checked.
+        """
         item_id = row.get("item_id")
         if type(item_id) is not str:
             if _is_null(item_id):
@@ -129,6 +135,9 @@ class RowValidator:
                 value = row[name]
             except KeyError:
                 raise BadRow(f"missing feature {name!r}") from None
+            if name in canonical:
+                out[name] = value
+                continue
             # Fast paths for values already in canonical form; everything else goes through _CONVERT.
             if type(value) is str and (kind == "categorical" or kind == "text"):
                 out[name] = value
@@ -139,6 +148,36 @@ class RowValidator:
             else:
                 out[name] = _CONVERT[kind](value, name)
         return out
+
+
+def canonical_columns(table: pa.Table, features: Sequence[FeatureSpec]) -> frozenset:
+    """Features whose column in ``table`` can only hold canonical values (checked once per block).
+
+    A column qualifies when its Arrow type is the feature's kind and it has no nulls: string for
+    categorical / text, list<string> (no null lists or entries) for multi_categorical, a finite
+    float or an integer type for numeric. Rows of such columns skip per-value conversion.
+    """
+    out = set()
+    for spec in features:
+        if spec.name not in table.column_names:
+            continue
+        col = table.column(spec.name)
+        typ = col.type
+        if col.null_count:
+            continue
+        if spec.kind in ("categorical", "text"):
+            ok = pa.types.is_string(typ) or pa.types.is_large_string(typ)
+        elif spec.kind == "multi_categorical":
+            ok = ((pa.types.is_list(typ) or pa.types.is_large_list(typ))
+                  and (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type))
+                  and all(chunk.values.null_count == 0 for chunk in col.chunks))
+        elif spec.kind == "numeric":
+            ok = pa.types.is_integer(typ) or (pa.types.is_floating(typ) and not pc.any(pc.is_inf(col)).as_py())
+        else:
+            ok = False
+        if ok:
+            out.add(spec.name)
+    return frozenset(out)
 
 
 def dead_letter_record(position: int, row: Mapping[str, Any], reason: str, source: str) -> dict:
@@ -152,7 +191,7 @@ def dead_letter_record(position: int, row: Mapping[str, Any], reason: str, sourc
 
 
 class ValidateItemRows(beam.DoFn):
-    """A block ``(source, [(position, row), ...])`` -> main: the block's good rows as one list
+    """A block ``(source, [(position, row), ...], canonical features)`` -> main: the block's good rows as one list
     ``[(position, canonical row), ...]`` (omitted when empty); ``DEAD_LETTER``: one record per bad row.
 
     duplicates: ``{position: first position}`` of repeated ids (from ``item_source.find_duplicates``).
@@ -162,8 +201,8 @@ class ValidateItemRows(beam.DoFn):
         self._validator = validator
         self._duplicates = dict(duplicates or {})
 
-    def process(self, block: tuple[str, list]) -> Iterator:
-        source, rows = block
+    def process(self, block: tuple[str, list, frozenset]) -> Iterator:
+        source, rows, canonical = block
         good = []
         clean, duplicates = self._validator.clean, self._duplicates
         for position, row in rows:
@@ -171,7 +210,7 @@ class ValidateItemRows(beam.DoFn):
                 if position in duplicates:
                     raise BadRow(f"duplicate item id: the same id is at row {duplicates[position]} "
                                  "(the first occurrence is kept)")
-                good.append((position, clean(row)))
+                good.append((position, clean(row, canonical)))
             except BadRow as exc:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(position, row, str(exc), source))
         if good:

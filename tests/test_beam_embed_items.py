@@ -131,8 +131,8 @@ def test_a_crash_after_any_step_leaves_current_and_the_next_run_cleans_up(tmp_pa
 def test_embed_transforms_under_test_pipeline(model_dir, tower):
     items = synthetic_items(40, seed=4)
     rows = items.to_dict("records")
-    blocks = [("src", [(i, rows[i]) for i in range(lo, min(lo + 16, 40))]) for lo in range(0, 40, 16)]
-    blocks.append(("src", [(40, {**rows[0], "item_id": ""})]))
+    blocks = [("src", [(i, rows[i]) for i in range(lo, min(lo + 16, 40))], frozenset()) for lo in range(0, 40, 16)]
+    blocks.append(("src", [(40, {**rows[0], "item_id": ""})], frozenset()))
     handler = ItemTowerHandler(model_dir / "item_tower", "hash-v1")
     validator = RowValidator(tower.features)
     direct = embed_directly(tower, rows)

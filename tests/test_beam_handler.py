@@ -94,4 +94,16 @@ def test_bad_configuration_and_a_changed_model_are_refused_with_clear_messages(m
 
 def test_num_bytes_estimate_does_not_pickle_the_batch(rows):
     handler = ItemTowerHandler("unused", "v")
-    assert handler.get_num_bytes(rows[:3]) == sum(len(r["item_id"]) + 64 for r in rows[:3])
+    assert handler.get_num_bytes(rows[:3]) == 3 * 128
+
+
+def test_tower_info_is_read_without_loading_the_model_and_matches_the_loaded_tower(model_dir, tower):
+    from towers.export import TOWER_INFO
+
+    from beam_jobs.handler import TOWER_INFO as OURS, read_item_tower_info
+
+    assert OURS == TOWER_INFO
+    info = read_item_tower_info(model_dir / "item_tower")
+    assert (info.model_version, info.features, info.output_dim) == (tower.model_version, tower.features, 16)
+    with pytest.raises(FileNotFoundError, match="is not an item tower exported by towers.export"):
+        read_item_tower_info(model_dir)

@@ -3,6 +3,7 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from beam_jobs.beam_env import beam, pipeline_options
@@ -10,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs.item_rows import (DEAD_LETTER, MAX_VALUES_CHARS, BadRow, RowValidator, ValidateItemRows,
-                                 dead_letter_record)
+                                 canonical_columns, dead_letter_record)
 from recdata.schema import FeatureSpec
 
 INPUTS = (FeatureSpec("genre", "categorical"), FeatureSpec("price", "numeric"),
@@ -73,6 +74,19 @@ def test_a_custom_id_pattern_and_an_invalid_one():
         RowValidator(INPUTS, id_pattern="(")
 
 
+def test_canonical_columns_are_those_whose_arrow_type_guarantees_valid_values():
+    features = INPUTS + (FeatureSpec("title", "text"), FeatureSpec("count", "numeric"))
+    table = pa.table({"item_id": ["a", "b"], "genre": ["x", None], "price": [1.0, float("nan")],
+                      "tags": [["t"], []], "title": ["x", "y"], "count": pa.array([1, 2], pa.int64())})
+    assert canonical_columns(table, features) == {"price", "tags", "title", "count"}
+    odd = pa.table({"genre": [1, 2], "price": [1.0, float("inf")], "tags": [["t", None], []],
+                    "title": [["x"], ["y"]], "count": ["1", "2"]})
+    assert canonical_columns(odd, features) == frozenset()
+    # A canonical column's values are taken as they are; the others still go through conversion.
+    row = {"item_id": "i9", "genre": None, "price": 1.0, "tags": ["t"]}
+    assert V.clean(row, frozenset({"price", "tags"})) == {**row, "genre": ""}
+
+
 def test_dead_letter_record_is_json_and_truncates_huge_rows():
     rec = dead_letter_record(7, {"item_id": 5, "blob": "x" * 10_000}, "malformed item id", "f.parquet")
     assert rec["row"] == 7 and rec["item_id"] is None and rec["source"] == "f.parquet"
@@ -81,8 +95,8 @@ def test_dead_letter_record_is_json_and_truncates_huge_rows():
 
 
 def test_validate_dofn_splits_blocks_into_good_rows_and_dead_letters():
-    block_a = ("a.parquet", [(0, GOOD), (1, bad(item_id="i2", tags="x")), (2, bad(item_id="i3"))])
-    block_b = ("b.parquet", [(3, bad(item_id="i1"))])  # repeats row 0's id
+    block_a = ("a.parquet", [(0, GOOD), (1, bad(item_id="i2", tags="x")), (2, bad(item_id="i3"))], frozenset())
+    block_b = ("b.parquet", [(3, bad(item_id="i1"))], frozenset())  # repeats row 0's id
     with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
         out = (p | beam.Create([block_a, block_b])
                | beam.ParDo(ValidateItemRows(V, duplicates={3: 0})).with_outputs(DEAD_LETTER, main="valid"))

@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.item_source import ReadItemRows, find_duplicates, match_parquet, plan_item_source
+from recdata.schema import FeatureSpec
 
 
 def write(path, ids, row_group_size=None, **cols):
@@ -18,10 +19,10 @@ def two_files(tmp_path):
     return tmp_path
 
 
-def read_all(source, block_rows, columns=("item_id", "x")):
-    reader = ReadItemRows(columns, block_rows)
+def read_all(source, block_rows, features=(FeatureSpec("x", "numeric"),)):
+    reader = ReadItemRows(features, block_rows)
     blocks = [b for unit in source.units for b in reader.process(unit)]
-    return blocks, [r for _, rows in blocks for r in rows]
+    return blocks, [r for _, rows, _ in blocks for r in rows]
 
 
 def test_positions_follow_sorted_files_then_row_order_for_any_unit_and_block_size(two_files):
@@ -41,8 +42,9 @@ def test_positions_follow_sorted_files_then_row_order_for_any_unit_and_block_siz
 
 def test_columns_missing_from_a_file_are_absent_from_its_rows(two_files):
     source = plan_item_source(str(two_files))
-    _, rows = read_all(source, 10, columns=("item_id", "extra"))
+    blocks, rows = read_all(source, 10, features=(FeatureSpec("extra", "categorical"),))
     assert "extra" in rows[0][1] and "extra" not in rows[-1][1]
+    assert [canonical for _, _, canonical in blocks] == [{"extra"}] + [frozenset()] * 3  # b: 3 row groups
 
 
 def test_duplicates_map_each_repeat_to_its_first_position(tmp_path):
@@ -65,4 +67,4 @@ def test_input_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="rows_per_unit must be >= 1"):
         plan_item_source(str(tmp_path / "empty.parquet"), rows_per_unit=0)
     with pytest.raises(ValueError, match="block_rows must be >= 1"):
-        ReadItemRows(("item_id",), 0)
+        ReadItemRows((), 0)

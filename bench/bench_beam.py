@@ -1,0 +1,241 @@
+"""Beam jobs benchmark: embedding throughput of the pipeline vs a plain in-process loop, and the
+end-to-end nightly rebuild (time, peak memory, recall) at 100k and 1M items.
+
+    python -m bench.bench_beam                                   # the reported configuration
+    python -m bench.bench_beam --sizes 100000 --throughput-items 50000    # quick look
+    python -m bench.bench_beam --tower hash                      # beam_jobs.testing's hashing tower
+
+Data: ``recdata.synthetic`` items (9 categorical features, tags, price) for the largest size; smaller
+sizes use its first rows. Tower (``--tower real``, default): the project's real item tower
+(``towers.item_tower.ItemTower``, vocabularies from the synthetic interactions, default
+``TowerConfig``: output 64, id embedding 64, MLP 128) built untrained and exported with
+``towers.export.export_towers`` -- untrained weights cost exactly what trained ones do.
+
+Throughput, same process, same items, same SavedModel, best of ``--repeats``:
+  plain-rows   pyarrow batches -> ``to_pylist`` dicts -> ``batch_features`` -> tower   (what a hand-written
+               loop over item dicts does; the pipeline's own per-row work minus Beam)
+  plain-cols   pandas chunks -> ``towers.inputs.item_features_batch`` (columnar) -> tower
+  pipeline     ``run_embed`` on DirectRunner (in-memory), wall clock of the whole job: load + verify the
+               model, plan reads, validate rows, embed, write Parquet shards, check, manifest, publish
+The ratio is pipeline / the faster plain loop (target >= 0.6).
+
+Rebuild: one fresh subprocess per size runs ``run_rebuild`` (DirectRunner; IndexSpec "auto", recall
+floor 0.95 at K=100 over 1000 seeded item-vector queries); reported: wall seconds per step and in
+total, and peak RSS (ru_maxrss of the process; DirectRunner in-memory runs workers in-process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # FAISS threads: do not spin on the shared cores
+
+DEFAULT_OUT = Path("bench/out/beam")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+# ------------------------------------------------------------------------------------------ setup
+def prepare(out: Path, max_items: int, tower: str, seed: int) -> tuple[Path, Path]:
+    """items.parquet with ``max_items`` synthetic items and an exported item tower; cached in ``out``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tag = f"{tower}-{max_items}-s{seed}"
+    items_path = out / f"items-{max_items}-s{seed}.parquet"
+    model_dir = out / f"model-{tag}"
+    if items_path.is_file() and (model_dir / "item_tower").is_dir():
+        return items_path, model_dir
+    from recdata.synthetic import SyntheticConfig, generate
+
+    t0 = time.perf_counter()
+    users = max(1000, min(50_000, max_items // 10))
+    ds = generate(SyntheticConfig(num_items=max_items, num_users=users, num_interactions=users * 10, seed=seed))
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(ds.items, preserve_index=False), items_path, row_group_size=65_536)
+    log(f"  generated {max_items} synthetic items in {time.perf_counter() - t0:.1f} s -> {items_path}")
+    t0 = time.perf_counter()
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    if tower == "hash":
+        from beam_jobs.testing import export_hashing_item_tower
+        export_hashing_item_tower(model_dir, features=ds.item_features, dim=64, hidden=128)
+    else:
+        from towers.config import TowerConfig
+        from towers.export import export_towers
+        from towers.item_tower import ItemTower, make_item_id_embedding
+        from towers.query_tower import QueryTower
+        from towers.vocab import build_vocabularies
+
+        cfg = TowerConfig()
+        vocab = build_vocabularies(ds, ds.interactions, cfg)
+        item_ids = make_item_id_embedding(vocab, cfg)
+        export_towers(QueryTower(item_ids, vocab, cfg), ItemTower(item_ids, vocab, cfg), vocab, model_dir,
+                      model_version=f"bench-{tag}")
+    log(f"  exported the {tower} item tower in {time.perf_counter() - t0:.1f} s -> {model_dir}")
+    return items_path, model_dir
+
+
+def items_file(out: Path, source: Path, n: int) -> Path:
+    """The first ``n`` rows of ``source`` as their own Parquet file (cached)."""
+    import pyarrow.parquet as pq
+
+    path = out / f"{source.stem}-first{n}.parquet"
+    if not path.is_file():
+        table = pq.read_table(source)
+        if n > table.num_rows:
+            raise ValueError(f"{source} has {table.num_rows} rows, fewer than {n}")
+        pq.write_table(table.slice(0, n), path, row_group_size=65_536)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ throughput
+def plain_rows(tower, path: Path, batch: int) -> int:
+    import pyarrow.parquet as pq
+
+    from beam_jobs.handler import batch_features
+
+    table = pq.read_table(path)
+    n = 0
+    for rb in table.to_batches(max_chunksize=batch):
+        n += len(tower(batch_features(rb.to_pylist(), tower.features)))
+    return n
+
+
+def plain_cols(tower, path: Path, batch: int) -> int:
+    import pandas as pd
+
+    from towers.inputs import item_features_batch
+
+    df = pd.read_parquet(path)
+    n = 0
+    for start in range(0, len(df), batch):
+        n += len(tower(item_features_batch(df.iloc[start:start + batch], tower.features)))
+    return n
+
+
+def throughput(out: Path, items: Path, model_dir: Path, repeats: int, batch: int) -> dict:
+    import pyarrow.parquet as pq
+
+    from beam_jobs.embed_items import EmbedConfig, run_embed
+    from beam_jobs.handler import open_item_tower
+
+    n = pq.ParquetFile(items).metadata.num_rows
+    tower = open_item_tower(model_dir / "item_tower")
+    plain_rows(tower, items, batch)  # warm-up: traces the signature once, as the pipeline's worker does
+    result = {"items": n, "batch": batch}
+    for name, fn in (("plain_rows", plain_rows), ("plain_cols", plain_cols)):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            assert fn(tower, items, batch) == n
+            best = min(best, time.perf_counter() - t0)
+        result[f"{name}_items_per_s"] = n / best
+        log(f"  {name:<11} {n / best:>10,.0f} items/s  ({best:.2f} s)")
+    best = float("inf")
+    vectors_root = out / "throughput-vectors"
+    for _ in range(repeats):
+        shutil.rmtree(vectors_root, ignore_errors=True)
+        cfg = EmbedConfig(item_tower=str(model_dir / "item_tower"), items=str(items), output=str(vectors_root),
+                          batch_size=batch)
+        t0 = time.perf_counter()
+        res = run_embed(cfg, ["--runner", "DirectRunner"])
+        best = min(best, time.perf_counter() - t0)
+        assert res.count == n
+    result["pipeline_items_per_s"] = n / best
+    log(f"  {'pipeline':<11} {n / best:>10,.0f} items/s  ({best:.2f} s, run_embed end to end, DirectRunner)")
+    result["ratio"] = result["pipeline_items_per_s"] / max(result["plain_rows_items_per_s"],
+                                                            result["plain_cols_items_per_s"])
+    log(f"  ratio pipeline / faster plain loop = {result['ratio']:.2f} (target >= 0.6)")
+    return result
+
+
+# ------------------------------------------------------------------------------------------ rebuild
+def rebuild_one(run: Path, factory: str, beam_args: list[str]) -> dict:
+    """Runs in a fresh subprocess: one run_rebuild; prints a JSON line."""
+    from beam_jobs.rebuild_index import RebuildConfig, run_rebuild
+    from indexing.spec import IndexSpec
+
+    t0 = time.perf_counter()
+    result = run_rebuild(RebuildConfig(run=str(run), index=IndexSpec(factory=factory)), beam_args)
+    seconds = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + \
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"count": result.count, "dim": result.dim, "factory": result.factory, "recall": result.recall,
+            "num_shards": result.num_shards, "steps": result.seconds, "seconds": seconds,
+            "peak_rss_mib": peak_kib / 1024}
+
+
+def rebuild(out: Path, items: Path, model_dir: Path, n: int, factory: str, beam_args: list[str]) -> dict:
+    run = out / f"run-{n}"
+    shutil.rmtree(run, ignore_errors=True)
+    (run / "data").mkdir(parents=True)
+    shutil.copyfile(items, run / "data" / "items.parquet")
+    (run / "model").symlink_to(model_dir.resolve(), target_is_directory=True)
+    cmd = [sys.executable, "-m", "bench.bench_beam", "--rebuild-one", str(run), "--factory", factory, *beam_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"rebuild of {n} items failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = wall
+    steps = ", ".join(f"{k} {v:.1f}" for k, v in result["steps"].items())
+    log(f"  {n:>9,} items: {result['seconds']:.1f} s in run_rebuild ({wall:.1f} s with Python/TF start-up); "
+        f"steps: {steps}; peak RSS {result['peak_rss_mib']:,.0f} MiB; {result['factory']}, "
+        f"{result['num_shards']} shards, recall@{result['recall']['k']} {result['recall']['recall']:.4f}")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=ints, default=[100_000, 1_000_000], help="rebuild sizes (items)")
+    parser.add_argument("--throughput-items", type=int, default=200_000)
+    parser.add_argument("--tower", choices=["real", "hash"], default="real")
+    parser.add_argument("--factory", default="auto", help="IndexSpec.factory for the rebuilds")
+    parser.add_argument("--batch", type=int, default=1024, help="rows per model call (plain loops and pipeline)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--rebuild-one", type=Path, default=None, help=argparse.SUPPRESS)
+    args, beam_args = parser.parse_known_args(argv)
+    beam_args = beam_args or ["--runner", "DirectRunner"]
+    if args.rebuild_one is not None:
+        print(json.dumps(rebuild_one(args.rebuild_one, args.factory, beam_args)))
+        return 0
+
+    report = {"argv": sys.argv[1:], "tower": args.tower, "cpus": os.cpu_count(), "beam_args": beam_args}
+    biggest = max([args.throughput_items, *args.sizes])
+    log(f"bench_beam: {args.tower} item tower, sizes {args.sizes}, throughput on {args.throughput_items} items")
+    source, model_dir = prepare(args.out, biggest, args.tower, args.seed)
+    if not args.skip_throughput:
+        log("throughput (same process, same items and SavedModel):")
+        report["throughput"] = throughput(args.out, items_file(args.out, source, args.throughput_items), model_dir,
+                                          args.repeats, args.batch)
+    report["rebuild"] = {}
+    log(f"rebuild end to end (fresh process each, IndexSpec factory={args.factory!r}):")
+    for n in args.sizes:
+        report["rebuild"][n] = rebuild(args.out, items_file(args.out, source, n), model_dir, n, args.factory,
+                                       beam_args)
+    path = args.out / "report.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
