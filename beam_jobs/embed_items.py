@@ -4,10 +4,12 @@
       │ ReadItemRows                  blocks of batch_size consecutive rows: (source, [(position, row)], ...)
       │ ValidateItemRows ──bad──────► dead letters (JSON lines, with reason) ─► <root>/dead_letter/<v>.jsonl
       │ RunInference(ItemTowerHandler keyed by position, one block = one model call)
-      │ key by shard = position * S // rows;  CombinePerKey(CollectShard)   (rows sorted by position)
-      ▼ WriteShard                    <root>/.staging-<v>-*/part-0000s-of-0000S.parquet
-    driver: check counts / dim / NaN / zero vectors and the dead-letter share, write manifest.json LAST,
-            promote the staging dir to <root>/<v>, flip <root>/current (optional), prune old versions.
+      │ PackShardChunks: NumPy chunks keyed by shard = position * S // rows;  GroupByKey
+      ▼ WriteShard (rows sorted by position; NaN/zero vectors -> dead letters)
+                                      <root>/.staging-<v>-*/part-0000s-of-0000S.parquet
+    driver: dead-letter share and bad vectors checked, indexing.vectors.finalize_vectors writes
+            manifest.json LAST, the staging dir is promoted to <root>/<v>, <root>/current flipped
+            (optional), old versions pruned.
 
 Row order of the artifact = order of the items table (files sorted by path, then row order) minus
 dead-lettered rows, whatever order the runner processes things in. Shards are contiguous row ranges.
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -44,8 +45,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -61,7 +60,6 @@ from twotower.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-VECTORS_KIND = "item_vectors"
 DEAD_LETTER_DIR = "dead_letter"
 ROWS_PER_AUTO_SHARD = 131_072
 MAX_AUTO_SHARDS = 64
@@ -448,10 +446,10 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, type=kind, default=None)
 
 
-def config_from_args(cls, args: argparse.Namespace, fields: Iterable[str], base: dict | None = None):
-    data = dict(base or {})
-    data.update({k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
-    return strict.from_dict(cls, data)
+def config_from_args(args: argparse.Namespace) -> EmbedConfig:
+    """The EmbedConfig of the flags given (typed and unknown-key checked by ``twotower.strict``)."""
+    names = [f.name for f in dataclasses.fields(EmbedConfig)]
+    return strict.from_dict(EmbedConfig, {k: getattr(args, k) for k in names if getattr(args, k) is not None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -461,10 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "passed to Beam, e.g. --runner DirectRunner --direct_running_mode multi_processing.")
     add_embed_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
-    cfg = config_from_args(EmbedConfig, args, [f.name for f in dataclasses.fields(EmbedConfig)])
     try:
-        result = run_embed(cfg, beam_args)
-    except (ValueError, FileNotFoundError, InjectedCrash, RuntimeError) as exc:
+        result = run_embed(config_from_args(args), beam_args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"embed failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(_result_dict(result), indent=2))
