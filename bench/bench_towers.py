@@ -3,7 +3,8 @@
 Measured in one run:
   input pipeline   examples/s of the tf.data pipeline alone (the ceiling for training speed)
   training         examples/s and seconds per epoch of ``towers.train.train`` (epochs after the
-                   first; the first includes tracing); ratio = training / input pipeline
+                   first; the first includes tracing); ratio = training / input pipeline; total
+                   CPU seconds too, and the 1-minute load average (the machine may be shared)
   quality          test recall@10 (leave-last-out, the user's train+valid items excluded) of
                    the trained towers vs a popularity ranking; ratio = towers / popularity
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -72,9 +74,9 @@ def main(argv=None) -> dict:
     pipeline_eps = len(ex) / pipeline_seconds
 
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = train(ds, split, cfg, out)
-        total_seconds = time.perf_counter() - start
+        total_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
     # quality vs baseline 2: popularity
     q = eval_queries(ds, split, cfg.tower.max_history)
@@ -100,8 +102,11 @@ def main(argv=None) -> dict:
         "first_epoch_s": round(result.epoch_train_seconds[0], 2),
         "steady_epoch_s_median": round(float(np.median(steady)), 2),
         "train_total_s": round(total_seconds, 1),
+        "train_total_cpu_s": round(cpu_seconds, 1),
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "final_loss": round(result.history["loss"][-1], 4),
         "final_val_loss": round(result.history.get("val_loss", [float("nan")])[-1], 4),
+        "val_recall@10_per_epoch": [round(x, 4) for x in result.history.get("val_recall@10", [])],
         "test_recall@10_towers": round(model_recall, 4),
         "test_recall@10_popularity": round(pop_recall, 4),
         "towers_vs_popularity": round(model_recall / pop_recall, 2) if pop_recall else None,

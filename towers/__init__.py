@@ -1,1 +1,20 @@
-"""Towers: query tower (user encoder) and item tower, trained with TF/TFRS."""
+"""Towers: query tower (user encoder) and item tower, trained with TF/TFRS.
+
+Read in this order:
+  config.py       TowerConfig / TrainConfig (frozen dataclasses; twotower.strict.from_dict)
+  inputs.py       Dataset + split → examples (history strictly before each target), tf.data
+                  batches, the contract's raw-feature dicts, eval queries (no TensorFlow needed
+                  except for ``make_tf_dataset``)
+  vocab.py        vocabularies / numeric statistics from training data only; vocab/ files
+  features.py     Keras layers embedding raw features per FeatureSpec kind (ids, categorical,
+                  multi_categorical, numeric, text) with OOV buckets
+  head.py         per-feature vectors → optional per-example feature mask → MLP → L2 norm
+  item_tower.py   item id + item features → [B, D]
+  query_tower.py  user id + user features + bag of history items (shared item-id table) → [B, D]
+  model.py        TwoTowerModel: TFRS Retrieval, in-batch softmax over cosine / temperature
+  monitor.py      val_recall@k callback (exact top-k over the catalogue)
+  train.py        train(dataset, split, cfg, out_dir) -> TrainResult
+  export.py       export_towers / load_tower: SavedModels taking raw features, one model version
+
+TensorFlow is imported only through ``towers.tf_env``; importing this package does not import it.
+"""
