@@ -32,6 +32,7 @@ from twotower.strict import from_dict
 log = logging.getLogger(__name__)
 
 ROUTES = {"/topk": "POST", "/healthz": "GET", "/version": "GET"}
+DRAIN_LIMIT_BYTES = 16 << 20  # bodies above max_body_bytes but below this are read and dropped before the 413
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,13 +112,26 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(400, f"Content-Length must be a non-negative int, got {raw!r}") from None
         limit = self.server.service.config.max_body_bytes
         if length > limit:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            # Read and drop a moderately large body so the client sees the 413 (closing a socket with unread
+            # data resets the connection, and the client may lose the answer); close after a huge one.
+            if length <= DRAIN_LIMIT_BYTES:
+                self._discard(length)
+            else:
+                self.close_connection = True
             raise RequestError(413, f"body of {length} bytes is larger than the {limit} allowed (max_body_bytes)")
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
             raise RequestError(400, f"body ended after {len(body)} of the {length} bytes Content-Length announced")
         return body
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                self.close_connection = True
+                return
+            length -= len(chunk)
 
     def _send_json(self, status: int, obj: dict, headers: dict | None = None) -> None:
         body = json.dumps(obj).encode("utf-8")

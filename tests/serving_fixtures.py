@@ -21,7 +21,7 @@ from twotower.rundir import RunDir
 TINY = [
     "name=tiny", "data.source=synthetic",
     "data.synthetic.num_users=300", "data.synthetic.num_items=200", "data.synthetic.num_interactions=6000",
-    "train.epochs=1", "train.batch_size=256", "train.verbose=0", "train.tensorboard=false",
+    "train.epochs=1", "train.batch_size=512", "train.monitor_recall_k=0", "train.keep_checkpoints=0", "train.verbose=0", "train.tensorboard=false",
     "train.tower.output_dim=16", "train.tower.id_embedding_dim=16", "train.tower.feature_embedding_dim=8",
     "train.tower.hidden_units=[32]", "train.tower.max_history=20",
     "index.factory=Flat", "index.recall_queries=100",
@@ -95,3 +95,53 @@ def publish_index(run: RunDir, model_version: str | None = None, perturb: float 
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{seed}-{time.perf_counter_ns() % 10**6:06d}"
     publish(run.index, index, version, keep=10)
     return version
+
+
+class Reference:
+    """The slow obvious answer: towers.inputs.query_features_batch → query tower → ItemIndex.search.
+
+    Built from the run's files independently of serving/: a known user's history is the user's
+    interactions stably sorted by timestamp (source order breaks ties), the last max_history of them;
+    seen items are all of them.
+    """
+
+    def __init__(self, run: RunDir):
+        from indexing.store import load_current
+        from recdata.loading import load_split
+        from towers.export import load_tower
+        from twotower import artifacts
+
+        self.dataset, _ = load_split(run.data)
+        self.tower = load_tower(run.query_tower)
+        self.index = load_current(run.index)
+        self.max_history = int(artifacts.read_manifest(run.model)["max_history"])
+
+    def known(self, user_id: str, k: int, timestamp: int, exclude_seen: bool = True):
+        inter = self.dataset.interactions
+        mine = inter[inter["user_id"] == user_id].sort_values("timestamp", kind="stable")
+        users = self.dataset.users[self.dataset.users["user_id"] == user_id]
+        assert len(users) == 1, user_id
+        hist = mine["item_id"].tolist()[-self.max_history:]
+        hist_ts = mine["timestamp"].tolist()[-self.max_history:]
+        return self._search(users, [hist], [hist_ts], timestamp, k,
+                            mine["item_id"].tolist() if exclude_seen else [])
+
+    def raw(self, user_id: str, features: dict, history: list, k: int, timestamp: int, exclude_seen: bool = True):
+        import pandas as pd
+
+        row = {"user_id": user_id, **{s.name: features.get(s.name) for s in self.dataset.user_features}}
+        hist = [str(h) for h in history]
+        return self._search(pd.DataFrame([row]), [hist], [[0] * len(hist)], timestamp, k,
+                            hist if exclude_seen else [])
+
+    def _search(self, users_df, histories, history_ts, timestamp, k, exclude_ids):
+        import pandas as pd
+        from towers.inputs import query_features_batch
+
+        features = query_features_batch(users_df, self.dataset.user_features, histories, [timestamp],
+                                         self.max_history, history_timestamps=history_ts)
+        vectors = self.tower(features)
+        rows = pd.Index(self.index.item_ids).get_indexer(exclude_ids)
+        scores, found = self.index.search(vectors, k, [np.unique(rows[rows >= 0])])
+        keep = found[0] >= 0
+        return self.index.item_ids[found[0][keep]].tolist(), scores[0][keep]
