@@ -176,3 +176,12 @@ def test_examples_query_features_match_eval_layout():
     assert feats["history"].shape == (len(split.valid), 5)
     assert feats["history_timestamps"].shape == (len(split.valid), 5)
     assert feats["user_id"].tolist() == split.valid["user_id"].tolist()
+
+
+def test_examples_subset_keeps_histories():
+    ds, split = planted()
+    ex = training_examples(ds, split.train, max_history=5)
+    pick = np.array([7, 0, 100])
+    sub = ex.subset(pick)
+    assert np.array_equal(sub.history_item_rows(), ex.history_item_rows()[pick])
+    assert np.array_equal(sub.item_rows, ex.item_rows[pick]) and len(sub) == 3

@@ -22,6 +22,7 @@ is O(interactions), not O(interactions × max_history).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -225,6 +226,15 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.user_rows)
+
+    def subset(self, index: np.ndarray) -> "Examples":
+        """The examples at ``index`` (positions), sharing the context arrays."""
+        index = np.asarray(index, dtype=np.int64)
+        return dataclasses.replace(
+            self, user_rows=self.user_rows[index], item_rows=self.item_rows[index],
+            timestamps=self.timestamps[index], weights=self.weights[index],
+            history_start=self.history_start[index], history_length=self.history_length[index],
+            source_rows=self.source_rows[index])
 
     def history_item_rows(self) -> np.ndarray:
         """int64 [n, max_history] item rows of each history, oldest → newest, padded with -1."""

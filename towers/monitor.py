@@ -59,11 +59,11 @@ class HeldoutRecall(tf.keras.callbacks.Callback):
         self.k = k
         self.name = f"val_recall@{k}"
         self.batch_size = batch_size
-        self.targets = examples.item_rows[keep]
-        features = examples_query_features(dataset, examples)
-        self.query_features = {name: v[keep] for name, v in features.items()}
+        examples = examples.subset(keep)
+        self.targets = examples.item_rows
+        self.query_features = examples_query_features(dataset, examples)
         self.item_features = item_features_batch(dataset.items, dataset.item_features)
-        self.exclude = _training_items(dataset, train, examples.user_rows[keep])
+        self.exclude = _training_items(dataset, train, examples.user_rows)
 
     def _embed(self, tower, features: dict) -> np.ndarray:
         n = len(next(iter(features.values())))
