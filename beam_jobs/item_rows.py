@@ -114,12 +114,14 @@ class RowValidator:
             raise ValueError(f"item_id_pattern {self.id_pattern!r} is not a valid regular expression: {exc}")
         object.__setattr__(self, "_id_matches", matcher)
         object.__setattr__(self, "_features", tuple((f.name, f.kind) for f in self.features))
+        object.__setattr__(self, "_names", frozenset(f.name for f in self.features))
 
     def clean(self, row: Mapping[str, Any], canonical: frozenset = frozenset()) -> dict:
         """The canonical row, or raise ``BadRow`` with the dead-letter reason.
 
         canonical: features whose values are known to be canonical already (``canonical_columns``);
-        only their presence is checked.
+        only their presence is checked. When every feature is canonical the row itself is returned
+        (rows come from the reader with exactly ``item_id`` and the feature columns).
         """
         item_id = row.get("item_id")
         if type(item_id) is not str:
@@ -129,6 +131,8 @@ class RowValidator:
         if not self._id_matches(item_id):
             raise BadRow(f"unknown item id format: {_short(item_id)} does not match item_id_pattern "
                          f"{self.id_pattern!r}")
+        if canonical >= self._names:
+            return row  # every feature column is canonical (and present): the row is already clean
         out = {"item_id": item_id}
         for name, kind in self._features:
             try:

@@ -104,3 +104,10 @@ def test_validate_dofn_splits_blocks_into_good_rows_and_dead_letters():
         assert_that(out[DEAD_LETTER] | beam.Map(lambda r: (r["row"], r["source"], r["reason"].split(":")[0])),
                     equal_to([(1, "a.parquet", "malformed value"), (3, "b.parquet", "duplicate item id")]),
                     label="dead")
+
+
+def test_a_fully_canonical_row_is_returned_as_it_is_after_the_id_check():
+    row = dict(GOOD)
+    assert V.clean(row, frozenset({"genre", "price", "tags"})) is row
+    with pytest.raises(BadRow, match="unknown item id format"):
+        V.clean({**row, "item_id": "a b"}, frozenset({"genre", "price", "tags"}))
