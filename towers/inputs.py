@@ -417,12 +417,22 @@ def examples_query_features(dataset: Dataset, ex: Examples) -> dict[str, np.ndar
 
 
 def make_tf_dataset(dataset: Dataset, examples: Examples, batch_size: int, shuffle: bool, seed: int,
-                    shuffle_buffer: int = 0):
+                    shuffle_buffer: int = 0, epochs: int | None = None, first_epoch: int = 0,
+                    drop_remainder: bool = False, cache: bool = False):
     """tf.data.Dataset of batches {"query": {...}, "candidate": {...}, "weight": float32 [B]}.
 
     query / candidate follow the contract dicts (history width = the batch's longest history,
-    at least 1). With ``shuffle`` the order is reshuffled every epoch from ``seed``; the last
-    batch may be smaller. Feature tables are held once as tensors and gathered per batch.
+    at least 1). Feature tables are held once as tensors and gathered per batch (in parallel,
+    ``AUTOTUNE``), and batches are prefetched, so the model does not wait on Python.
+
+    epochs=None: one pass per iteration; with ``shuffle`` reshuffled every iteration from ``seed``.
+    epochs=E:    ONE stream of the batches of epochs ``first_epoch .. E-1`` back to back (iterate
+                 it once; Keras ``fit(steps_per_epoch=batches_per_epoch(...))``); epoch e's order is
+                 a function of (seed, e) only, so a run resumed at epoch e sees the same batches
+                 as an uninterrupted one. Each epoch ends with its own (maybe smaller) batch.
+    shuffle_buffer  0 = a full shuffle, else a buffered one of that many examples
+    drop_remainder  drop each epoch's last, smaller batch (replicas need equal splits)
+    cache           keep the materialised batches after the first pass (fixed order only)
     """
     from towers.tf_env import tf  # deferred: the pandas helpers above do not need TensorFlow
 
@@ -460,9 +470,43 @@ def make_tf_dataset(dataset: Dataset, examples: Examples, batch_size: int, shuff
         return {"query": query, "candidate": candidate, "weight": tf.gather(weights, idx)}
 
     n = len(examples)
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        buffer = n if shuffle_buffer <= 0 else min(shuffle_buffer, n)
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache and shuffle:
+        raise ValueError("cache=True keeps the first pass's batches, which defeats shuffle=True; use one")
+    if epochs is None:
+        ds = tf.data.Dataset.range(n)
+        if shuffle:
+            buffer = n if shuffle_buffer <= 0 else min(shuffle_buffer, n)
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        if not 0 <= first_epoch <= epochs:
+            raise ValueError(f"first_epoch must be in [0, epochs={epochs}], got {first_epoch}")
+        ds = _epoch_stream(tf, n, batch_size, shuffle, seed, shuffle_buffer, first_epoch, epochs, drop_remainder)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def batches_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches ``make_tf_dataset`` yields per epoch."""
+    return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+def _epoch_stream(tf, n, batch_size, shuffle, seed, shuffle_buffer, first_epoch, epochs, drop_remainder):
+    """Batches of example indices for epochs first_epoch..epochs-1; order per epoch from (seed, e)."""
+    if not shuffle:
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(
+            lambda e: tf.data.Dataset.range(n).batch(batch_size, drop_remainder=drop_remainder))
+    if shuffle_buffer <= 0 or shuffle_buffer >= n:
+        def epoch(e):  # a stateless full permutation of (seed, e)
+            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                             seed=tf.stack([tf.constant(seed, tf.int64), e]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
+    parts = [tf.data.Dataset.range(n).shuffle(shuffle_buffer, seed=seed * 100_003 + e, reshuffle_each_iteration=False)
+             .batch(batch_size, drop_remainder=drop_remainder) for e in range(first_epoch, epochs)]
+    ds = parts[0] if parts else tf.data.Dataset.range(0).batch(batch_size)
+    for part in parts[1:]:
+        ds = ds.concatenate(part)
+    return ds

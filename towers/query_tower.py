@@ -1,9 +1,17 @@
-"""Query tower: user id + user features + a bag of history items → MLP → L2-normalised [B, D].
+"""Query tower: the user encoder → MLP → L2-normalised [B, D].
 
-The history encoder reads the item-id table of the item tower (the same ``IdEmbedding``
-instance), so "user watched X" and "candidate is X" live in one space. It is a separate layer
-with the signature (history, history_timestamps, timestamp) → [B, d] so a sequence encoder
-(e.g. a Transformer using the timestamps) can replace the bag without touching the rest.
+``TowerConfig.user_encoder`` picks what it reads (the head's parts = ``feature_names``):
+
+  ids        user id only                                       ("user_id",)
+  features   user id + user features + a bag of history items   ("user_id", *user features, "history")
+  sequence   user features + a Transformer over the history      (*user features, "history")
+             (``towers.sequence_encoder.SequenceEncoder``)
+
+History encoders read the item-id table of the item tower (the same ``IdEmbedding`` instance),
+so "user watched X" and "candidate is X" live in one space. Any layer with the signature
+(history [B, L], history_timestamps [B, L], timestamp [B]) → [B, d] fits as ``history_encoder``.
+Whatever the encoder, the tower takes the full contract input dict (unused inputs are ignored),
+so exported query towers of every variant have the same signature.
 """
 from __future__ import annotations
 
@@ -13,25 +21,11 @@ from towers.config import TowerConfig
 from towers.features import FeatureEmbeddings, IdEmbedding
 from towers.head import TowerHead
 from towers.inputs import check_user_feature_names
+from towers.sequence_encoder import SequenceEncoder, keep_most_recent
 from towers.tf_env import tf
 from towers.vocab import Vocabularies
 
-
-def keep_most_recent(history: tf.Tensor, history_timestamps: tf.Tensor, max_len: int):
-    """Cut right-padded [B, L] histories (oldest → newest) to their last ``max_len`` entries.
-
-    Returns (history, history_timestamps), each [B, min(L, max_len)], still oldest → newest and
-    right-padded. A row's length is the position of its last non-"" entry + 1.
-    """
-    width = tf.shape(history)[1]
-    positions = tf.range(1, width + 1)[tf.newaxis, :]
-    lengths = tf.reduce_max(tf.where(history != "", positions, tf.zeros_like(positions)), axis=1)
-    lengths = tf.cast(tf.maximum(lengths, 0), tf.int64)  # reduce_max over L = 0 columns is INT_MIN
-    kept = tf.minimum(lengths, max_len)
-    newest_first = tf.reverse_sequence(history, lengths, seq_axis=1, batch_axis=0)[:, :max_len]
-    ts_newest_first = tf.reverse_sequence(history_timestamps, lengths, seq_axis=1, batch_axis=0)[:, :max_len]
-    return (tf.reverse_sequence(newest_first, kept, seq_axis=1, batch_axis=0),
-            tf.reverse_sequence(ts_newest_first, kept, seq_axis=1, batch_axis=0))
+__all__ = ["HistoryBag", "QueryTower", "keep_most_recent"]
 
 
 class HistoryBag(tf.keras.layers.Layer):
@@ -58,42 +52,77 @@ class HistoryBag(tf.keras.layers.Layer):
 class QueryTower(tf.keras.Model):
     """Raw query features (dict, see ``towers.inputs``) → tf.float32 [B, output_dim], unit norm.
 
-    ``feature_names`` = ("user_id", *user feature names, "history"): the columns of the
-    optional ``feature_mask`` [B, F]. Inputs also need history_timestamps and timestamp.
+    ``feature_names`` (see module docstring) are the columns of the optional ``feature_mask``
+    [B, F]; ``raw_input_names`` are the inputs it requires (always the full contract list).
+
+    item_features / catalogue   for ``user_encoder: sequence`` with ``sequence.item_features``:
+                                the item tower's ``FeatureEmbeddings`` (shared) and the raw item
+                                features of the catalogue (``towers.inputs.item_features_batch``)
     """
 
     def __init__(self, item_id_embedding: IdEmbedding, vocab: Vocabularies, cfg: TowerConfig,
-                 history_encoder: tf.keras.layers.Layer | None = None, name: str = "query_tower", **kwargs):
+                 history_encoder: tf.keras.layers.Layer | None = None, item_features: FeatureEmbeddings | None = None,
+                 catalogue: dict | None = None, name: str = "query_tower", **kwargs):
         super().__init__(name=name, **kwargs)
         check_user_feature_names(vocab.user_specs)
         self.cfg = cfg
+        self.user_encoder = cfg.user_encoder
+        self.feature_specs = tuple(vocab.user_specs)
         v = vocab.user_id
-        self.user_id_embedding = IdEmbedding(v.tokens, v.oov_buckets, v.hash_bins, cfg.id_embedding_dim,
-                                             name="user_id")
-        self.features = FeatureEmbeddings(vocab.user_specs, vocab.user_features, cfg, name="user_features")
-        # any layer (history [B, L], history_timestamps [B, L], timestamp [B]) → [B, d] fits here
-        if history_encoder is None:
+        self.user_id_embedding = None
+        if self.user_encoder in ("ids", "features"):
+            self.user_id_embedding = IdEmbedding(v.tokens, v.oov_buckets, v.hash_bins, cfg.id_embedding_dim,
+                                                 name="user_id")
+        self.features = None
+        if self.user_encoder in ("features", "sequence"):
+            self.features = FeatureEmbeddings(vocab.user_specs, vocab.user_features, cfg, name="user_features")
+        if history_encoder is None and self.user_encoder == "features":
             history_encoder = HistoryBag(item_id_embedding, cfg.max_history, name="history")
+        elif history_encoder is None and self.user_encoder == "sequence":
+            use_features = cfg.sequence.item_features and item_features is not None and catalogue is not None
+            history_encoder = SequenceEncoder(item_id_embedding, cfg.sequence, cfg.max_history,
+                                              item_features=item_features if use_features else None,
+                                              catalogue=catalogue if use_features else None, name="history")
+        elif history_encoder is not None and self.user_encoder == "ids":
+            raise ValueError("a history_encoder was given but tower.user_encoder is 'ids' (user id only); "
+                             "set user_encoder to 'features' or 'sequence'")
         self.history_encoder = history_encoder
         self.head = TowerHead(cfg, name="head")
-        self.feature_specs = tuple(vocab.user_specs)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return ("user_id",) + tuple(s.name for s in self.feature_specs) + ("history",)
+        names = tuple(s.name for s in self.feature_specs)
+        if self.user_encoder == "ids":
+            return ("user_id",)
+        if self.user_encoder == "sequence":
+            return names + ("history",)
+        return ("user_id",) + names + ("history",)
 
     @property
     def raw_input_names(self) -> tuple[str, ...]:
-        return self.feature_names + ("history_timestamps", "timestamp")
+        return ("user_id",) + tuple(s.name for s in self.feature_specs) + (
+            "history", "history_timestamps", "timestamp")
+
+    def encode_history(self, inputs: dict, training=False) -> tf.Tensor:
+        """The history encoder's output [B, d] (what CLUE trains); needs a history encoder."""
+        if self.history_encoder is None:
+            raise ValueError("this query tower has no history encoder (tower.user_encoder is 'ids')")
+        return self.history_encoder(inputs["history"], tf.cast(inputs["history_timestamps"], tf.int64),
+                                    tf.cast(inputs["timestamp"], tf.int64), training=training)
 
     def embed_features(self, inputs: dict, training=False) -> list:
         """One vector per entry of ``feature_names``."""
         missing = [n for n in self.raw_input_names if n not in inputs]
         if missing:
             raise ValueError(f"query tower inputs are missing {missing}; got {sorted(inputs)}")
-        history = self.history_encoder(inputs["history"], tf.cast(inputs["history_timestamps"], tf.int64),
-                                       tf.cast(inputs["timestamp"], tf.int64), training=training)
-        return [self.user_id_embedding(inputs["user_id"])] + self.features(inputs) + [history]
+        parts = []
+        if self.user_id_embedding is not None:
+            parts.append(self.user_id_embedding(inputs["user_id"]))
+        if self.features is not None:
+            parts += self.features(inputs)
+        if self.history_encoder is not None:
+            parts.append(self.encode_history(inputs, training=training))
+        return parts
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: skip AST conversion
     def call(self, inputs: dict, training=False, feature_mask=None) -> tf.Tensor:

@@ -1,0 +1,159 @@
+"""A Transformer over the user's history: (history, history_timestamps, timestamp) → [B, width].
+
+The user encoder of CLUE (arXiv 2111.11294) as a query-tower history encoder:
+
+  1. keep the most recent ``max_length`` history items (oldest → newest, right-padded with "");
+  2. each item = its row of the item tower's id table (the SAME ``IdEmbedding`` instance), plus,
+     with ``item_features``, the item tower's feature embeddings of that item (shared tables;
+     features looked up from the catalogue the encoder was built with), projected to ``width``;
+  3. + a learned position embedding, counted from the NEWEST item (position 0 = most recent), so
+     a short history and the tail of a long one line up;
+  4. + a time-gap embedding: bucket ``min(floor(log2(1 + g)), time_buckets - 1)`` of the gap g in
+     seconds between the event and the query time (``timestamp``; negative gaps count as 0);
+  5. ``num_layers`` pre-layer-norm blocks (multi-head self-attention with a padding mask, then a
+     feed-forward layer, each with a residual connection), a final layer norm;
+  6. pooling over the valid positions: "mean" (masked mean) or "last" (the most recent item).
+
+Padding ("" entries) never contributes: it is masked in attention and pooling, so appending
+padding columns does not change the output. An empty history gives a zero vector. The encoder
+reads only what it is given: the strictly-before-the-target history is built by
+``towers.inputs`` (training) and by the caller at serving time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from towers.config import SequenceConfig
+from towers.features import FeatureEmbeddings, IdEmbedding, masked_mean
+from towers.tf_env import tf
+
+
+def keep_most_recent(history: tf.Tensor, history_timestamps: tf.Tensor, max_len: int):
+    """Cut right-padded [B, L] histories (oldest → newest) to their last ``max_len`` entries.
+
+    Returns (history, history_timestamps), each [B, min(L, max_len)], still oldest → newest and
+    right-padded. A row's length is the position of its last non-"" entry + 1.
+    """
+    width = tf.shape(history)[1]
+    positions = tf.range(1, width + 1)[tf.newaxis, :]
+    lengths = tf.reduce_max(tf.where(history != "", positions, tf.zeros_like(positions)), axis=1)
+    lengths = tf.cast(tf.maximum(lengths, 0), tf.int64)  # reduce_max over L = 0 columns is INT_MIN
+    kept = tf.minimum(lengths, max_len)
+    newest_first = tf.reverse_sequence(history, lengths, seq_axis=1, batch_axis=0)[:, :max_len]
+    ts_newest_first = tf.reverse_sequence(history_timestamps, lengths, seq_axis=1, batch_axis=0)[:, :max_len]
+    return (tf.reverse_sequence(newest_first, kept, seq_axis=1, batch_axis=0),
+            tf.reverse_sequence(ts_newest_first, kept, seq_axis=1, batch_axis=0))
+
+
+def time_gap_buckets(history_timestamps: tf.Tensor, timestamp: tf.Tensor, num_buckets: int) -> tf.Tensor:
+    """int64 [B, L] event times and [B] query times (seconds) → int64 [B, L] buckets in
+    [0, num_buckets): ``min(floor(log2(1 + max(timestamp - t, 0))), num_buckets - 1)``."""
+    gap = tf.maximum(tf.cast(timestamp, tf.int64)[:, tf.newaxis] - tf.cast(history_timestamps, tf.int64), 0)
+    bucket = tf.floor(tf.math.log1p(tf.cast(gap, tf.float64)) / np.log(2.0))
+    return tf.minimum(tf.cast(bucket, tf.int64), num_buckets - 1)
+
+
+class _Block(tf.keras.layers.Layer):
+    """Pre-layer-norm Transformer block: x + MHA(LN(x)), then x + FFN(LN(x)); [B, L, d] → [B, L, d]."""
+
+    def __init__(self, cfg: SequenceConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.norm_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
+        self.attention = tf.keras.layers.MultiHeadAttention(cfg.num_heads, cfg.width // cfg.num_heads,
+                                                            dropout=cfg.dropout, name="attention")
+        self.norm_ff = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ff")
+        self.ff_in = tf.keras.layers.Dense(cfg.ff_dim, activation="gelu", name="ff_in")
+        self.ff_out = tf.keras.layers.Dense(cfg.width, name="ff_out")
+        self.dropout = tf.keras.layers.Dropout(cfg.dropout)
+
+    def call(self, x, attention_mask, training=False):
+        h = self.norm_attention(x)
+        x = x + self.dropout(self.attention(h, h, attention_mask=attention_mask, training=training),
+                             training=training)
+        h = self.norm_ff(x)
+        return x + self.dropout(self.ff_out(self.ff_in(h)), training=training)
+
+
+class SequenceEncoder(tf.keras.layers.Layer):
+    """history str [B, L], history_timestamps int64 [B, L], timestamp int64 [B] → float32 [B, width].
+
+    item_id_embedding   the item tower's id table (shared)
+    cfg                 ``towers.config.SequenceConfig``
+    max_length          the most recent items read (``TowerConfig.max_history``)
+    item_features       the item tower's ``FeatureEmbeddings`` (shared) to add each history item's
+                        features; needs ``catalogue``
+    catalogue           raw item features of the catalogue, ``towers.inputs.item_features_batch``
+                        dict ("item_id" + each feature); history ids not in it get no feature vector
+    """
+
+    def __init__(self, item_id_embedding: IdEmbedding, cfg: SequenceConfig, max_length: int,
+                 item_features: FeatureEmbeddings | None = None, catalogue: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if max_length <= 0:
+            raise ValueError(f"max_length must be > 0, got {max_length}")
+        if (item_features is None) != (catalogue is None):
+            raise ValueError("item_features and catalogue go together: pass both (history items carry their "
+                             "features) or neither (id embeddings only)")
+        self.cfg = cfg
+        self.max_length = int(max_length)
+        self.item_id_embedding = item_id_embedding
+        self.item_features = item_features
+        self.output_dim = cfg.width
+        if catalogue is not None:
+            if "item_id" not in catalogue:
+                raise ValueError(f"catalogue needs an 'item_id' column; got {sorted(catalogue)}")
+            missing = [n for n in item_features.names if n not in catalogue]
+            if missing:
+                raise ValueError(f"catalogue lacks item feature(s) {missing}; build it with "
+                                 "towers.inputs.item_features_batch(items, item_specs)")
+            ids = np.asarray(catalogue["item_id"], dtype=object)
+            # "" → 0 (padding), unknown → 1 (OOV), catalogue row r → r + 2
+            self.catalogue_lookup = tf.keras.layers.StringLookup(vocabulary=list(ids), mask_token="",
+                                                                 num_oov_indices=1, name="catalogue_lookup")
+            self.catalogue = {n: tf.constant(catalogue[n]) for n in item_features.names}
+        self.item_projection = tf.keras.layers.Dense(cfg.width, name="item_projection")
+        self.position_embedding = tf.keras.layers.Embedding(self.max_length, cfg.width, name="position")
+        self.time_embedding = tf.keras.layers.Embedding(cfg.time_buckets, cfg.width, name="time_gap")
+        self.input_dropout = tf.keras.layers.Dropout(cfg.dropout)
+        self.blocks = [_Block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+
+    def _history_item_features(self, history: tf.Tensor) -> tf.Tensor:
+        """str [B, L] → [B, L, Σ d_f], features of each distinct history item embedded once."""
+        index = tf.cast(self.catalogue_lookup(history), tf.int64)
+        known = index >= 2
+        unique, position = tf.unique(tf.reshape(tf.where(known, index - 2, 0), [-1]))
+        raw = {n: tf.gather(t, unique) for n, t in self.catalogue.items()}
+        vectors = tf.concat([tf.cast(v, tf.float32) for v in self.item_features(raw)], axis=-1)
+        out = tf.reshape(tf.gather(vectors, position), tf.concat([tf.shape(history), [-1]], axis=0))
+        return out * tf.cast(known, tf.float32)[..., tf.newaxis]
+
+    def call(self, history, history_timestamps, timestamp, training=False):
+        history, history_timestamps = keep_most_recent(history, tf.cast(history_timestamps, tf.int64),
+                                                       self.max_length)
+        # one extra padding column keeps every shape non-empty (L = 0 inputs)
+        history = tf.pad(history, [[0, 0], [0, 1]], constant_values="")
+        history_timestamps = tf.pad(history_timestamps, [[0, 0], [0, 1]])
+        rows = self.item_id_embedding.lookup(history)
+        valid = rows != 0
+        items = self.item_id_embedding.embed_rows(rows)
+        if self.item_features is not None:
+            items = tf.concat([items, self._history_item_features(history)], axis=-1)
+        x = self.item_projection(items)
+
+        cols = tf.range(tf.shape(history, out_type=tf.int64)[1], dtype=tf.int64)[tf.newaxis, :]
+        newest = tf.reduce_max(tf.where(valid, cols, -1), axis=1, keepdims=True)           # [B, 1], -1 if empty
+        from_newest = tf.clip_by_value(newest - cols, 0, self.max_length - 1)              # [B, L]
+        x += self.position_embedding(from_newest)
+        x += self.time_embedding(time_gap_buckets(history_timestamps, timestamp, self.cfg.time_buckets))
+        mask = tf.cast(valid, x.dtype)[..., tf.newaxis]
+        x = self.input_dropout(x, training=training) * mask
+
+        attention_mask = tf.logical_and(valid[:, :, tf.newaxis], valid[:, tf.newaxis, :])
+        for block in self.blocks:
+            x = block(x, attention_mask, training=training) * mask
+        x = self.final_norm(x) * mask
+        if self.cfg.pooling == "mean":
+            return masked_mean(x, valid)
+        pooled = tf.gather(x, tf.maximum(newest[:, 0], 0), batch_dims=1)
+        return pooled * tf.cast(newest >= 0, x.dtype)
