@@ -4,7 +4,7 @@ import pytest
 
 from recdata.schema import FeatureSpec
 from tests.towers_fixtures import planted
-from towers.inputs import (build_examples, eval_queries, examples_query_features, feature_column,
+from towers.inputs import (batches_per_epoch, build_examples, eval_queries, examples_query_features, feature_column,
                            heldout_examples, item_features_batch, make_tf_dataset, pad_string_lists,
                            query_features_batch, training_examples)
 
@@ -185,3 +185,26 @@ def test_examples_subset_keeps_histories():
     sub = ex.subset(pick)
     assert np.array_equal(sub.history_item_rows(), ex.history_item_rows()[pick])
     assert np.array_equal(sub.item_rows, ex.item_rows[pick]) and len(sub) == 3
+
+
+def test_epoch_stream_orders_depend_on_seed_and_epoch_only():
+    """A resumed run (first_epoch=e) gets the same batches as an uninterrupted run from epoch e on."""
+    ds, split = planted()
+    ex = training_examples(ds, split.train, max_history=5)
+    n, bs = len(ex), 500
+    per_epoch = batches_per_epoch(n, bs)
+
+    def stream(**kw):
+        data = make_tf_dataset(ds, ex, bs, shuffle=True, seed=11, **kw)
+        return [(b["query"]["user_id"].numpy().tolist(), b["candidate"]["item_id"].numpy().tolist()) for b in data]
+    full = stream(epochs=3)
+    assert len(full) == 3 * per_epoch and len(full[per_epoch - 1][0]) == n - (per_epoch - 1) * bs
+    assert stream(epochs=3, first_epoch=1) == full[per_epoch:]
+    epochs = [sorted(zip(sum((u for u, _ in full[e * per_epoch:(e + 1) * per_epoch]), []),
+                         sum((i for _, i in full[e * per_epoch:(e + 1) * per_epoch]), []))) for e in range(3)]
+    assert epochs[0] == epochs[1] == epochs[2] and len(epochs[0]) == n  # every example once per epoch
+    assert full[0] != full[per_epoch]  # reshuffled
+    dropped = make_tf_dataset(ds, ex, bs, shuffle=True, seed=11, epochs=2, drop_remainder=True)
+    assert sum(1 for _ in dropped) == 2 * batches_per_epoch(n, bs, drop_remainder=True)
+    with pytest.raises(ValueError, match="cache=True keeps the first pass's batches, which defeats shuffle=True"):
+        make_tf_dataset(ds, ex, bs, shuffle=True, seed=0, cache=True)

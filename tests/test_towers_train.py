@@ -56,3 +56,36 @@ def test_bad_arguments_say_what_to_fix(tmp_path):
     no_valid = dataclasses.replace(split, valid=split.valid.iloc[:0])
     with pytest.raises(ValueError, match="early_stopping_patience > 0 needs validation interactions"):
         train(ds, no_valid, TrainConfig(early_stopping_patience=2, verbose=0), tmp_path)
+
+
+def _small():
+    ds = planted_dataset(n_users=40, n_items=30, events_per_user=8, seed=3)
+    return ds, leave_last_out(ds)
+
+
+def test_resume_continues_at_the_saved_epoch_as_if_never_stopped(tmp_path):
+    ds, split = _small()
+    split = dataclasses.replace(split, valid=split.valid.iloc[:0])
+    cfg = TrainConfig(epochs=2, batch_size=64, verbose=0, tensorboard=False, keep_checkpoints=2, seed=5)
+    first = train(ds, split, cfg, tmp_path / "run")
+    resumed = train(ds, split, dataclasses.replace(cfg, epochs=4, resume=True), tmp_path / "run")
+    straight = train(ds, split, dataclasses.replace(cfg, epochs=4), tmp_path / "straight")
+    assert resumed.initial_epoch == 2 and len(resumed.history["loss"]) == 2
+    assert first.history["loss"] == straight.history["loss"][:2]
+    np.testing.assert_allclose(resumed.history["loss"], straight.history["loss"][2:], rtol=1e-5)
+    for wa, wb in zip(resumed.model.weights, straight.model.weights):
+        np.testing.assert_allclose(wa.numpy(), wb.numpy(), atol=1e-5, err_msg=wa.name)
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index")) == \
+        ["ckpt-3", "ckpt-4"]
+    done = train(ds, split, dataclasses.replace(cfg, epochs=4, resume=True), tmp_path / "run")
+    assert done.initial_epoch == 4 and done.history == {}  # nothing left to do
+
+
+def test_early_stopping_on_validation_recall_stops_and_restores(tmp_path):
+    ds, split = _small()
+    cfg = TrainConfig(epochs=6, batch_size=64, verbose=0, tensorboard=False, keep_checkpoints=0, seed=1,
+                      learning_rate=1e-12, early_stopping_patience=1, monitor_recall_k=5)
+    result = train(ds, split, cfg, tmp_path)
+    recall = result.history["val_recall@5"]
+    assert len(recall) == 2 and recall[0] == recall[1]  # no improvement after epoch 1: stop after epoch 2
+    assert result.stopped_epoch == 1

@@ -136,8 +136,10 @@ class CluePretrainer(tf.keras.Model):
     def train_step(self, inputs):
         with tf.GradientTape() as tape:
             loss = self.objective(inputs, training=True)
+            # replicas' gradients are summed: each contributes 1/replicas of the global mean
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.objective.trainable_variables
-        pairs = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables) if g is not None]
+        pairs = [(g, v) for g, v in zip(tape.gradient(scaled, variables), variables) if g is not None]
         self.optimizer.apply_gradients(pairs)  # user-feature / head variables get no gradient here
         self.loss_tracker.update_state(loss)
         return {"clue_loss": self.loss_tracker.result()}
