@@ -80,8 +80,10 @@ def main(argv=None) -> None:
     p.add_argument("--ef-construction", type=int, default=80)
     p.add_argument("--flat-sizes", type=ints, default=ints("10000,30000,100000,300000"),
                    help="catalogue sizes (prefixes) at which exact Flat QPS is also measured")
+    p.add_argument("--ivf", default="auto",
+                   help="';'-separated IVF factories to sweep nprobe on ('auto' = IVF<nlist>,Flat with the auto nlist)")
     p.add_argument("--pq", default="auto", help="IVF-PQ factory to include ('auto' = IVF<nlist>,PQ<dim/2>; '' = skip)")
-    p.add_argument("--skip", default="", help="comma list of sections to skip: ivf,hnsw,hnswlib,pq")
+    p.add_argument("--skip", default="", help="comma list of sections to skip: flat-sizes,ivf,hnsw,hnswlib,pq")
     p.add_argument("--json", default="", help="also write all rows to this JSON file")
     args = p.parse_args(argv)
     skip = set(args.skip.split(","))
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
         return 1000 * float(np.median(times))
 
     flat_sizes = []
-    for size in [s for s in args.flat_sizes if s < args.n] + [args.n]:
+    for size in ([s for s in args.flat_sizes if s < args.n] + [args.n]) if "flat-sizes" not in skip else []:
         sub = faiss.IndexFlatIP(args.dim)
         sub.add(x[:size])
         seconds, _ = best_time(lambda: sub.search(q, args.k), args.repeats)
@@ -146,12 +148,13 @@ def main(argv=None) -> None:
     nlist = choose_nlist(args.n)
     auto_factory = choose_factory(args.n, args.dim)
     # ------------------------------------------------------------- IVF-Flat
-    if "ivf" not in skip:
-        spec = IndexSpec(factory=f"IVF{nlist},Flat", gpu="never", seed=args.seed)
+    ivf_factories = [f"IVF{nlist},Flat" if f == "auto" else f for f in args.ivf.split(";") if f]
+    for factory in ivf_factories if "ivf" not in skip else []:
+        spec = IndexSpec(factory=factory, gpu="never", seed=args.seed)
         build_s, ivf = best_time(lambda: ItemIndex.build(x, ids, spec, "bench"), 1)
-        print(f"  built IVF{nlist},Flat in {build_s:.1f}s (default nprobe {ivf.search_params}, build recall "
+        print(f"  built {factory} in {build_s:.1f}s (default nprobe {ivf.search_params}, build recall "
               f"{ivf.recall['recall']:.4f} on {ivf.recall['num_queries']} self-queries)", flush=True)
-        sweep(ivf, f"IVF{nlist},Flat", "nprobe", args.nprobes, build_s)
+        sweep(ivf, factory, "nprobe", args.nprobes, build_s)
         del ivf
     # ------------------------------------------------------------- IVF-PQ
     pq_factory = f"IVF{nlist},PQ{args.dim // 2}" if args.pq == "auto" else args.pq
