@@ -48,12 +48,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         service = self.server.service
-        if path == "/healthz":
-            self._send_json(200, service.health())
-        elif path == "/version":
-            self._send_json(200, service.version_info())
-        else:
-            self._route_error(path, "GET")
+        try:
+            if path == "/healthz":
+                self._send_json(200, service.health())
+            elif path == "/version":
+                self._send_json(200, service.version_info())
+            else:
+                self._route_error(path, "GET")
+        except Exception as exc:  # noqa: BLE001 - answer, log, keep the connection thread alive
+            log.exception("GET %s failed", path)
+            self._send_json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
 
     def do_POST(self):
         path = self.path.split("?", 1)[0]

@@ -4,8 +4,11 @@ Built with ``twotower.strict.from_dict`` (unknown keys rejected), e.g. from ``se
 ``python -m serving --set max_batch=32``.
 
     max_batch           requests answered by one query-tower call + one index search (the micro-batch)
-    max_wait_ms         how long the batcher holds an incomplete batch open for more requests (ms);
-                        requests that queue while a batch is running are picked up without waiting
+    max_wait_ms         how long the batcher holds an incomplete batch open for more requests (ms). The
+                        default 0 batches adaptively: a batch is whatever queued while the previous one
+                        ran (up to max_batch), so a lone request never waits and batches grow with load;
+                        a positive wait trades latency for fuller batches (and timed waits oversleep on
+                        a busy machine)
     max_queue           requests waiting for a batch before new ones get 503 (back-pressure)
     max_k               largest k a request may ask for
     max_history_items   longest "history" list a raw-feature request may send
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ServingConfig:
     max_batch: int = 64
-    max_wait_ms: float = 1.0
+    max_wait_ms: float = 0.0
     max_queue: int = 4096
     max_k: int = 1000
     max_history_items: int = 10_000

@@ -32,6 +32,7 @@ import numpy as np
 
 from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
 from serving.config import ServingConfig
+from serving.query_encoder import QueryEncoder
 from serving.reloader import IndexWatcher
 from serving.requests import RequestError, TopKRequest
 from serving.state import IndexState, check_versions, load_state
@@ -65,6 +66,7 @@ class TopKService:
         self.run = RunDir(run_dir)
         self.config = config or ServingConfig()
         self.tower = tower
+        self.encoder = QueryEncoder(tower)
         self.users = users
         self.user_specs = tuple(tower.features)
         self._state = state
@@ -115,7 +117,7 @@ class TopKService:
     def _warm_up(self) -> None:
         """One tower call + one search, so the first request does not pay for graph and table set-up."""
         query = QueryInputs("", dict(self._empty_features), (), _NO_ROWS, int(time.time()))
-        vectors = self.tower(batch_inputs([query], self.user_specs, self.users.max_history))
+        vectors = self.encoder(batch_inputs([query], self.user_specs, self.users.max_history))
         self._state.index.search(vectors, 1)
 
     # ------------------------------------------------------------------ state
@@ -176,7 +178,7 @@ class TopKService:
     def _process(self, batch: list[_Pending]) -> list[dict]:
         state = self._state  # one state for the whole batch: a swap lands between batches
         inputs = batch_inputs([p.inputs for p in batch], self.user_specs, self.users.max_history)
-        vectors = self.tower(inputs)
+        vectors = self.encoder(inputs)
         exclude = [self._exclusions(p, state) for p in batch]
         k = max(p.request.k for p in batch)
         scores, rows = state.index.search(vectors, k, exclude if any(len(e) for e in exclude) else None)

@@ -38,6 +38,8 @@ class KnownUsers:
         self._ids = pd.Index(users["user_id"].astype(str).to_numpy(dtype=object))
         if not self._ids.is_unique:
             raise ValueError("users.user_id holds duplicate ids; each user must appear once")
+        if len(self._ids):
+            self._ids.get_loc(self._ids[0])  # build the hash table now, not racily on concurrent first lookups
         self._feature_columns = {s.name: users[s.name].to_numpy(dtype=object) for s in self.user_specs}
         n_users = len(self._ids)
 
@@ -73,8 +75,11 @@ class KnownUsers:
 
     def row_of(self, user_id: str) -> int | None:
         """Row of ``user_id`` in the users table, or None for an unknown user."""
-        row = self._ids.get_indexer([user_id])[0]
-        return int(row) if row >= 0 else None
+        try:
+            row = self._ids.get_loc(user_id)
+        except KeyError:
+            return None
+        return int(row)
 
     def features_of(self, row: int) -> dict:
         """{feature name: value in tower form (``serving.tower_inputs.feature_value``)} for user ``row``."""
