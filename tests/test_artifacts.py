@@ -79,3 +79,14 @@ def test_versions_are_immutable(tmp_path):
     A.write_manifest(stage, {})
     with pytest.raises(FileExistsError, match="versions are immutable"):
         A.promote(stage, tmp_path, "v1")
+
+
+def test_written_files_and_versions_follow_the_umask_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = A.atomic_write_text(tmp_path / "a.txt", "x")
+        d = _finished(tmp_path, "v1")
+    finally:
+        os.umask(old)
+    assert oct(p.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(d.stat().st_mode & 0o777) == oct(0o755)

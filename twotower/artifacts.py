@@ -25,6 +25,17 @@ MANIFEST = "manifest.json"
 CURRENT = "current"
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (0666 less the umask); mkstemp uses 0600."""
+    return 0o666 & ~_umask()
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """fsync a directory so a rename inside it survives a crash (no-op where unsupported)."""
     try:
@@ -45,6 +56,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -146,7 +158,9 @@ def staging_dir(root: str | os.PathLike, version: str) -> Path:
     """A fresh hidden staging directory inside ``root`` for building ``version``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp gives 0700; readers (Beam workers, servers) need the usual mode
+    return staging
 
 
 def promote(staging: str | os.PathLike, root: str | os.PathLike, version: str) -> Path:
