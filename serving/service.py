@@ -16,7 +16,8 @@ What it loads from the run directory (``twotower.rundir.RunDir``):
 Requests are resolved to tower inputs on the caller's thread, then queued; one worker thread
 (``serving.batcher.MicroBatcher``) takes up to ``max_batch`` of them, runs ONE query-tower call and ONE
 index search for all of them (k = the largest k asked, exclusions per request), and answers each.
-``IndexWatcher`` swaps in newly published index versions between batches (``reload_interval_s``).
+``IndexWatcher`` swaps in newly published index versions between batches (``reload_interval_s``); while a
+new version loads, both are in memory (plan for twice the index size).
 Timestamps left out of a request are the time the request arrives (seconds).
 """
 from __future__ import annotations

@@ -36,6 +36,7 @@ def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert "'other-model'" in err and run.model_version() in err and "twotower rebuild --run" in err
 
 
+@pytest.mark.slow
 def test_module_entry_point_serves_and_stops_on_sigterm():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--run", str(tiny_run().root), "--port", "0",
