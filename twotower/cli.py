@@ -9,6 +9,7 @@
     twotower rollback --run R [--to V]        flip R/index/current back to a previous version
     twotower eval R                           recall etc. by popularity slice, exact vs index, with CIs
     twotower compare RUN_A RUN_B              paired bootstrap of the difference per metric and slice
+    twotower serve --run R [--port 8080]      HTTP: POST /topk, GET /healthz, GET /version; hot index reload
     twotower demo                             fetch MovieLens-100K and run every stage end to end
 
 Heavy libraries (TensorFlow, Beam, FAISS) are imported inside the commands that need them, so
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run_b", type=Path)
     cmp_.add_argument("--source", default="exact", help="exact or index rankings (default exact)")
     cmp_.add_argument("--out", type=Path, default=None, help="directory for compare.md/json/png (default RUN_B/eval/compare)")
+
+    serve = sub.add_parser("serve", help="HTTP top-k service over the run's query tower and current index")
+    from serving.__main__ import add_arguments as add_serving_arguments
+
+    add_serving_arguments(serve)
 
     demo = sub.add_parser("demo", help="fetch MovieLens-100K and run the whole pipeline end to end")
     demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

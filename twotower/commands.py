@@ -201,9 +201,15 @@ def cmd_demo(args, extra) -> int:
     return 0
 
 
+def cmd_serve(args, extra) -> int:
+    from serving.__main__ import run
+
+    return run(args)
+
+
 COMMANDS = {
     "data": cmd_data, "train": cmd_train, "embed": cmd_embed, "rebuild": cmd_rebuild, "rollback": cmd_rollback,
-    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "demo": cmd_demo,
+    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve, "demo": cmd_demo,
 }
 
 
