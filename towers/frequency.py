@@ -82,10 +82,11 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
 
     def update(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Record one training step whose batch holds ``item_ids`` (tf.string [n]); returns t."""
+        buckets = hash_buckets(tf.reshape(item_ids, [-1]), self.num_buckets)
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:
-            item_ids = ctx.all_gather(item_ids, axis=0)
-        buckets, _ = tf.unique(hash_buckets(tf.reshape(item_ids, [-1]), self.num_buckets))
+            buckets = ctx.all_gather(buckets, axis=0)  # collectives take numbers, not strings
+        buckets, _ = tf.unique(buckets)
         t = self.step.assign_add(1)
         last = tf.gather(self.last_step, buckets)
         old_gap = tf.gather(self.gap, buckets)
