@@ -210,9 +210,11 @@ class PackShardChunks(beam.DoFn):
         self._buffer = []
 
     def process(self, element):
+        # Not a generator: most calls only buffer, and returning None is cheaper per element.
         self._buffer.append(element)
         if len(self._buffer) >= self._chunk_rows:
-            yield from self._flush()
+            return list(self._flush())
+        return None
 
     def finish_bundle(self):
         for chunk in self._flush():

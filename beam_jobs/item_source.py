@@ -6,8 +6,8 @@ position of its first row, so every item keeps its POSITION in the source (files
 order, then row order) however the runner schedules the reads. That position decides the item's
 row in the vectors artifact, which is how a re-run reproduces the same catalogue order.
 
-Files are opened through Beam's ``FileSystems``, so local paths and remote URLs (gs://, s3://,
-hdfs://) work alike where the matching Beam filesystem is installed.
+URLs (gs://, s3://, hdfs://) are matched and opened through Beam's ``FileSystems`` where the matching
+Beam filesystem is installed; only local paths are exercised here (no object store in this setup).
 """
 from __future__ import annotations
 

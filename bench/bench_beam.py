@@ -22,14 +22,16 @@ Throughput, same process, same items, same SavedModel, best of ``--repeats``:
 Reported ratios: pipeline / plain-job (like for like, the target >= 0.6) and pipeline / the faster
 model-only loop (a ceiling no job reaches: it reads, validates and writes nothing).
 
-Rebuild: one fresh subprocess per size runs ``run_rebuild`` (DirectRunner; IndexSpec "auto", recall
-floor 0.95 at K=100 over 1000 seeded item-vector queries); reported: wall seconds per step and in
-total, and peak RSS (ru_maxrss of the process; DirectRunner in-memory runs workers in-process).
+Rebuild: one fresh subprocess per size runs ``run_rebuild`` (DirectRunner; IndexSpec "auto" unless
+--factory / --nprobe say otherwise; recall floor 0.95 at K=100 over 1000 seeded item-vector queries);
+reported: wall seconds per step and in total, peak RSS (ru_maxrss of the process; DirectRunner
+in-memory runs workers in-process), and the recall, or the validation message when it refused.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import shutil
@@ -191,28 +193,53 @@ def throughput(out: Path, items: Path, model_dir: Path, repeats: int, batch: int
 
 
 # ------------------------------------------------------------------------------------------ rebuild
-def rebuild_one(run: Path, factory: str, beam_args: list[str]) -> dict:
-    """Runs in a fresh subprocess: one run_rebuild; prints a JSON line."""
-    from beam_jobs.rebuild_index import RebuildConfig, run_rebuild
+class _StepTimes(logging.Handler):
+    """Collects run_rebuild's "<step> done in <s> s" log records (they exist even when it fails)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.steps: dict[str, float] = {}
+
+    def emit(self, record):
+        if record.msg.startswith("rebuild %s: %s done in"):
+            self.steps[record.args[1]] = round(record.args[2], 1)
+
+
+def rebuild_one(run: Path, factory: str, nprobe: int | None, beam_args: list[str]) -> dict:
+    """Runs in a fresh subprocess: one run_rebuild; prints a JSON line (also when validation refuses)."""
+    from beam_jobs.rebuild_index import IndexValidationError, RebuildConfig, run_rebuild
     from indexing.spec import IndexSpec
 
+    steps = _StepTimes()
+    job_log = logging.getLogger("beam_jobs.rebuild_index")
+    job_log.setLevel(logging.INFO)
+    job_log.addHandler(steps)
     t0 = time.perf_counter()
-    result = run_rebuild(RebuildConfig(run=str(run), index=IndexSpec(factory=factory)), beam_args)
-    seconds = time.perf_counter() - t0
+    out: dict = {}
+    try:
+        result = run_rebuild(RebuildConfig(run=str(run), index=IndexSpec(factory=factory, nprobe=nprobe)),
+                             beam_args)
+        out.update(count=result.count, dim=result.dim, factory=result.factory, recall=result.recall,
+                   num_shards=result.num_shards)
+    except IndexValidationError as exc:
+        out["refused"] = str(exc)
+    out["seconds"] = time.perf_counter() - t0
+    out["steps"] = steps.steps
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + \
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"count": result.count, "dim": result.dim, "factory": result.factory, "recall": result.recall,
-            "num_shards": result.num_shards, "steps": result.seconds, "seconds": seconds,
-            "peak_rss_mib": peak_kib / 1024}
+    out["peak_rss_mib"] = peak_kib / 1024
+    return out
 
 
-def rebuild(out: Path, items: Path, model_dir: Path, n: int, factory: str, beam_args: list[str]) -> dict:
+def rebuild(out: Path, items: Path, model_dir: Path, n: int, factory: str, nprobe: int | None,
+            beam_args: list[str]) -> dict:
     run = out / f"run-{n}"
     shutil.rmtree(run, ignore_errors=True)
     (run / "data").mkdir(parents=True)
     shutil.copyfile(items, run / "data" / "items.parquet")
     (run / "model").symlink_to(model_dir.resolve(), target_is_directory=True)
-    cmd = [sys.executable, "-m", "bench.bench_beam", "--rebuild-one", str(run), "--factory", factory, *beam_args]
+    cmd = [sys.executable, "-m", "bench.bench_beam", "--rebuild-one", str(run), "--factory", factory,
+           *(["--nprobe", str(nprobe)] if nprobe else []), *beam_args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -221,9 +248,13 @@ def rebuild(out: Path, items: Path, model_dir: Path, n: int, factory: str, beam_
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_seconds"] = wall
     steps = ", ".join(f"{k} {v:.1f}" for k, v in result["steps"].items())
-    log(f"  {n:>9,} items: {result['seconds']:.1f} s in run_rebuild ({wall:.1f} s with Python/TF start-up); "
-        f"steps: {steps}; peak RSS {result['peak_rss_mib']:,.0f} MiB; {result['factory']}, "
-        f"{result['num_shards']} shards, recall@{result['recall']['k']} {result['recall']['recall']:.4f}")
+    head = (f"  {n:>9,} items: {result['seconds']:.1f} s in run_rebuild ({wall:.1f} s with Python/TF start-up); "
+            f"steps: {steps}; peak RSS {result['peak_rss_mib']:,.0f} MiB; ")
+    if "refused" in result:
+        log(head + "REFUSED TO PUBLISH: " + result["refused"].replace("\n", " "))
+    else:
+        log(head + f"{result['factory']}, {result['num_shards']} shards, "
+                   f"recall@{result['recall']['k']} {result['recall']['recall']:.4f}")
     return result
 
 
@@ -233,6 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--throughput-items", type=int, default=200_000)
     parser.add_argument("--tower", choices=["real", "hash"], default="real")
     parser.add_argument("--factory", default="auto", help="IndexSpec.factory for the rebuilds")
+    parser.add_argument("--nprobe", type=int, default=None, help="IndexSpec.nprobe (default: the spec's rule)")
     parser.add_argument("--batch", type=int, default=1024, help="rows per model call (plain loops and pipeline)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -242,7 +274,7 @@ def main(argv=None) -> int:
     args, beam_args = parser.parse_known_args(argv)
     beam_args = beam_args or ["--runner", "DirectRunner"]
     if args.rebuild_one is not None:
-        print(json.dumps(rebuild_one(args.rebuild_one, args.factory, beam_args)))
+        print(json.dumps(rebuild_one(args.rebuild_one, args.factory, args.nprobe, beam_args)))
         return 0
 
     report = {"argv": sys.argv[1:], "tower": args.tower, "cpus": os.cpu_count(), "beam_args": beam_args}
@@ -254,10 +286,10 @@ def main(argv=None) -> int:
         report["throughput"] = throughput(args.out, items_file(args.out, source, args.throughput_items), model_dir,
                                           args.repeats, args.batch)
     report["rebuild"] = {}
-    log(f"rebuild end to end (fresh process each, IndexSpec factory={args.factory!r}):")
+    log(f"rebuild end to end (fresh process each, IndexSpec factory={args.factory!r}, nprobe={args.nprobe}):")
     for n in args.sizes:
         report["rebuild"][n] = rebuild(args.out, items_file(args.out, source, n), model_dir, n, args.factory,
-                                       beam_args)
+                                       args.nprobe, beam_args)
     path = args.out / "report.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     log(f"wrote {path}")
