@@ -102,6 +102,8 @@ class ClueObjective(tf.keras.layers.Layer):
         self.projection = tf.keras.Sequential([
             tf.keras.layers.Dense(projection_dim, activation="relu", name="clue_hidden"),
             tf.keras.layers.Dense(projection_dim, name="clue_out")], name="clue_projection")
+        # built now so its variables exist before the first training step (optimizer slots, checkpoints)
+        self.projection.build((None, int(query_tower.history_encoder.output_dim)))
 
     def project(self, query: dict, history, history_timestamps, training=False) -> tf.Tensor:
         encoded = self.query_tower.encode_history({**query, "history": history,

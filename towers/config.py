@@ -34,9 +34,10 @@ def _non_negative(owner: str, **values) -> None:
 @dataclass(frozen=True)
 class SequenceConfig:
     """The Transformer user encoder (``towers.sequence_encoder``), used when
-    ``TowerConfig.user_encoder == "sequence"``. It reads the last ``TowerConfig.max_history``
-    history items (the maximum sequence length).
+    ``TowerConfig.user_encoder == "sequence"``.
 
+    max_length            the most recent history items it reads (at most ``TowerConfig.max_history``,
+                          which bounds what the inputs carry); attention costs O(max_length²)
     num_layers            Transformer blocks (pre-layer-norm self-attention + feed-forward)
     num_heads             attention heads; ``width`` must be divisible by it
     width                 model width d_model of the sequence (item vectors are projected to it)
@@ -49,10 +50,11 @@ class SequenceConfig:
                           tables (shared) and add them to its id vector
     """
 
+    max_length: int = 20
     num_layers: int = 1
     num_heads: int = 2
-    width: int = 64
-    ff_dim: int = 128
+    width: int = 32
+    ff_dim: int = 64
     dropout: float = 0.1
     time_buckets: int = 32
     pooling: Literal["mean", "last"] = "mean"
@@ -60,7 +62,7 @@ class SequenceConfig:
 
     def __post_init__(self):
         owner = "SequenceConfig"
-        _positive(owner, num_layers=self.num_layers, num_heads=self.num_heads, width=self.width,
+        _positive(owner, max_length=self.max_length, num_layers=self.num_layers, num_heads=self.num_heads, width=self.width,
                   ff_dim=self.ff_dim, time_buckets=self.time_buckets)
         if self.width % self.num_heads:
             raise ValueError(f"{owner}.width ({self.width}) must be divisible by num_heads ({self.num_heads}); "

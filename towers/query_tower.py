@@ -80,7 +80,8 @@ class QueryTower(tf.keras.Model):
             history_encoder = HistoryBag(item_id_embedding, cfg.max_history, name="history")
         elif history_encoder is None and self.user_encoder == "sequence":
             use_features = cfg.sequence.item_features and item_features is not None and catalogue is not None
-            history_encoder = SequenceEncoder(item_id_embedding, cfg.sequence, cfg.max_history,
+            history_encoder = SequenceEncoder(item_id_embedding, cfg.sequence,
+                                              min(cfg.sequence.max_length, cfg.max_history),
                                               item_features=item_features if use_features else None,
                                               catalogue=catalogue if use_features else None, name="history")
         elif history_encoder is not None and self.user_encoder == "ids":

@@ -78,23 +78,21 @@ class TrainResult:
         return float(self.num_train_examples / np.median(secs)) if secs else float("nan")
 
 
-def build_model(vocab: Vocabularies, cfg: TrainConfig, dataset: Dataset | None = None, train=None) -> TwoTowerModel:
+def build_model(vocab: Vocabularies, cfg: TrainConfig, dataset: Dataset, train) -> TwoTowerModel:
     """Both towers (sharing the item-id table; with a sequence encoder also the item feature
-    tables) joined by the retrieval task. ``dataset`` (catalogue features for the sequence encoder)
-    and ``train`` (training interactions, for statistics the losses need) may be None for a
-    plain model."""
+    tables) joined by the retrieval task with the configured loss / SSL / CLUE terms. Statistics
+    the terms need (corpus, item counts, MI tables) come from ``dataset`` and the TRAINING
+    interactions ``train`` only (``TwoTowerModel.from_training_data``)."""
     item_ids = make_item_id_embedding(vocab, cfg.tower)
     item_tower = ItemTower(item_ids, vocab, cfg.tower)
     catalogue = None
-    if cfg.tower.user_encoder == "sequence" and cfg.tower.sequence.item_features and dataset is not None:
+    if cfg.tower.user_encoder == "sequence" and cfg.tower.sequence.item_features:
         catalogue = item_features_batch(dataset.items, vocab.item_specs)
     query_tower = QueryTower(item_ids, vocab, cfg.tower, item_features=item_tower.features if catalogue else None,
                              catalogue=catalogue)
-    auxiliary = []
-    if cfg.clue == "joint":
-        auxiliary.append(clue_objective(query_tower, cfg, cfg.clue_weight))
-    extra = {"auxiliary_losses": auxiliary} if auxiliary else {}
-    return TwoTowerModel(query_tower, item_tower, cfg.temperature, cfg.loss.remove_accidental_hits, **extra)
+    auxiliary = [clue_objective(query_tower, cfg, cfg.clue_weight)] if cfg.clue == "joint" else []
+    return TwoTowerModel.from_training_data(query_tower, item_tower, cfg.temperature, dataset, train,
+                                            loss=cfg.loss, ssl=cfg.ssl, seed=cfg.seed, auxiliary_losses=auxiliary)
 
 
 def clue_objective(query_tower: QueryTower, cfg: TrainConfig, weight: float) -> ClueObjective:
