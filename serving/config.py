@@ -13,6 +13,8 @@ Built with ``twotower.strict.from_dict`` (unknown keys rejected), e.g. from ``se
     max_k               largest k a request may ask for
     max_history_items   longest "history" list a raw-feature request may send
     max_body_bytes      request bodies above this get 413
+    inline_lone         with max_wait_ms = 0, a request that finds the service idle runs its batch of one on
+                        its own thread (no hand-off to the batcher thread and back); False = always hand off
     request_timeout_s   a request not answered within this gets 503
     reload_interval_s   how often the watcher polls ``<run>/index/current`` (s); None = never reload
     nprobe, ef_search   serving-time search effort for IVF / HNSW indices (None = as built)
@@ -31,6 +33,7 @@ class ServingConfig:
     max_k: int = 1000
     max_history_items: int = 10_000
     max_body_bytes: int = 1 << 20
+    inline_lone: bool = True
     request_timeout_s: float = 10.0
     reload_interval_s: float | None = 5.0
     nprobe: int | None = None

@@ -76,7 +76,7 @@ class TopKService:
         self._empty_features = {s.name: feature_value(None, s.kind) for s in self.user_specs}
         self._warm_up()
         self.batcher = MicroBatcher(self._process, self.config.max_batch, self.config.max_wait_ms / 1000.0,
-                                    self.config.max_queue, name="topk-batcher")
+                                    self.config.max_queue, name="topk-batcher", inline_lone=self.config.inline_lone)
         self.watcher: IndexWatcher | None = None
         if self.config.reload_interval_s is not None:
             self.watcher = IndexWatcher(self.run.index, lambda: self.state.version, self.load_version, self.swap,
@@ -218,7 +218,8 @@ class TopKService:
     def health(self) -> dict:
         return {"status": "ok", "model_version": self.tower.model_version, "index_version": self._state.version,
                 "uptime_s": round(time.time() - self.started_at, 1), "queued": self.batcher.queued(),
-                "batches": self.batcher.batches, "requests": self.batcher.items,
+                "batches": self.batcher.batches, "inline_batches": self.batcher.inline_batches,
+                "requests": self.batcher.items,
                 "largest_batch": self.batcher.largest_batch}
 
     def close(self) -> None:

@@ -21,9 +21,10 @@ class Recorder:
         return [item * 10 for item in items]
 
 
-def test_every_caller_gets_its_own_answer_and_batches_respect_max_batch():
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.002])
+def test_every_caller_gets_its_own_answer_and_batches_respect_max_batch(max_wait_s):
     rec = Recorder(delay=0.005)
-    batcher = MicroBatcher(rec, max_batch=8, max_wait_s=0.002, max_queue=1000)
+    batcher = MicroBatcher(rec, max_batch=8, max_wait_s=max_wait_s, max_queue=1000)
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda i: batcher.submit(i).result(5), range(400)))
     batcher.close()
@@ -37,7 +38,7 @@ def test_every_caller_gets_its_own_answer_and_batches_respect_max_batch():
 def test_requests_queued_while_a_batch_runs_form_the_next_batch_in_order():
     gate = threading.Event()
     rec = Recorder(gate=gate)
-    batcher = MicroBatcher(rec, max_batch=4, max_wait_s=0.0, max_queue=100)
+    batcher = MicroBatcher(rec, max_batch=4, max_wait_s=0.0, max_queue=100, inline_lone=False)
     first = batcher.submit(0)
     time.sleep(0.05)  # the worker holds [0] and waits at the gate
     rest = [batcher.submit(i) for i in range(1, 7)]
@@ -45,6 +46,35 @@ def test_requests_queued_while_a_batch_runs_form_the_next_batch_in_order():
     assert [f.result(5) for f in [first, *rest]] == [0, 10, 20, 30, 40, 50, 60]
     batcher.close()
     assert rec.batches == [[0], [1, 2, 3, 4], [5, 6]]
+
+
+def test_a_lone_item_runs_on_the_callers_thread_and_items_meanwhile_go_to_the_worker():
+    gate = threading.Event()
+    threads = []
+
+    def process(items):
+        threads.append((threading.current_thread().name, list(items)))
+        if items == [0]:
+            gate.wait(5)
+        return [i * 10 for i in items]
+
+    batcher = MicroBatcher(process, max_batch=8, max_wait_s=0.0, max_queue=100, name="the-worker")
+    assert batcher.inline_lone
+    lone: list = []
+    caller = threading.Thread(target=lambda: lone.append(batcher.submit(0)), name="caller")
+    caller.start()
+    time.sleep(0.05)  # the caller is now running [0] itself, held at the gate
+    queued = [batcher.submit(i) for i in (1, 2, 3)]
+    assert batcher.queued() == 3
+    gate.set()
+    caller.join(5)
+    assert lone[0].result(5) == 0 and [f.result(5) for f in queued] == [10, 20, 30]
+    batcher.close()
+    assert threads == [("caller", [0]), ("the-worker", [1, 2, 3])]
+    assert batcher.inline_batches == 1 and batcher.batches == 2
+    waiting = MicroBatcher(process, 8, 0.001, 10)
+    assert not waiting.inline_lone  # a positive wait always batches on the worker
+    waiting.close()
 
 
 def test_a_lone_request_waits_at_most_max_wait():
@@ -81,7 +111,7 @@ def test_wrong_result_count_fails_the_batch():
 def test_queue_full_cancelled_and_close():
     gate = threading.Event()
     rec = Recorder(gate=gate)
-    batcher = MicroBatcher(rec, max_batch=1, max_wait_s=0.0, max_queue=2)
+    batcher = MicroBatcher(rec, max_batch=1, max_wait_s=0.0, max_queue=2, inline_lone=False)
     busy = batcher.submit(0)
     time.sleep(0.05)
     queued = [batcher.submit(1), batcher.submit(2)]
