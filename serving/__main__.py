@@ -9,10 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-# FAISS's OpenMP threads spin while waiting by default; on a shared machine that steals the cores the
-# tower and the HTTP threads need (see bench/bench_index.py). Must be set before faiss loads libgomp.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run directory (model/, data/, index/current)")
@@ -39,6 +35,10 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    # FAISS's OpenMP threads spin while waiting by default; on a shared machine that steals the cores the
+    # tower and the HTTP threads need (see bench/bench_index.py). Only takes effect before faiss is imported
+    # (it is not, on the `python -m serving` and `twotower serve` paths).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from serving.app import serve
 
     return serve(args.run, args.host, args.port, **parse_options(args.options))
