@@ -28,6 +28,7 @@ def test_defaults_switch_everything_off_and_round_trip():
     (SSLConfig, {"multi_value_dropout": 1.0}, r"multi_value_dropout must be in \[0, 1\), got 1.0"),
     (SSLConfig, {"sequence_dropout": -0.5}, r"sequence_dropout must be in \[0, 1\), got -0.5"),
     (SSLConfig, {"cfm_k": -1}, r"cfm_k must be >= 0"),
+    (SSLConfig, {"query_batch_size": 1}, r"query_batch_size must be >= 2 .* or 0 .*got 1"),
 ])
 def test_bad_values_name_the_key_and_value(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -104,3 +104,11 @@ def test_query_ssl_drops_history_and_groups_by_user():
     users = np.array([1, 2, 1, 3])
     assert got == pytest.approx(numpy_contrastive(z1, z2, 0.5, users), rel=1e-5)
     np.testing.assert_array_equal(k1.numpy() + k2.numpy(), 1)
+    # batch_size = 2: the loss of the first two queries only
+    first2 = QuerySSL(tower, aug, temperature=0.5, seed=2, batch_size=2)
+    got2 = float(first2({k: tf.constant(v) for k, v in q.items()}, step))
+    (in1, k1), (in2, k2) = aug.views({k: tf.constant(v[:2]) for k, v in q.items()},
+                                     step_seed(2, step, STREAM_SSL_QUERY_VIEWS))
+    z1 = tower.numpy_embed({k: v.numpy() for k, v in in1.items()}, k1.numpy())
+    z2 = tower.numpy_embed({k: v.numpy() for k, v in in2.items()}, k2.numpy())
+    assert got2 == pytest.approx(numpy_contrastive(z1, z2, 0.5, users[:2]), rel=1e-5)

@@ -131,7 +131,8 @@ class TwoTowerModel(tfrs.Model):
                                     ssl.item_batch_size, ssl.temperature, self.seed, name="item_ssl")
             if ssl.query_side:
                 augmenter = self._augmenter(query_tower, query_correlation, "query", ssl.sequence_dropout)
-                self.query_ssl = QuerySSL(query_tower, augmenter, ssl.temperature, self.seed, name="query_ssl")
+                self.query_ssl = QuerySSL(query_tower, augmenter, ssl.temperature, self.seed,
+                                          batch_size=ssl.query_batch_size, name="query_ssl")
         # counts draws of MNS / SSL: stateless seeds (seed, step), checkpointed with the model
         self.sample_step = self.add_weight(name="sample_step", shape=(), dtype=tf.int64, initializer="zeros",
                                            trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)

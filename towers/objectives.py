@@ -82,8 +82,11 @@ class SSLConfig:
                           in both views (the views then share the id embedding)
     cfm_k                 k of CFM; 0 = the number of maskable features of the tower
     query_side            also apply the loss to two augmented views of the query (user features
-                          masked as above + dropout of history elements); the batch is the
-                          training batch's queries
+                          masked as above + dropout of history elements) of the training batch's
+                          queries
+    query_batch_size      query side: the first this many queries of the (shuffled) training
+                          batch, i.e. a uniform sample of it; 0 = the whole batch. Each query costs
+                          two extra query-tower passes
     sequence_dropout      query side: each history element is dropped with this probability, per view
     """
 
@@ -95,6 +98,7 @@ class SSLConfig:
     mask_ids: bool = True
     cfm_k: int = 0
     query_side: bool = False
+    query_batch_size: int = 256
     sequence_dropout: float = 0.2
 
     def __post_init__(self):
@@ -106,6 +110,8 @@ class SSLConfig:
                ">= 2 (the other items of the batch are the negatives)", self.item_batch_size)
         _check(0.0 <= self.multi_value_dropout < 1.0, owner, "multi_value_dropout", "in [0, 1)",
                self.multi_value_dropout)
+        _check(self.query_batch_size == 0 or self.query_batch_size >= 2, owner, "query_batch_size",
+               ">= 2 (the other queries are the negatives) or 0 (the whole batch)", self.query_batch_size)
         _check(self.cfm_k >= 0, owner, "cfm_k", ">= 0 (0 = number of maskable features)", self.cfm_k)
         _check(0.0 <= self.sequence_dropout < 1.0, owner, "sequence_dropout", "in [0, 1)", self.sequence_dropout)
 

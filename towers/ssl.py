@@ -12,7 +12,7 @@ from the negatives. The model adds ``weight`` · L per side to the retrieval los
 ItemSSL   each step draws ``item_batch_size`` rows UNIFORMLY (with replacement) from the item corpus
           (``towers.negatives.ItemCorpus``), not from the training stream, so the tail is seen
           as often as the head; views by RFM / CFM feature masking + multi-value dropout.
-QuerySSL  the training batch's queries; views by feature masking of the query tower's parts
+QuerySSL  the first ``batch_size`` queries of the (shuffled) training batch; views by feature masking of the query tower's parts
           (user features, "history") + dropout of history elements (→ "", works with any history
           encoder) + multi-value dropout.
 """
@@ -67,8 +67,10 @@ class QuerySSL(tf.keras.layers.Layer):
     """SSL loss of the query tower on a batch of raw query inputs:
     ``call(query_inputs, step, training) -> scalar`` (unweighted)."""
 
-    def __init__(self, query_tower, augmenter: TwoViewAugmenter, temperature: float, seed: int, **kwargs):
+    def __init__(self, query_tower, augmenter: TwoViewAugmenter, temperature: float, seed: int,
+                 batch_size: int = 0, **kwargs):
         super().__init__(**kwargs)
+        self.batch_size = int(batch_size)  # 0 = every query of the batch
         self.query_tower = query_tower
         self.augmenter = augmenter
         self.temperature = float(temperature)
@@ -76,6 +78,8 @@ class QuerySSL(tf.keras.layers.Layer):
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: skip AST conversion
     def call(self, query_inputs: dict, step, training=False):
+        if self.batch_size:
+            query_inputs = {name: value[:self.batch_size] for name, value in query_inputs.items()}
         (in1, keep1), (in2, keep2) = self.augmenter.views(query_inputs,
                                                           step_seed(self.seed, step, STREAM_SSL_QUERY_VIEWS))
         z1 = self.query_tower(in1, training=training, feature_mask=keep1)
