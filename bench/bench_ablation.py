@@ -61,8 +61,8 @@ SSL_BASE = "mns"  # the same model without SSL
 
 DATA = {
     "movielens": ["data.source=movielens-100k"],
-    "long-tail": ["data.source=synthetic", "data.synthetic.flavour=long-tail", "data.synthetic.num_users=5000",
-                  "data.synthetic.num_items=3000", "data.synthetic.num_interactions=100000"],
+    "long-tail": ["data.source=synthetic", "data.synthetic.flavour=long-tail", "data.synthetic.num_users=3000",
+                  "data.synthetic.num_items=2000", "data.synthetic.num_interactions=60000"],
 }
 KS = (10, 50, 100)
 SLICES = {"overall": "overall/all", "head": "popularity/head", "tail": "popularity/tail"}

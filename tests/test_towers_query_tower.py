@@ -88,3 +88,21 @@ def test_missing_inputs_are_reported():
     del feats["history_timestamps"]
     with pytest.raises(ValueError, match=r"query tower inputs are missing \['history_timestamps'\]"):
         tower(feats)
+
+
+def test_ids_encoder_reads_only_the_user_id():
+    ds, split = planted()
+    cfg = TowerConfig(output_dim=8, id_embedding_dim=8, feature_embedding_dim=4, hidden_units=(8,), max_history=3,
+                      user_encoder="ids")
+    vocab = build_vocabularies(ds, split.train, cfg)
+    item_ids = make_item_id_embedding(vocab, cfg)
+    tower = QueryTower(item_ids, vocab, cfg)
+    assert tower.feature_names == ("user_id",) and tower.history_encoder is None and tower.features is None
+    assert tower.raw_input_names == ("user_id", "gender", "age", "history", "history_timestamps", "timestamp")
+    a = tower(query(["u1"], [["i1", "i2", "i3"]], gender=["f"], age=[30.0])).numpy()
+    b = tower(query(["u1"], [["i7", "", ""]], gender=["m"], age=[60.0])).numpy()
+    assert np.allclose(a, b, atol=1e-6) and not np.allclose(a, tower(query(["u2"], [["i1"]])).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="has no history encoder"):
+        tower.encode_history(query(["u1"], [["i1"]]))
+    with pytest.raises(ValueError, match="a history_encoder was given but tower.user_encoder is 'ids'"):
+        QueryTower(item_ids, vocab, cfg, history_encoder=tf.keras.layers.Lambda(lambda h, t, n: h))

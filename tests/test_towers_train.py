@@ -5,7 +5,7 @@ import pytest
 
 from tests.towers_fixtures import planted, planted_dataset, leave_last_out, popularity_and_model_recall, \
     trained_planted
-from towers.config import TrainConfig
+from towers.config import SequenceConfig, TowerConfig, TrainConfig
 from towers.inputs import eval_queries, item_features_batch
 from towers.train import train
 
@@ -89,3 +89,18 @@ def test_early_stopping_on_validation_recall_stops_and_restores(tmp_path):
     recall = result.history["val_recall@5"]
     assert len(recall) == 2 and recall[0] == recall[1]  # no improvement after epoch 1: stop after epoch 2
     assert result.stopped_epoch == 1
+
+
+def test_clue_pretraining_then_retrieval_and_joint_training_report_the_clue_loss(tmp_path):
+    ds, split = _small()
+    split = dataclasses.replace(split, valid=split.valid.iloc[:0])
+    tower = TowerConfig(output_dim=8, id_embedding_dim=8, feature_embedding_dim=4, hidden_units=(8,), max_history=6,
+                        user_encoder="sequence", sequence=SequenceConfig(max_length=6, width=8, ff_dim=8))
+    cfg = TrainConfig(tower=tower, epochs=1, batch_size=64, verbose=0, tensorboard=False, keep_checkpoints=0,
+                      clue="pretrain", clue_epochs=3, clue_views="windows", learning_rate=0.01)
+    pre = train(ds, split, cfg, tmp_path / "pre")
+    clue = pre.extra["clue_pretrain"]["history"]["clue_loss"]
+    assert len(clue) == 3 and clue[-1] < clue[0] and len(pre.history["loss"]) == 1
+    joint = train(ds, split, dataclasses.replace(cfg, clue="joint", clue_weight=0.5), tmp_path / "joint")
+    assert "clue_pretrain" not in joint.extra and len(joint.history["clue_loss"]) == 1
+    assert all(np.isfinite(joint.history["clue_loss"]))

@@ -110,6 +110,7 @@ class ClueObjective(tf.keras.layers.Layer):
                                                    "history_timestamps": history_timestamps}, training=training)
         return tf.math.l2_normalize(self.projection(encoded), axis=-1)
 
+    @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: skip AST conversion
     def call(self, inputs, training=False):
         query = inputs["query"]
         (h1, t1), (h2, t2) = history_views(query["history"], query["history_timestamps"], self.views, self.crop)
@@ -135,6 +136,7 @@ class CluePretrainer(tf.keras.Model):
     def metrics(self):
         return [self.loss_tracker]
 
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, inputs):
         with tf.GradientTape() as tape:
             loss = self.objective(inputs, training=True)

@@ -418,7 +418,7 @@ def examples_query_features(dataset: Dataset, ex: Examples) -> dict[str, np.ndar
 
 def make_tf_dataset(dataset: Dataset, examples: Examples, batch_size: int, shuffle: bool, seed: int,
                     shuffle_buffer: int = 0, epochs: int | None = None, first_epoch: int = 0,
-                    drop_remainder: bool = False, cache: bool = False):
+                    drop_remainder: bool = False, cache: bool = False, history_width: int | None = None):
     """tf.data.Dataset of batches {"query": {...}, "candidate": {...}, "weight": float32 [B]}.
 
     query / candidate follow the contract dicts (history width = the batch's longest history,
@@ -433,11 +433,16 @@ def make_tf_dataset(dataset: Dataset, examples: Examples, batch_size: int, shuff
     shuffle_buffer  0 = a full shuffle, else a buffered one of that many examples
     drop_remainder  drop each epoch's last, smaller batch (replicas need equal splits)
     cache           keep the materialised batches after the first pass (fixed order only)
+    history_width   None: each batch's history is as wide as its longest one; an int: always this
+                    wide (``examples.max_history``; one shape, so Keras traces its step once)
     """
     from towers.tf_env import tf  # deferred: the pandas helpers above do not need TensorFlow
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if history_width is not None and history_width < max(examples.max_history, 1):
+        raise ValueError(f"history_width {history_width} would cut histories of up to {examples.max_history} "
+                         "items; use None or >= examples.max_history")
     if len(examples) == 0:
         raise ValueError("no examples: the interactions given are empty")
     check_user_feature_names(dataset.user_features)
@@ -458,7 +463,7 @@ def make_tf_dataset(dataset: Dataset, examples: Examples, batch_size: int, shuff
         u = tf.gather(user_rows, idx)
         i = tf.gather(item_rows, idx)
         start, length = tf.gather(h_start, idx), tf.gather(h_len, idx)
-        width = tf.maximum(tf.reduce_max(length), 1)
+        width = tf.maximum(tf.reduce_max(length), 1) if history_width is None else tf.constant(history_width, tf.int64)
         cols = tf.range(width, dtype=tf.int64)
         valid = cols[tf.newaxis, :] < length[:, tf.newaxis]
         pos = tf.where(valid, start[:, tf.newaxis] + cols[tf.newaxis, :], 0)

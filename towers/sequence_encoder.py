@@ -66,6 +66,7 @@ class _Block(tf.keras.layers.Layer):
         self.ff_out = tf.keras.layers.Dense(cfg.width, name="ff_out")
         self.dropout = tf.keras.layers.Dropout(cfg.dropout)
 
+    @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: skip AST conversion
     def call(self, x, attention_mask, training=False):
         h = self.norm_attention(x)
         x = x + self.dropout(self.attention(h, h, attention_mask=attention_mask, training=training),
@@ -128,6 +129,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         out = tf.reshape(tf.gather(vectors, position), tf.concat([tf.shape(history), [-1]], axis=0))
         return out * tf.cast(known, tf.float32)[..., tf.newaxis]
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, history, history_timestamps, timestamp, training=False):
         history, history_timestamps = keep_most_recent(history, tf.cast(history_timestamps, tf.int64),
                                                        self.max_length)

@@ -140,7 +140,7 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
         valid_ex = heldout_examples(dataset, split.train, valid, cfg.tower.max_history, cfg.use_weights)
         valid_ds = make_tf_dataset(dataset, valid_ex, cfg.batch_size, shuffle=False, seed=cfg.seed,
                                    drop_remainder=replicated and len(valid_ex) >= cfg.batch_size,
-                                   cache=True)
+                                   cache=True, history_width=valid_ex.max_history)
         n_valid = len(valid_ex)
 
     with strategy.scope():
@@ -149,7 +149,7 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
         # Create every variable (towers, then optimizer slots) eagerly, so Keras traces its train
         # step once instead of twice (a tf.function that creates variables is traced again).
         probe = make_tf_dataset(dataset, train_ex.subset(np.arange(min(len(train_ex), cfg.batch_size))),
-                                cfg.batch_size, shuffle=False, seed=cfg.seed)
+                                cfg.batch_size, shuffle=False, seed=cfg.seed, history_width=train_ex.max_history)
         model.compute_loss(next(iter(probe)), training=False)
         model.optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
@@ -164,7 +164,7 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
 
     train_ds = make_tf_dataset(dataset, train_ex, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                shuffle_buffer=cfg.shuffle_buffer, epochs=cfg.epochs, first_epoch=initial_epoch,
-                               drop_remainder=replicated)
+                               drop_remainder=replicated, history_width=train_ex.max_history)
     chief = is_chief(strategy)
     timer = _EpochTimer()
     callbacks = [timer]
@@ -206,8 +206,10 @@ def _clue_pretrain(dataset, train_ex, model, cfg: TrainConfig, strategy, replica
     with strategy.scope():
         pretrainer = CluePretrainer(clue_objective(model.query_tower, cfg, 1.0))
         pretrainer.compile(optimizer=make_optimizer(cfg), steps_per_execution=cfg.steps_per_execution)
+        pretrainer.optimizer.build(pretrainer.objective.trainable_variables)  # slots now: the step traces once
     data = make_tf_dataset(dataset, train_ex, cfg.batch_size, shuffle=True, seed=cfg.seed + 1,
-                           shuffle_buffer=cfg.shuffle_buffer, epochs=cfg.clue_epochs, drop_remainder=replicated)
+                           shuffle_buffer=cfg.shuffle_buffer, epochs=cfg.clue_epochs, drop_remainder=replicated,
+                           history_width=train_ex.max_history)
     timer = _EpochTimer()
     fit = pretrainer.fit(data, epochs=cfg.clue_epochs, callbacks=[timer], verbose=cfg.verbose,
                          steps_per_epoch=batches_per_epoch(len(train_ex), cfg.batch_size, replicated))
