@@ -36,3 +36,20 @@ def test_bad_values_name_the_key_and_value(cls, kwargs, message):
 def test_literal_values_are_checked_by_from_dict():
     with pytest.raises(ValueError, match=r"optimizer: 'sgd' is not one of \['adam', 'adagrad'\]"):
         from_dict(TrainConfig, {"optimizer": "sgd"})
+
+
+def test_new_switches_are_checked_with_the_fix():
+    from towers.config import TrainConfig
+    from twotower.strict import from_dict
+    cfg = from_dict(TrainConfig, {"clue": "joint", "strategy": "mirrored", "logical_cpus": 2, "resume": True,
+                                  "loss": {"logq": "streaming", "mns_negatives": 8}, "ssl": {"mode": "cfm"},
+                                  "tower": {"user_encoder": "sequence", "sequence": {"max_length": 10}}})
+    assert cfg.loss.logq == "streaming" and cfg.ssl.mode == "cfm" and cfg.tower.sequence.max_length == 10
+    with pytest.raises(ValueError, match="clue must be 'off', 'pretrain' or 'joint', got 'yes'"):
+        TrainConfig(clue="yes")
+    with pytest.raises(ValueError, match=r"clue_crop must be in \(0, 1\], got 1.5"):
+        TrainConfig(clue_crop=1.5)
+    with pytest.raises(ValueError, match="strategy must be 'default', 'mirrored' or 'multi_worker', got 'tpu'"):
+        TrainConfig(strategy="tpu")
+    with pytest.raises(ValueError, match="logical_cpus must be >= 0"):
+        TrainConfig(logical_cpus=-1)

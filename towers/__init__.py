@@ -10,10 +10,15 @@ Read in this order:
                   multi_categorical, numeric, text) with OOV buckets
   head.py         per-feature vectors → optional per-example feature mask → MLP → L2 norm
   item_tower.py   item id + item features → [B, D]
-  query_tower.py  user id + user features + bag of history items (shared item-id table) → [B, D]
-  model.py        TwoTowerModel: TFRS Retrieval, in-batch softmax over cosine / temperature
+  sequence_encoder.py  Transformer over the history (shared item tables, position + time-gap
+                  embeddings, padding mask, mean / last pooling)
+  query_tower.py  user encoder (tower.user_encoder: ids | features | sequence) → [B, D]
+  model.py        TwoTowerModel: TFRS Retrieval, in-batch softmax over cosine / temperature,
+                  logQ, MNS, SSL (objectives.py, frequency.py, negatives.py, feature_masking.py, ssl.py)
+  clue.py         CLUE contrastive objective on the user encoder (pretraining or joint)
+  strategy.py     tf.distribute strategy from the config (default | mirrored | multi_worker)
   monitor.py      val_recall@k callback (exact top-k over the catalogue)
-  train.py        train(dataset, split, cfg, out_dir) -> TrainResult
+  train.py        train(dataset, split, cfg, out_dir) -> TrainResult (resume, early stopping)
   export.py       export_towers / load_tower: SavedModels taking raw features, one model version
 
 TensorFlow is imported only through ``towers.tf_env``; importing this package does not import it.
