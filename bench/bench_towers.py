@@ -12,6 +12,7 @@ Data: MovieLens-100K from ``--movielens`` (default .cache/ml-100k) when it exist
 ``recdata.synthetic`` with 100k interactions. Usage::
 
     .venv/bin/python -m bench.bench_towers [--epochs 10] [--batch-size 1024] [--synthetic]
+        [--user-encoder ids|features|sequence]
 """
 from __future__ import annotations
 
@@ -53,19 +54,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--user-encoder", choices=["ids", "features", "sequence"], default="features")
     args = parser.parse_args(argv)
 
-    from towers.config import TrainConfig
+    from towers.config import TowerConfig, TrainConfig
     from towers.inputs import eval_queries, item_features_batch, make_tf_dataset, training_examples
     from towers.train import train
 
     ds, split = load(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, verbose=args.verbose, tensorboard=False,
-                      keep_checkpoints=0)
+                      keep_checkpoints=0, tower=TowerConfig(user_encoder=args.user_encoder))
 
     # baseline 1: the input pipeline alone, two passes (the second is the steady state)
     ex = training_examples(ds, split.train, cfg.tower.max_history)
-    data = make_tf_dataset(ds, ex, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    data = make_tf_dataset(ds, ex, cfg.batch_size, shuffle=True, seed=cfg.seed, history_width=ex.max_history)
     for _ in range(2):
         start = time.perf_counter()
         for batch in data:
@@ -94,7 +96,7 @@ def main(argv=None) -> dict:
     steady = result.epoch_train_seconds[1:] or result.epoch_train_seconds
     report = {
         "dataset": ds.name, "train_interactions": len(split.train), "items": len(ds.items), "users": len(ds.users),
-        "config": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, **{
+        "config": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "user_encoder": cfg.tower.user_encoder, **{
             k: v for k, v in dataclasses.asdict(cfg.tower).items() if k in ("output_dim", "hidden_units", "max_history")}},
         "input_pipeline_examples_per_s": round(pipeline_eps),
         "train_examples_per_s": round(result.examples_per_second),
