@@ -98,7 +98,7 @@ class SSLConfig:
     mask_ids: bool = True
     cfm_k: int = 0
     query_side: bool = False
-    query_batch_size: int = 256
+    query_batch_size: int = 128
     sequence_dropout: float = 0.2
 
     def __post_init__(self):
