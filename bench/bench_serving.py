@@ -15,7 +15,8 @@ Load. The service runs as its own process (``python -m serving``, OMP_WAIT_POLIC
 127.0.0.1. This process sends requests OPEN-LOOP: request i is due at t0 + i / rate whatever happened to
 earlier ones, each on an idle keep-alive connection (a new one when all are busy), and its latency is
 measured from its due time to the last byte of the answer (so queueing in the client counts too: no
-coordinated omission). Mix: ``--raw-share`` raw-feature requests (random features + 10 random real
+coordinated omission). At most ``--max-connections`` (256) are open, like a client pool; a due request
+that finds all of them busy waits for one, and the wait is part of its latency. Mix: ``--raw-share`` raw-feature requests (random features + 10 random real
 items as history), the rest known MovieLens users; k=``--k``, exclude_seen true.
 
 Baselines in the same run: "bare" = the query tower + index search called directly, one request at a
@@ -212,9 +213,14 @@ async def _exchange(reader, writer, body: bytes) -> int:
     return status
 
 
-async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float) -> dict:
-    """Send rate * duration requests at fixed due times; latency = answer time - due time."""
+async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float, max_connections: int) -> dict:
+    """Send rate * duration requests at fixed due times; latency = answer time - due time.
+
+    At most ``max_connections`` requests are in flight (a client pool); a due request waits for a free
+    connection, and that wait counts in its latency.
+    """
     count = int(rate * duration)
+    slots = asyncio.Semaphore(max_connections)
     idle: list = []
     latencies = np.full(count, np.nan)
     statuses = np.zeros(count, dtype=np.int64)
@@ -223,18 +229,19 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float
 
     async def one(i: int, due: float):
         nonlocal connections
-        conn = idle.pop() if idle else None
-        try:
-            if conn is None:
-                conn = await asyncio.open_connection(HOST, port)
-                connections += 1
-            statuses[i] = await _exchange(*conn, bodies[i % len(bodies)])
-            latencies[i] = loop.time() - due
-            idle.append(conn)
-        except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
-            statuses[i] = -1
-            if conn is not None:
-                conn[1].close()
+        async with slots:
+            conn = idle.pop() if idle else None
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection(HOST, port)
+                    connections += 1
+                statuses[i] = await _exchange(*conn, bodies[i % len(bodies)])
+                latencies[i] = loop.time() - due
+                idle.append(conn)
+            except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
+                statuses[i] = -1
+                if conn is not None:
+                    conn[1].close()
 
     start = loop.time() + 0.05
     tasks = []
@@ -258,12 +265,12 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float
             "max": float(lat.max()) if len(lat) else float("nan")}
 
 
-def run_rates(server: Server, bodies, rates, duration, label) -> list[dict]:
+def run_rates(server: Server, bodies, rates, duration, label, max_connections) -> list[dict]:
     rows = []
-    asyncio.run(open_loop(server.port, bodies, 50, 2.0))  # warm-up, not reported
+    asyncio.run(open_loop(server.port, bodies, 50, 2.0, max_connections))  # warm-up, not reported
     for rate in rates:
         before, cpu_before = server.get("/healthz"), server.cpu_seconds()
-        row = asyncio.run(open_loop(server.port, bodies, rate, duration))
+        row = asyncio.run(open_loop(server.port, bodies, rate, duration, max_connections))
         after, cpu_after = server.get("/healthz"), server.cpu_seconds()
         batches = after["batches"] - before["batches"]
         row.update(server=label, mean_batch=(after["requests"] - before["requests"]) / max(batches, 1),
@@ -286,6 +293,7 @@ def main(argv=None) -> None:
     p.add_argument("--rates", default="50,100,200", help="request rates (req/s), comma-separated")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per rate (bounded: <= 120)")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--max-connections", type=int, default=256, help="client connection pool size")
     p.add_argument("--raw-share", type=float, default=0.2, help="share of raw-feature requests")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="ServingConfig for the batched server, e.g. --set max_wait_ms=2")
@@ -318,7 +326,7 @@ def main(argv=None) -> None:
             info = server.get("/version")
             print(f"# server {label}: index {info['index_factory']}, {info['index_count']} items, "
                   f"params {info['search_params']}, model {info['model_version']}", flush=True)
-            rows += run_rates(server, bodies, rates, args.duration, label)
+            rows += run_rates(server, bodies, rates, args.duration, label, args.max_connections)
         finally:
             server.stop()
     print(f"# load average {os.getloadavg()[0]:.1f} at the end\n")
