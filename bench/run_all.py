@@ -18,7 +18,9 @@ BENCHMARKS = {
     "eval": ["bench.bench_eval"],
     "beam": ["bench.bench_beam"],
 }
-OPTIONAL = {"serving": ["bench.bench_serving"], "ablation": ["bench.bench_ablation"]}
+OPTIONAL = {"ssl_overhead": ["bench.bench_ssl_overhead", "sequence"], "serving": ["bench.bench_serving"],
+            "ablation": ["bench.bench_ablation"], "scaling": ["towers.scaling", "--grid", "configs/scaling_default.yaml",
+                                                             "--out", "runs/scaling"]}
 
 
 def main(argv: list[str]) -> int:
