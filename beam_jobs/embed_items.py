@@ -210,11 +210,12 @@ class PackShardChunks(beam.DoFn):
         self._buffer = []
 
     def process(self, element):
-        # Not a generator: most calls only buffer, and returning None is cheaper per element.
+        # Not a generator: most calls only buffer, and returning () is cheaper per element
+        # (returning None would work too, but Beam logs a warning for it).
         self._buffer.append(element)
         if len(self._buffer) >= self._chunk_rows:
             return list(self._flush())
-        return None
+        return ()
 
     def finish_bundle(self):
         for chunk in self._flush():

@@ -183,7 +183,9 @@ def throughput(out: Path, items: Path, model_dir: Path, repeats: int, batch: int
     for name, fn in runs:
         seconds = best_of(repeats, fn)
         result[f"{name}_items_per_s"] = n / seconds
-        log(f"  {name:<11} {n / seconds:>10,.0f} items/s  ({seconds:.2f} s)")
+        result[f"{name}_loadavg_after"] = os.getloadavg()[0]
+        log(f"  {name:<11} {n / seconds:>10,.0f} items/s  ({seconds:.2f} s; 1-min load average after: "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     result["ratio_vs_plain_job"] = result["pipeline_items_per_s"] / result["plain_job_items_per_s"]
     result["ratio_vs_model_only"] = result["pipeline_items_per_s"] / max(result["model_rows_items_per_s"],
                                                                         result["model_cols_items_per_s"])
@@ -247,9 +249,10 @@ def rebuild(out: Path, items: Path, model_dir: Path, n: int, factory: str, nprob
         raise RuntimeError(f"rebuild of {n} items failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_seconds"] = wall
+    result["loadavg_after"] = os.getloadavg()[0]
     steps = ", ".join(f"{k} {v:.1f}" for k, v in result["steps"].items())
     head = (f"  {n:>9,} items: {result['seconds']:.1f} s in run_rebuild ({wall:.1f} s with Python/TF start-up); "
-            f"steps: {steps}; peak RSS {result['peak_rss_mib']:,.0f} MiB; ")
+            f"steps: {steps}; peak RSS {result['peak_rss_mib']:,.0f} MiB; load average {result['loadavg_after']:.1f}; ")
     if "refused" in result:
         log(head + "REFUSED TO PUBLISH: " + result["refused"].replace("\n", " "))
     else:
