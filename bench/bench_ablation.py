@@ -106,9 +106,9 @@ def load_rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def mean_std(values) -> str:
+def mean_std(values, digits: int = 3) -> str:
     v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f}±{v.std(ddof=1):.3f}"
+    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f}±{v.std(ddof=1):.{digits}f}"
 
 
 def report(out: Path) -> str:
@@ -125,9 +125,9 @@ def report(out: Path) -> str:
     for name in [v for v in VARIANTS if v in by_variant]:
         runs = by_variant[name]
         cells = [mean_std([r["metrics"][c] for r in runs]) for c in cols]
-        eps = mean_std([r["examples_per_second"] for r in runs]).replace(".000", "")
+        eps = mean_std([r["examples_per_second"] for r in runs], 0)
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | " + " | ".join(cells)
-                     + f" | {eps} | {mean_std([r['epochs'] for r in runs])} |")
+                     + f" | {eps} | {mean_std([r['epochs'] for r in runs], 0)} |")
     for base, values in next((r["baselines"] for r in rows if r["baselines"]), {}).items():
         lines.append(f"| baseline:{base} | - | " + " | ".join(f"{values[c]:.3f}" for c in cols) + " | | |")
     lines.append("")
