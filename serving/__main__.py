@@ -20,18 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_options(pairs: list[str]) -> dict:
     """["max_batch=32", "reload_interval_s=null"] → {"max_batch": 32, "reload_interval_s": None} (YAML values)."""
-    import yaml
+    from twotower.strict import parse_overrides
 
-    out = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r} (e.g. --set max_batch=32)")
-        try:
-            out[key.strip()] = yaml.safe_load(raw.strip()) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
-    return out
+    return dict(parse_overrides(pairs))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ def test_unknown_key_in_file_names_file_and_allowed_keys(tmp_path):
 def test_unknown_override_and_bad_values():
     with pytest.raises(ValueError, match=r"unknown config key 'trian' in 'trian.epochs' for RunConfig; allowed keys: \['data'"):
         load_config(None, ["trian.epochs=3"])
-    with pytest.raises(ValueError, match=r"--set expects section.key=value, got 'train.epochs'"):
+    with pytest.raises(ValueError, match=r"--set expects KEY=VALUE, got 'train.epochs'"):
         parse_overrides(["train.epochs"])
     with pytest.raises(TypeError, match="expected int"):
         load_config(None, ["train.epochs=many"])

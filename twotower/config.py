@@ -22,7 +22,7 @@ from indexing.spec import IndexSpec
 from recdata.loading import DataConfig
 from towers.config import TrainConfig
 from twotower.artifacts import atomic_write_text
-from twotower.strict import from_dict, replace_path, to_dict
+from twotower.strict import from_dict, parse_overrides, replace_path, to_dict
 
 
 @dataclass(frozen=True)
@@ -38,28 +38,6 @@ class RunConfig:
     def __post_init__(self):
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"RunConfig.name must be a plain directory name, got {self.name!r}")
-
-
-def parse_overrides(pairs: list[str] | None) -> list[tuple[str, object]]:
-    """``["train.epochs=3", "index.factory=HNSW32,Flat"]`` → ``[(path, value), ...]``.
-
-    Values are parsed as YAML scalars/lists (``3`` → int, ``[10, 50]`` → list, ``off`` stays a string
-    where the field is a string: YAML 1.1 booleans are not applied to plain words).
-    """
-    out = []
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects section.key=value, got {pair!r} (e.g. --set train.epochs=3)")
-        raw = raw.strip()
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError as exc:
-            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
-        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
-            value = raw  # keep words like on/off/yes/no literal
-        out.append((key.strip(), value))
-    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -132,3 +132,27 @@ def replace_path(obj: T, dotted: str, value: Any, _full: str | None = None) -> T
         return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value, full)})
     hints = typing.get_type_hints(type(obj))
     return dataclasses.replace(obj, **{head: _coerce(value, hints[head], full)})
+
+
+def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
+    """``["train.epochs=3", "index.factory=HNSW32,Flat"]`` → ``[(key, value), ...]``: every ``--set`` flag.
+
+    Values are parsed as YAML scalars/lists (``3`` → int, ``[10, 50]`` → list, ``null`` → None); YAML 1.1
+    booleans are applied only to ``true``/``false``, so words like ``on``/``off``/``yes``/``no`` stay strings.
+    """
+    import yaml
+
+    out = []
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r} (e.g. --set train.epochs=3)")
+        raw = raw.strip()
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {pair!r}: the value is not valid YAML ({exc})") from None
+        if isinstance(value, bool) and raw.lower() not in ("true", "false"):
+            value = raw
+        out.append((key.strip(), value))
+    return out
