@@ -172,8 +172,11 @@ def test_new_index_is_picked_up_under_load_with_zero_failed_requests(server, run
     try:
         time.sleep(0.3)
         new = publish_index(run, perturb=0.3, seed=11)            # publish + flip current while requests fly
-        refused = publish_index(run, model_version="not-this-model", seed=12)  # then one of another model
         deadline = time.monotonic() + 60
+        # the watcher polls `current`: let it load `new` before flipping again, or it may never see it
+        while server.service.state.version != new and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = publish_index(run, model_version="not-this-model", seed=12)  # then one of another model
         while refused not in server.service.watcher.refused and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
