@@ -77,3 +77,9 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--run", str(tmp_path / "r"), "--set", "train.epocs=1"]) == 2
     assert "unknown config key 'epocs' in 'train.epocs'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_scaling_command_reports_a_missing_grid_clearly(tmp_path, capsys):
+    assert main(["scaling", "--grid", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "grid file" in err and "does not exist" in err and "configs/scaling_default.yaml" in err

@@ -9,6 +9,7 @@
     twotower rollback --run R [--to V]        flip R/index/current back to a previous version
     twotower eval R                           recall etc. by popularity slice, exact vs index, with CIs
     twotower compare RUN_A RUN_B              paired bootstrap of the difference per metric and slice
+    twotower scaling [--grid G] [--out O]     CLUE scaling-law sweep (resumable), power-law fits, plots, report
     twotower serve --run R [--port 8080]      HTTP: POST /topk, GET /healthz, GET /version; hot index reload
     twotower demo                             fetch MovieLens-100K and run every stage end to end
 
@@ -75,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("run_b", type=Path)
     cmp_.add_argument("--source", default="exact", help="exact or index rankings (default exact)")
     cmp_.add_argument("--out", type=Path, default=None, help="directory for compare.md/json/png (default RUN_B/eval/compare)")
+
+    scaling = sub.add_parser("scaling", help="CLUE scaling-law sweep: train a grid, fit L(C)=a*C^-b+c, plot, report")
+    scaling.add_argument("--grid", type=Path, default=Path("configs/scaling_default.yaml"), help="grid YAML")
+    scaling.add_argument("--out", type=Path, default=Path("runs/scaling"), help="output directory")
+    scaling.add_argument("--no-resume", action="store_true", help="rerun points that already finished")
+    scaling.add_argument("--report-only", action="store_true", help="fit and report from finished points only")
 
     serve = sub.add_parser("serve", help="HTTP top-k service over the run's query tower and current index")
     from serving.__main__ import add_arguments as add_serving_arguments

@@ -201,6 +201,15 @@ def cmd_demo(args, extra) -> int:
     return 0
 
 
+def cmd_scaling(args, extra) -> int:
+    from towers.scaling.__main__ import main as scaling_main
+
+    argv = ["--grid", str(args.grid), "--out", str(args.out)]
+    argv += ["--no-resume"] if args.no_resume else []
+    argv += ["--report-only"] if args.report_only else []
+    return scaling_main(argv)
+
+
 def cmd_serve(args, extra) -> int:
     from serving.__main__ import run
 
@@ -209,7 +218,7 @@ def cmd_serve(args, extra) -> int:
 
 COMMANDS = {
     "data": cmd_data, "train": cmd_train, "embed": cmd_embed, "rebuild": cmd_rebuild, "rollback": cmd_rollback,
-    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "serve": cmd_serve, "demo": cmd_demo,
+    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "scaling": cmd_scaling, "serve": cmd_serve, "demo": cmd_demo,
 }
 
 
