@@ -22,7 +22,7 @@ from indexing.spec import IndexSpec
 from recdata.loading import DataConfig
 from towers.config import TrainConfig
 from twotower.artifacts import atomic_write_text
-from twotower.strict import from_dict, parse_overrides, replace_path, to_dict
+from twotower.strict import from_dict, parse_overrides, read_yaml_mapping, replace_path, to_dict
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist; see configs/ for examples")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "config file", "configs/demo.yaml")
     try:
         cfg = from_dict(RunConfig, data)
     except (TypeError, ValueError) as exc:

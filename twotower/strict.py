@@ -156,3 +156,21 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[str, Any]]:
             value = raw
         out.append((key.strip(), value))
     return out
+
+
+def read_yaml_mapping(path, what: str, example: str) -> dict:
+    """Read a YAML file whose top level must be a mapping; errors name the file and ``example``."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; see {example} for an example")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data

@@ -38,7 +38,7 @@ import yaml
 from eval.config import EvalConfig
 from recdata.loading import DataConfig
 from towers.config import SequenceConfig, TowerConfig, TrainConfig
-from twotower.strict import from_dict, to_dict
+from twotower.strict import from_dict, read_yaml_mapping, to_dict
 
 
 @dataclass(frozen=True)
@@ -287,14 +287,7 @@ def point_key(grid: ScalingGrid, point: SweepPoint) -> str:
 def load_grid(path: str | Path) -> ScalingGrid:
     """Read and check a grid YAML file; errors name the file and the offending key."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"grid file {path} does not exist; see configs/scaling_default.yaml for an example")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "grid file", "configs/scaling_default.yaml")
     try:
         return from_dict(ScalingGrid, data)
     except (TypeError, ValueError) as exc:
