@@ -106,6 +106,18 @@ class _FakeRunner:
         return _fake_result(grid, point, key)
 
 
+@pytest.fixture
+def no_plots(monkeypatch):
+    """The resume tests check the bookkeeping; the report is written without its (slow) plots."""
+    from towers.scaling import report, sweep
+
+    def markdown_only(out_dir, grid, results, fits, failures=(), missing=()):
+        return report.atomic_write_text(Path(out_dir) / "report.md",
+                                        report.render_markdown(grid, results, fits, list(failures), list(missing)))
+
+    monkeypatch.setattr(sweep, "write_report", markdown_only)
+
+
 def _three_point_grid(tmp_path):
     blocks = [{"models": [{"num_layers": 1, "width": w} for w in (8, 16, 32)]}]
     return _grid_file(tmp_path, sweep={**TINY["sweep"], "blocks": blocks},
@@ -113,7 +125,7 @@ def _three_point_grid(tmp_path):
                                                                  "num_interactions": 40}})
 
 
-def test_resume_reruns_failed_and_crashed_points_only(tmp_path):
+def test_resume_reruns_failed_and_crashed_points_only(tmp_path, no_plots):
     grid_path = _three_point_grid(tmp_path)
     grid = load_grid(grid_path)
     keys = [point_key(grid, p) for p in expand_points(grid)]
@@ -140,7 +152,7 @@ def test_resume_reruns_failed_and_crashed_points_only(tmp_path):
     assert third.calls == keys
 
 
-def test_a_result_of_another_key_or_schema_is_not_reused(tmp_path):
+def test_a_result_of_another_key_or_schema_is_not_reused(tmp_path, no_plots):
     grid_path = _three_point_grid(tmp_path)
     grid = load_grid(grid_path)
     key = point_key(grid, expand_points(grid)[0])
@@ -156,7 +168,7 @@ def test_a_result_of_another_key_or_schema_is_not_reused(tmp_path):
     assert key in runner.calls
 
 
-def test_report_only_trains_nothing(tmp_path):
+def test_report_only_trains_nothing(tmp_path, no_plots):
     grid_path = _three_point_grid(tmp_path)
     out = tmp_path / "out"
     run_sweep(grid_path, out, log=lambda m: None, run_point=_FakeRunner())

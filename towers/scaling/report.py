@@ -8,7 +8,8 @@
     points.csv              one row per finished point
     fits.json               ``towers.scaling.laws.fit_laws`` output
     loss_vs_compute.png     every point's loss after each epoch against its cumulative FLOPs, one
-                            colour per model size (one line per point), the frontier and the fitted law
+                            colour per model size (solid: the model axis, one line per size; dashed:
+                            the other points), the frontier and the fitted law
     recall_vs_compute.png   recall@K overall / head / tail against the point's FLOPs (with CIs)
     loss_vs_params_data.png L(N) and L(D) with their fits
     loss_vs_batch.png       final loss against batch size, one line per model size (points that
@@ -27,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from towers.scaling.grid import ScalingGrid
-from towers.scaling.laws import LAWS, checkpoints
+from towers.scaling.laws import LAWS, checkpoints, on_axis
 from twotower.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from twotower.strict import to_dict
 
 PLOTS = ("loss_vs_compute.png", "recall_vs_compute.png", "loss_vs_params_data.png", "loss_vs_batch.png")
 R2_POOR = 0.9
@@ -62,7 +64,7 @@ def _colours(labels):
 
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -71,7 +73,9 @@ def _curve_range(x, pad: float = 1.5):
     return np.geomspace(lo / pad, hi * pad, 200)
 
 
-def plot_loss_vs_compute(results, fits, loss: str, path: Path) -> None:
+def plot_loss_vs_compute(results, fits, loss: str, path: Path, base: dict | None = None) -> None:
+    """Solid lines: the model axis (points equal to ``base`` but for the model), one per model
+    size; dashed: the other points (data, sequence length, batch size variants)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.5, 5))
@@ -87,7 +91,9 @@ def plot_loss_vs_compute(results, fits, loss: str, path: Path) -> None:
         c, v = zip(*pts)
         label = None if r["label"] in shown else f"{r['label']} (N={r['params']['non_embedding']:,})"
         shown.add(r["label"])
-        ax.plot(c, v, "-o", color=colours[r["label"]], ms=3, lw=1, alpha=0.85, label=label)
+        main = on_axis(r["point"], base, "model")
+        ax.plot(c, v, "-o" if main else "--o", color=colours[r["label"]], ms=3, lw=1.5 if main else 0.8,
+                alpha=0.9 if main else 0.5, label=label)
     for law, style in (("compute", "--"), ("compute_pure", ":")):
         fit = fits.get(law, {}).get("fit")
         if fit:
@@ -102,7 +108,7 @@ def plot_loss_vs_compute(results, fits, loss: str, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel(f"{loss} contrastive loss")
-    ax.set_title("CLUE loss against compute (one line per point, colour = model size)")
+    ax.set_title("CLUE loss against compute (colour = model size; dashed = other axes' points)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
@@ -374,7 +380,7 @@ def write_report(out_dir: str | Path, grid: ScalingGrid, results: list[dict], fi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loss = grid.fit.loss
-    plot_loss_vs_compute(results, fits, loss, out / PLOTS[0])
+    plot_loss_vs_compute(results, fits, loss, out / PLOTS[0], to_dict(grid.sweep.base))
     plot_recall_vs_compute(results, out / PLOTS[1])
     plot_params_data(fits, out / PLOTS[2])
     plot_loss_vs_batch(results, loss, out / PLOTS[3])
