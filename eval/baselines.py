@@ -1,13 +1,17 @@
-"""Reference systems graded by the same suite: most-popular, uniform random, implicit ALS.
+"""Reference systems graded by the same suite: most-popular, uniform random, implicit ALS and BPR.
 
-Each respects the same per-query exclusions as the model. ``baseline_results`` grades all three
-and returns one ``EvalResult`` per baseline, to sit as reference rows next to the model's.
+Each respects the same per-query exclusions as the model. ``baseline_results`` grades the ones
+named in ``EvalConfig.baselines`` (or ``include``) and returns one ``EvalResult`` per baseline, to
+sit as reference rows next to the model's.
 
   popularity  items by training count, descending; ties by catalogue row, ascending
   random      a uniform random sample (without replacement) of the non-excluded items, in random
               order; seeded, one generator for the whole call, queries in row order
   als         implicit's AlternatingLeastSquares (CPU) on the binary query x item training matrix,
               ranked exactly by inner product of user and item factors (``evaluate_vectors``)
+  bpr         implicit's BayesianPersonalizedRanking (CPU, one thread: seeded runs repeat exactly)
+              on the same binary matrix; score = user factors · item factors + item bias, ranked
+              exactly like ALS
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from eval.cases import Exclusions, as_exclusions
-from eval.config import EvalConfig
+from eval.config import BASELINES, EvalConfig
 from eval.evaluate import evaluate_rankings, evaluate_vectors
 from eval.result import EvalResult
 from eval.slices import validate_counts
@@ -90,6 +94,33 @@ def als_vectors(user_items, factors: int = 32, regularization: float = 0.01, alp
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
+def bpr_vectors(user_items, factors: int = 32, learning_rate: float = 0.01, regularization: float = 0.01,
+                iterations: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fit implicit BPR; returns (query vectors float32 (m, factors + 1), item vectors float32 (n, factors + 1)).
+
+    user_items  sparse (m, n) training interactions; BPR reads only which entries are non-zero.
+    The last column holds 1 for every query and the item's bias for every item, so the inner
+    product is BPR's score u·v + b_i. One thread: implicit's multi-threaded SGD (Hogwild) does not
+    repeat from a seed.
+    """
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    if not sp.issparse(user_items):
+        raise TypeError(f"user_items must be a scipy sparse (queries x items) matrix, got {type(user_items).__name__}")
+    matrix = sp.csr_matrix(user_items, dtype=np.float32)
+    if matrix.nnz == 0:
+        raise ValueError("user_items has no interactions; BPR needs training data")
+    if matrix.shape[1] < 2:
+        raise ValueError(f"BPR samples a negative item per positive: it needs at least 2 items, got {matrix.shape[1]}")
+    with threadpool_limits(1, "blas"):
+        model = BayesianPersonalizedRanking(factors=factors, learning_rate=learning_rate,
+                                            regularization=regularization, iterations=iterations,
+                                            num_threads=1, random_state=seed)
+        model.fit(matrix, show_progress=False)
+    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
+
+
 def _exclusions(exclusions, num_queries: int | None, num_items: int) -> Exclusions:
     if isinstance(exclusions, Exclusions):
         return exclusions
@@ -109,14 +140,16 @@ def binary_user_items(exclusions: Exclusions) -> sp.csr_matrix:
 
 def baseline_results(test_cases, exclusions, train_counts, config: EvalConfig | None = None, *,
                      user_items=None, history_lengths=None, query_ids=None, als_factors: int = 32,
-                     seed: int = 0, include: tuple[str, ...] = ("popularity", "random", "als")
+                     bpr_factors: int = 32, seed: int = 0, include: tuple[str, ...] | None = None
                      ) -> list[EvalResult]:
-    """Grade the baselines in ``include`` with the same cases, exclusions and config as a model.
+    """Grade the baselines in ``include`` (default ``config.baselines``) with the same cases,
+    exclusions and config as a model.
 
-    ``user_items`` (sparse (m, n)) trains ALS; default: the binary matrix of the exclusions.
-    Results are named "popularity", "random", f"als-{als_factors}".
+    ``user_items`` (sparse (m, n)) trains ALS and BPR; default: the binary matrix of the exclusions.
+    Results are named "popularity", "random", f"als-{als_factors}", f"bpr-{bpr_factors}", in that order.
     """
     config = config or EvalConfig()
+    include = config.baselines if include is None else tuple(include)
     counts = validate_counts(train_counts, len(np.asarray(train_counts)))
     if exclusions is None:
         raise ValueError("baselines need the exclusions (the users' training items) to know the query count")
@@ -124,9 +157,9 @@ def baseline_results(test_cases, exclusions, train_counts, config: EvalConfig | 
         exclusions.num_queries if isinstance(exclusions, Exclusions) else len(exclusions))
     excl = as_exclusions(exclusions, num_queries, len(counts))
     common = dict(exclusions=excl, history_lengths=history_lengths, query_ids=query_ids)
-    unknown = set(include) - {"popularity", "random", "als"}
+    unknown = set(include) - set(BASELINES)
     if unknown:
-        raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from popularity, random, als")
+        raise ValueError(f"unknown baseline(s) {sorted(unknown)}; choose from {', '.join(BASELINES)}")
     out = []
     if "popularity" in include:
         ranks = popularity_rankings(counts, config.max_k, excl)
@@ -136,10 +169,15 @@ def baseline_results(test_cases, exclusions, train_counts, config: EvalConfig | 
         ranks = random_rankings(len(counts), config.max_k, excl, seed=seed)
         out.append(evaluate_rankings(ranks, test_cases, counts, config, name="random",
                                      metadata={"baseline": "random", "seed": seed}, **common))
+    matrix = binary_user_items(excl) if user_items is None else user_items
     if "als" in include:
-        matrix = binary_user_items(excl) if user_items is None else user_items
         users, items = als_vectors(matrix, factors=als_factors, seed=seed)
         out.append(evaluate_vectors(users, items, test_cases, excl, counts, config, name=f"als-{als_factors}",
                                     metadata={"baseline": "als", "factors": als_factors, "seed": seed},
+                                    history_lengths=history_lengths, query_ids=query_ids))
+    if "bpr" in include:
+        users, items = bpr_vectors(matrix, factors=bpr_factors, seed=seed)
+        out.append(evaluate_vectors(users, items, test_cases, excl, counts, config, name=f"bpr-{bpr_factors}",
+                                    metadata={"baseline": "bpr", "factors": bpr_factors, "seed": seed},
                                     history_lengths=history_lengths, query_ids=query_ids))
     return out

@@ -9,6 +9,7 @@ and saved verbatim next to every result, so a ``metrics.json`` says exactly how 
       torso_share: 0.0         # 0 = no torso tier; e.g. 0.3 makes head 20% / torso 30% / tail 50%
       activity_thresholds: [10]  # users with < 10 training items are "short history"
       bootstrap_samples: 1000
+      baselines: [popularity, random, als, bpr]   # reference rows graded next to the model
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from typing import Literal
 from twotower.strict import from_dict, to_dict
 
 ExcludedTargets = Literal["drop", "keep", "error"]
+# reference systems eval.baselines can grade, in the order their rows are reported
+BASELINES = ("popularity", "random", "als", "bpr")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class EvalConfig:
     excluded_targets    test cases whose target is among the query's excluded (training) items can
                         never be retrieved: "drop" them (counted in the result), "keep" them as
                         certain misses, or raise ("error").
+    baselines           the reference systems graded next to the model (``eval.baselines``), any of
+                        "popularity", "random", "als" (implicit ALS, 32 factors), "bpr" (implicit
+                        BPR, 32 factors); () = none.
     """
 
     ks: tuple[int, ...] = (10, 50, 100)
@@ -53,6 +59,7 @@ class EvalConfig:
     query_block: int = 4096
     item_block: int = 16384
     excluded_targets: ExcludedTargets = "drop"
+    baselines: tuple[str, ...] = BASELINES
 
     def __post_init__(self):
         ks = tuple(self.ks)
@@ -90,6 +97,14 @@ class EvalConfig:
             raise ValueError(
                 f"EvalConfig.excluded_targets must be 'drop', 'keep' or 'error', got {self.excluded_targets!r}"
             )
+        names = (self.baselines,) if isinstance(self.baselines, str) else tuple(self.baselines)
+        if any(b not in BASELINES for b in names) or len(set(names)) != len(names) \
+                or isinstance(self.baselines, str):
+            raise ValueError(
+                f"EvalConfig.baselines must be a list of distinct names among {list(BASELINES)}, got "
+                f"{self.baselines if isinstance(self.baselines, str) else list(names)!r}; e.g. baselines: [popularity, als, bpr], or [] for none"
+            )
+        object.__setattr__(self, "baselines", names)
 
     @property
     def max_k(self) -> int:
