@@ -18,7 +18,7 @@ def tower_and_batch():
 
 
 class _PublicOnly:
-    """The tower seen only through its public API (no serving signature to call directly)."""
+    """The tower seen only through its public API."""
 
     def __init__(self, tower):
         self._tower = tower
@@ -29,22 +29,17 @@ class _PublicOnly:
         return self._tower(features)
 
 
-def test_fast_path_equals_the_loaded_tower(tower_and_batch):
+def test_encoder_equals_the_loaded_tower_chunked_or_not(tower_and_batch):
     tower, features = tower_and_batch
     encoder = QueryEncoder(tower)
-    assert encoder.fast and encoder.model_version == tower.model_version and encoder.output_dim == 16
-    want = tower(features)
+    assert encoder.model_version == tower.model_version and encoder.output_dim == 16
+    want = tower(features, batch_size=7)  # several signature calls, stitched back in order
+    assert len(want) > 7
     np.testing.assert_allclose(encoder(features), want, atol=1e-6)
     one = {k: v[:1] for k, v in features.items()}
     np.testing.assert_allclose(encoder(one), want[:1], atol=1e-6)
-    assert encoder(one).dtype == np.float32
-
-
-def test_falls_back_to_the_public_call(tower_and_batch):
-    tower, features = tower_and_batch
-    encoder = QueryEncoder(_PublicOnly(tower))
-    assert not encoder.fast
-    np.testing.assert_allclose(encoder(features), tower(features), atol=1e-6)
+    assert encoder(one).dtype == np.float32 and encoder(one).shape == (1, 16)
+    np.testing.assert_allclose(QueryEncoder(_PublicOnly(tower))(features), want, atol=1e-6)
 
 
 def test_inputs_that_do_not_match_the_features_are_refused(tower_and_batch):
@@ -52,4 +47,7 @@ def test_inputs_that_do_not_match_the_features_are_refused(tower_and_batch):
     odd = _PublicOnly(tower)
     odd.feature_names = tuple(tower.feature_names) + ("shoe_size",)
     with pytest.raises(ValueError, match="the query tower takes .*shoe_size.* re-export the towers"):
+        QueryEncoder(odd)
+    odd.feature_names = tuple(n for n in tower.feature_names if n != "history")
+    with pytest.raises(ValueError, match="the query tower takes .* but its features imply .*'history'"):
         QueryEncoder(odd)

@@ -44,6 +44,27 @@ def test_saved_towers_match_in_memory_towers():
     np.testing.assert_allclose(query_tower(long), query_tower(q), atol=1e-5)
 
 
+def test_one_call_path_equals_the_chunked_path_and_the_in_memory_towers():
+    """B <= batch_size goes to the signature in one call (no slicing); the result is the same."""
+    ds, split, result, model_dir, version = exported()
+    item_tower, query_tower = loaded()
+    items = item_features_batch(ds.items, ds.item_features)
+    q = eval_queries(ds, split, result.config.tower.max_history).features
+    for tower, features, in_memory in ((item_tower, items, result.item_tower), (query_tower, q, result.query_tower)):
+        n = len(features[tower.feature_names[0]])
+        whole = tower(features)  # one call
+        chunked = tower(features, batch_size=n // 3)  # 4 calls, the last one short
+        np.testing.assert_allclose(whole, chunked, atol=1e-6)
+        np.testing.assert_allclose(whole, in_memory(features).numpy(), atol=1e-6)
+        assert whole.dtype == np.float32 and whole.shape == (n, tower.output_dim)
+        one = {k: v[:1] for k, v in features.items()}
+        np.testing.assert_allclose(tower(one), whole[:1], atol=1e-6)
+        np.testing.assert_allclose(tower(features, batch_size=n), whole, atol=1e-6)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad!r}"):
+            item_tower(items, batch_size=bad)
+
+
 def test_both_towers_carry_one_model_version_and_the_manifest_checks_out():
     ds, split, result, model_dir, version = exported()
     item_tower, query_tower = loaded()

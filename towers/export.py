@@ -204,11 +204,20 @@ class LoadedTower:
         return f"LoadedTower({str(self.path)!r}, model_version={self.model_version!r}, dim={self.output_dim})"
 
     def __call__(self, features: dict, batch_size: int = 8192) -> np.ndarray:
-        """Embed a batch of raw features (dict of arrays) → np.float32 [B, D], ``batch_size`` rows per call."""
+        """Embed a batch of raw features (dict of arrays) → np.float32 [B, D], ``batch_size`` rows per call.
+
+        A batch of at most ``batch_size`` rows goes to the serving signature in one call, without
+        slicing or concatenating (online batches of 1..64 rows: the eager slice ops cost more than
+        the tower); larger batches are cut into ``batch_size``-row chunks and stitched back in order.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         tensors = self._check(features)
         n = next(iter(tensors.values())).shape[0]
         if n == 0:
             return np.zeros((0, self.output_dim), dtype=np.float32)
+        if n <= batch_size:
+            return self._serve(**tensors)["embedding"].numpy().astype(np.float32, copy=False)
         out = [self._serve(**{k: v[s:s + batch_size] for k, v in tensors.items()})["embedding"].numpy()
                for s in range(0, n, batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False)
