@@ -69,7 +69,7 @@ def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec) -> None:
         raise ValueError(f"training the index failed on {len(sample)} vectors: {_faiss_reason(exc)}") from None
 
 
-def apply_search_params(index: faiss.Index, nprobe: int | None, ef_search: int | None) -> dict:
+def apply_search_params(index: faiss.Index, nprobe: int | None = None, ef_search: int | None = None) -> dict:
     """Set nprobe (IVF) / efSearch (HNSW) on a CPU index via FAISS's ParameterSpace; None = the default.
 
     Returns the values actually applied, e.g. {"nprobe": 64} (nprobe is capped at nlist).

@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from indexing import faiss_index as fi
+from indexing import tuning as tn
 from indexing.gpu import GPU_MAX_K, GpuIndex, maybe_to_gpu
 from indexing.recall import recall_against_exact
 from indexing.spec import IndexSpec
@@ -118,11 +119,23 @@ class Exclusions:
         return (self.keys[pos] == keys) & (rows >= 0)
 
 
+def sample_rows(n: int, size: int, seed) -> np.ndarray:
+    """Sorted rows int64 of a seeded sample of min(size, n) distinct rows out of 0..n-1."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False)).astype(np.int64)
+
+
 class ItemIndex:
-    """Item vectors searchable by inner product; see the module docstring for the semantics."""
+    """Item vectors searchable by inner product; see the module docstring for the semantics.
+
+    Search effort: an explicit ``spec.nprobe`` / ``spec.ef_search`` wins; else ``search_params`` (the values a
+    saved index was tuned to); else the spec defaults, and -- when ``spec.target_recall`` is set -- the index
+    is *pending tuning*: the next ``measure_recall(vectors)`` (which ``build`` calls, and so does the Beam
+    rebuild's validation after ``from_faiss``) first runs ``tune(vectors)``.
+    """
 
     def __init__(self, cpu_index: faiss.Index, item_ids, spec: IndexSpec, model_version: str, factory: str,
-                 recall: dict | None = None):
+                 recall: dict | None = None, *, search_params: dict | None = None, tuning: dict | None = None):
         if cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError("ItemIndex needs an inner-product FAISS index (METRIC_INNER_PRODUCT)")
         if not isinstance(model_version, str):
@@ -133,9 +146,16 @@ class ItemIndex:
         self._model_version = model_version
         self._factory = factory
         self._exact = fi.is_exact(cpu_index)
-        self._params = fi.apply_search_params(cpu_index, spec.nprobe, spec.ef_search)
+        saved = search_params or {}
+        self._params = fi.apply_search_params(
+            cpu_index, spec.nprobe if spec.nprobe is not None else saved.get("nprobe"),
+            spec.ef_search if spec.ef_search is not None else saved.get("ef_search"))
         self._gpu: GpuIndex | None = maybe_to_gpu(cpu_index, spec, self._params)
         self.recall = recall
+        self.tuning = tuning
+        knob = tn.knob(cpu_index, spec.recall_k)
+        self._tune_pending = (search_params is None and spec.target_recall is not None and knob is not None
+                              and getattr(spec, knob[0]) is None)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -167,20 +187,71 @@ class ItemIndex:
         factory = factory or spec.resolve_factory(int(index.ntotal), int(index.d))
         return cls(index, item_ids, spec, model_version, factory, recall)
 
+    @property
+    def tune_pending(self) -> bool:
+        """True until ``tune`` has run on an index whose spec asks for tuning (see the class docstring)."""
+        return self._tune_pending
+
+    def _check_vectors(self, vectors) -> np.ndarray:
+        vectors = as_float32_matrix(vectors, "vectors", self.dim)
+        if len(vectors) != self.ntotal:
+            raise ValueError(f"vectors has {len(vectors)} rows but the index holds {self.ntotal}; pass exactly the "
+                             "vectors the index was built from, in row order")
+        return vectors
+
+    def tune(self, vectors, queries=None, target_recall: float | None = None) -> dict | None:
+        """Set nprobe / ef_search to the smallest value reaching ``target_recall`` (default
+        ``spec.target_recall``) on ``queries`` (see ``indexing.tuning``); stored in ``.tuning``.
+
+        vectors float32 (n, d): the rows this index holds. queries default to ``spec.tune_queries`` item
+        vectors sampled with seed (spec.seed, 1) from the rows *not* in the recall-check sample, so the
+        recall ``measure_recall`` reports afterwards is measured on held-out queries. Returns None for
+        indices without a knob (Flat, plain PQ). Clears ``.recall``.
+        """
+        target = target_recall if target_recall is not None else self._spec.target_recall
+        if target is None:
+            raise ValueError("no recall target: pass target_recall=... or build with IndexSpec.target_recall set")
+        vectors = self._check_vectors(vectors)
+        source = "given"
+        if queries is None:
+            n = len(vectors)
+            held_out = np.setdiff1d(np.arange(n, dtype=np.int64), sample_rows(n, self._spec.recall_queries,
+                                                                                self._spec.seed))
+            if len(held_out) >= 2:
+                queries = vectors[held_out[sample_rows(len(held_out), self._spec.tune_queries, [self._spec.seed, 1])]]
+                source = "item_vectors_held_out"
+            else:  # too few items to hold any out: tune on all of them
+                queries, source = vectors, "item_vectors_all"
+        queries = as_float32_matrix(queries, "queries", self.dim)
+        if len(queries) == 0:
+            raise ValueError("tune needs at least one query, got 0")
+        result = tn.tune(self._cpu, vectors, queries, self._spec.recall_k, target, source)
+        self._tune_pending = False
+        if result is None:
+            # nothing to tune; put the knobs tune() may have touched back
+            fi.apply_search_params(self._cpu, self._params.get("nprobe"), self._params.get("ef_search"))
+            return None
+        params = {**self._params, result.param: result.value}
+        self._params = fi.apply_search_params(self._cpu, params.get("nprobe"), params.get("ef_search"))
+        if self._gpu is not None:
+            self._gpu.set_search_params(self._params)
+        self.tuning = result.to_dict()
+        self.recall = None
+        return self.tuning
+
     def measure_recall(self, vectors, queries=None, k: int | None = None) -> dict:
         """recall@k against exact search over ``vectors`` (the rows this index holds); stored in ``.recall``.
 
         queries default to ``spec.recall_queries`` item vectors sampled with ``spec.seed`` (self-queries:
         a proxy when real query embeddings are not at hand; pass real ones when you have them).
+        Runs ``tune(vectors)`` first when the index is pending tuning.
         """
-        vectors = as_float32_matrix(vectors, "vectors", self.dim)
-        if len(vectors) != self.ntotal:
-            raise ValueError(f"vectors has {len(vectors)} rows but the index holds {self.ntotal}")
+        vectors = self._check_vectors(vectors)
+        if self._tune_pending:
+            self.tune(vectors)
         source = "given"
         if queries is None:
-            rng = np.random.default_rng(self._spec.seed)
-            take = min(self._spec.recall_queries, len(vectors))
-            queries = vectors[np.sort(rng.choice(len(vectors), size=take, replace=False))]
+            queries = vectors[sample_rows(len(vectors), self._spec.recall_queries, self._spec.seed)]
             source = "item_vectors_sample"
         queries = as_float32_matrix(queries, "queries", self.dim)
         k = min(k or self._spec.recall_k, self.ntotal)
@@ -244,11 +315,15 @@ class ItemIndex:
         """Change search effort (None keeps the current value). Clears ``.recall``: re-measure it."""
         spec = dataclasses.replace(self._spec, nprobe=nprobe if nprobe is not None else self._spec.nprobe,
                                    ef_search=ef_search if ef_search is not None else self._spec.ef_search)
-        self._params = fi.apply_search_params(self._cpu, spec.nprobe, spec.ef_search)
+        self._params = fi.apply_search_params(
+            self._cpu, spec.nprobe if spec.nprobe is not None else self._params.get("nprobe"),
+            spec.ef_search if spec.ef_search is not None else self._params.get("ef_search"))
         self._spec = spec
         if self._gpu is not None:
             self._gpu.set_search_params(self._params)
         self.recall = None
+        self.tuning = None
+        self._tune_pending = False
         return dict(self._params)
 
     def __repr__(self) -> str:

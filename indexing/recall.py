@@ -27,9 +27,10 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     return flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(vectors)))
 
 
-def recall_from_results(found_rows: np.ndarray, vectors: np.ndarray, queries: np.ndarray,
-                        exact_scores: np.ndarray, k: int) -> float:
-    """recall@k of ``found_rows`` int64 (m, >=k; -1 = none) given exact top-k scores (m, min(k, n))."""
+def per_query_recall(found_rows: np.ndarray, vectors: np.ndarray, queries: np.ndarray,
+                     exact_scores: np.ndarray, k: int) -> np.ndarray:
+    """recall@k of each query, float64 (m,): found_rows int64 (m, >=k; -1 = none), exact top-k scores
+    (m, min(k, n)) from ``exact_top_k``."""
     kk = min(k, len(vectors))
     if kk == 0 or len(queries) == 0:
         raise ValueError(f"recall needs at least one query and one item, got {len(queries)} and {len(vectors)}")
@@ -39,7 +40,13 @@ def recall_from_results(found_rows: np.ndarray, vectors: np.ndarray, queries: np
                             vectors[np.where(valid, rows, 0)].astype(np.float32))
     kth = exact_scores[:, kk - 1:kk]
     hits = valid & (true_scores >= kth - TIE_TOLERANCE)
-    return float(np.minimum(hits.sum(axis=1), kk).mean() / kk)
+    return np.minimum(hits.sum(axis=1), kk) / kk
+
+
+def recall_from_results(found_rows: np.ndarray, vectors: np.ndarray, queries: np.ndarray,
+                        exact_scores: np.ndarray, k: int) -> float:
+    """recall@k of ``found_rows`` int64 (m, >=k; -1 = none) given exact top-k scores (m, min(k, n))."""
+    return float(per_query_recall(found_rows, vectors, queries, exact_scores, k).mean())
 
 
 def recall_against_exact(index: Searchable, vectors: np.ndarray, queries: np.ndarray, k: int) -> float:

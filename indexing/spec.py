@@ -65,6 +65,11 @@ class IndexSpec:
     seed           seeds the training sample, k-means and the recall query sample.
     memory_budget_bytes  host memory the index may use; drives the "auto" choice.
     recall_k, recall_queries  size of the recall check run after every build (reported in the manifest).
+    target_recall  when nprobe (IVF) / ef_search (HNSW) is left None, the build tunes it: the smallest value
+                   whose recall@recall_k on ``tune_queries`` held-out item vectors reaches this target with
+                   a 2-standard-error margin (``indexing.tuning``). None = no tuning, use the fixed defaults
+                   (default_nprobe, DEFAULT_EF_SEARCH). An explicit nprobe / ef_search is never tuned.
+    tune_queries   item vectors (seeded, disjoint from the recall-check sample when n allows) tuned on.
     """
 
     factory: str = "auto"
@@ -80,6 +85,8 @@ class IndexSpec:
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES
     recall_k: int = 100
     recall_queries: int = 1000
+    target_recall: float | None = 0.95
+    tune_queries: int = 1000
 
     def __post_init__(self):
         if not isinstance(self.factory, str) or not self.factory.strip():
@@ -95,7 +102,13 @@ class IndexSpec:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"IndexSpec.{name} must be a positive int or None (= default), got {value!r}")
-        for name in ("ef_construction", "train_size", "memory_budget_bytes", "recall_k", "recall_queries"):
+        if self.target_recall is not None and (
+                isinstance(self.target_recall, bool) or not isinstance(self.target_recall, (int, float))
+                or not 0.0 < self.target_recall <= 1.0):
+            raise ValueError(f"IndexSpec.target_recall must be a number in (0, 1] or None (= no tuning), got "
+                             f"{self.target_recall!r}")
+        for name in ("ef_construction", "train_size", "memory_budget_bytes", "recall_k", "recall_queries",
+                     "tune_queries"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"IndexSpec.{name} must be a positive int, got {value!r}")

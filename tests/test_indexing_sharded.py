@@ -48,6 +48,21 @@ def test_contiguous_shards_in_any_order_equal_single_build_bit_for_bit(data, fac
         np.testing.assert_array_equal(a, b)
 
 
+def test_tuned_sharded_build_equals_tuned_single_build(data):
+    # build() tunes nprobe; the Beam path wraps the merged index (pending tuning) and its validation's
+    # measure_recall tunes it: same data, same seeds -> same nprobe, same bytes, same recall.
+    x, q, ids = data
+    spec = IndexSpec(factory="IVF64,Flat", gpu="never", recall_k=20, recall_queries=100, tune_queries=100)
+    single = ItemIndex.build(x, ids, spec, "mv")
+    wrapped = ItemIndex.from_faiss(sharded_build(x, spec, contiguous(len(x), 4)), ids, spec, "mv")
+    assert wrapped.tune_pending and wrapped.tuning is None
+    assert wrapped.measure_recall(x) == single.recall
+    assert wrapped.tuning == single.tuning and single.tuning["value"] > 1
+    assert fi.serialize(wrapped.faiss_index) == fi.serialize(single.faiss_index)
+    for a, b in zip(wrapped.search(q, 20), single.search(q, 20)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_interleaved_ivf_shards_return_the_same_results_as_single_build(data):
     x, q, ids = data
     spec = IndexSpec(factory="IVF64,Flat", nprobe=8, gpu="never", recall_queries=100)
@@ -62,7 +77,7 @@ def test_interleaved_ivf_shards_return_the_same_results_as_single_build(data):
 
 def test_hnsw_is_rebuilt_sequentially_in_merge_with_good_recall(data):
     x, q, ids = data
-    spec = IndexSpec(factory="HNSW16,Flat", gpu="never", recall_k=10, recall_queries=100)
+    spec = IndexSpec(factory="HNSW16,Flat", ef_search=64, gpu="never", recall_k=10, recall_queries=100)
     merged = sharded_build(x, spec, contiguous(len(x), 3))
     assert merged.ntotal == len(x)
     index = ItemIndex.from_faiss(merged, ids, spec, "mv", factory="HNSW16,Flat")

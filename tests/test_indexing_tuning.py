@@ -1,0 +1,146 @@
+"""Build-time tuning (indexing.tuning, ItemIndex.tune) vs a brute-force NumPy reference."""
+import math
+
+import faiss
+import numpy as np
+import pytest
+
+from indexing import faiss_index as fi
+from indexing.item_index import ItemIndex
+from indexing.spec import IndexSpec, default_nprobe
+from indexing.store import load_index, save_index
+from indexing.synthetic import clustered_vectors
+from indexing.tuning import Z, knob, ladder, tune
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_faiss_thread():
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, q = clustered_vectors(8000, 16, 150, seed=11)
+    return x, q, [f"i{i}" for i in range(len(x))]
+
+
+SPEC = IndexSpec(factory="IVF64,Flat", gpu="never", recall_k=20, recall_queries=200, tune_queries=200,
+                 target_recall=0.95)
+
+
+def brute_recall_per_query(x, q, found, k):
+    """Slow reference: |found ∩ exact top-k| / k per query, exact top-k by float64 argsort."""
+    s = q.astype(np.float64) @ x.astype(np.float64).T
+    out = []
+    for i in range(len(q)):
+        truth = set(np.argsort(-s[i], kind="stable")[:k].tolist())
+        out.append(len(truth & set(found[i, :k].tolist())) / k)
+    return np.array(out)
+
+
+def test_ladder_is_increasing_fine_grained_and_ends_at_high():
+    assert ladder(1, 64) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64]
+    assert ladder(100, 300) == [100, 112, 128, 160, 192, 224, 256, 300]
+    assert ladder(5, 5) == [5]
+    with pytest.raises(ValueError, match="need 1 <= low <= high, got low=0"):
+        ladder(0, 4)
+
+
+def test_tune_picks_the_smallest_ladder_value_meeting_the_target(data):
+    x, q, _ = data
+    index = fi.new_index("IVF64,Flat", x.shape[1], SPEC)
+    fi.train(index, x, SPEC)
+    index.add(x)
+    k, target = 20, 0.95
+    result = tune(index, x, q, k, target, "test")
+    # reference: per-query recall by brute force at every ladder value, same lower-bound rule
+    chosen = None
+    for value in ladder(1, 64):
+        index.nprobe = value
+        per_query = brute_recall_per_query(x, q, index.search(q, k)[1], k)
+        bound = per_query.mean() - Z * per_query.std(ddof=1) / math.sqrt(len(q))
+        if bound >= target:
+            chosen = value
+            break
+        last_failing = (value, per_query.mean())
+    assert chosen is not None and chosen > 1
+    assert (result.param, result.value, result.reached) == ("nprobe", chosen, True)
+    assert index.nprobe == chosen  # left set
+    assert result.curve[-1][0] == chosen and result.curve[-2] == (last_failing[0], round(last_failing[1], 6))
+    assert result.recall_lower_bound >= target
+
+
+def test_unreachable_target_reports_it_and_keeps_the_largest_value(data):
+    x, q, _ = data
+    index = fi.new_index("IVF16,PQ2x4", x.shape[1], SPEC)  # 1-byte codes: recall@20 stays far below 1
+    fi.train(index, x, SPEC)
+    index.add(x)
+    result = tune(index, x, q[:40], 20, 1.0, "test")
+    assert not result.reached and result.value == 16 and result.recall < 0.9
+    assert [v for v, _ in result.curve] == ladder(1, 16)
+
+
+def test_knob_per_family():
+    assert knob(faiss.index_factory(8, "Flat", faiss.METRIC_INNER_PRODUCT), 10) is None
+    assert knob(faiss.index_factory(8, "PQ4", faiss.METRIC_INNER_PRODUCT), 10) is None
+    assert knob(faiss.index_factory(8, "IVF32,PQ4x4fs,RFlat", faiss.METRIC_INNER_PRODUCT), 10)[0] == "nprobe"
+    name, values = knob(faiss.index_factory(8, "HNSW8,Flat", faiss.METRIC_INNER_PRODUCT), 10)
+    assert name == "ef_search" and values[0] == 10  # efSearch < k searches like k
+    with pytest.raises(ValueError, match=r"target recall must be in \(0, 1\], got 1.5"):
+        tune(faiss.IndexFlatIP(8), np.zeros((1, 8), np.float32), np.zeros((1, 8), np.float32), 1, 1.5, "x")
+
+
+def test_build_tunes_deterministically_and_reports_held_out_recall(data):
+    x, q, ids = data
+    a = ItemIndex.build(x, ids, SPEC, "mv")
+    b = ItemIndex.build(x, ids, SPEC, "mv")
+    assert a.tuning == b.tuning and fi.serialize(a.faiss_index) == fi.serialize(b.faiss_index)
+    assert a.tuning["query_source"] == "item_vectors_held_out" and a.tuning["num_queries"] == 200
+    assert a.search_params == {"nprobe": a.tuning["value"]} and not a.tune_pending
+    assert a.recall["search_params"] == a.search_params and a.recall["recall"] >= 0.95  # held-out sample
+
+
+def test_tuned_params_survive_save_and_load(data, tmp_path):
+    x, q, ids = data
+    built = ItemIndex.build(x, ids, SPEC, "mv")
+    save_index(built, tmp_path / "v1")
+    loaded = load_index(tmp_path / "v1")
+    assert loaded.search_params == built.search_params and loaded.tuning == built.tuning
+    assert loaded.recall == built.recall and not loaded.tune_pending
+    for got, want in zip(loaded.search(q, 20), built.search(q, 20)):
+        np.testing.assert_array_equal(got, want)
+    overridden = load_index(tmp_path / "v1", {"nprobe": 3})
+    assert overridden.search_params == {"nprobe": 3} and overridden.tuning is None and overridden.recall is None
+
+
+def test_explicit_knob_or_no_target_means_no_tuning(data):
+    x, _, ids = data
+    fixed = ItemIndex.build(x, ids, IndexSpec(factory="IVF64,Flat", nprobe=5, gpu="never", recall_queries=50), "mv")
+    assert fixed.search_params == {"nprobe": 5} and fixed.tuning is None
+    untuned = ItemIndex.build(x, ids, IndexSpec(factory="IVF64,Flat", target_recall=None, gpu="never",
+                                                recall_queries=50), "mv")
+    assert untuned.search_params == {"nprobe": default_nprobe(64)} and untuned.tuning is None
+    flat = ItemIndex.build(x[:500], ids[:500], IndexSpec(factory="Flat", gpu="never", recall_queries=50), "mv")
+    assert flat.tuning is None and flat.recall["recall"] == 1.0
+    with pytest.raises(ValueError, match="no recall target: pass target_recall"):
+        untuned.tune(x)
+    with pytest.raises(ValueError, match="vectors has 10 rows but the index holds 8000"):
+        fixed.tune(x[:10], target_recall=0.9)
+
+
+def test_set_search_params_drops_the_tuning(data):
+    x, _, ids = data
+    index = ItemIndex.build(x, ids, SPEC, "mv")
+    index.set_search_params(nprobe=7)
+    assert index.search_params == {"nprobe": 7} and index.tuning is None and index.recall is None
+
+
+def test_spec_rejects_bad_targets():
+    for bad in (0, 1.5, "0.9", True):
+        with pytest.raises(ValueError, match="target_recall must be a number in \\(0, 1\\] or None"):
+            IndexSpec(target_recall=bad)
+    with pytest.raises(ValueError, match="tune_queries must be a positive int"):
+        IndexSpec(tune_queries=0)
