@@ -88,6 +88,26 @@ def apply_search_params(index: faiss.Index, nprobe: int | None = None, ef_search
     return applied
 
 
+def zero_block_padding(index: faiss.Index) -> None:
+    """Fast-scan IVF indices ("...x4fs") store each list's codes in blocks of 32; the unused tail of a list's
+    last block is whatever memory held (a single add and a merge of shards leave different bytes there,
+    although searches agree). Set those slots to the all-zero code, in place, so that equal contents
+    serialise to equal bytes (the sharded == single build check). No-op for other indices.
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return
+    invlists = faiss.downcast_InvertedLists(ivf.invlists)
+    if not isinstance(invlists, faiss.BlockInvertedLists):
+        return
+    packer = invlists.packer
+    zero = np.zeros(packer.code_size, dtype=np.uint8)
+    for list_no in range(invlists.nlist):
+        size = invlists.list_size(list_no)
+        for offset in range(size, size + (-size) % packer.nvec):
+            packer.pack_1_c(faiss.swig_ptr(zero), offset, invlists.get_codes(list_no))
+
+
 def has_hnsw(index: faiss.Index) -> bool:
     return hasattr(faiss.downcast_index(index), "hnsw")
 

@@ -173,6 +173,7 @@ class ItemIndex:
         index = fi.new_index(factory, dim, spec)
         fi.train(index, vectors, spec)
         index.add(vectors)
+        fi.zero_block_padding(index)
         built = cls(index, item_ids, spec, model_version, factory)
         built.measure_recall(vectors)
         return built

@@ -15,6 +15,12 @@ together with ``IndexIVF.merge_from`` (ids kept). Shards are merged in order of 
 the result does not depend on the order Beam delivers them in, and when shards are contiguous row ranges
 the lists are identical to a single-process build (same results, including tie order).
 
+IVF with an exact re-ranking layer (``IndexRefine``, factory "...,RFlat" / "...,Refine(Flat)", e.g.
+"IVF4096,PQ32x4fs,RFlat"): ``add_shard`` adds to the IVF base with ids = rows as above and packs the shard's
+raw vectors with their rows (``IndexIDMap2`` over ``IndexFlatIP``) as the refine part; ``merge_shards``
+merges the IVF bases in first-row order and appends the raw vectors in row order to the refine index, which
+addresses vectors by position = row. With contiguous shards this too equals a single-process build byte for byte.
+
 Flat and HNSW cannot be merged this way: an HNSW graph has no merge operation, and a Flat index addresses
 items by position. For them ``add_shard`` only packs the shard's raw vectors with their rows (an
 ``IndexIDMap2`` over ``IndexFlatIP``) and ``merge_shards`` adds all vectors in row order to the trained
@@ -61,6 +67,19 @@ def _is_ivf(index: faiss.Index) -> bool:
     return faiss.try_extract_index_ivf(index) is not None
 
 
+def _refine(index: faiss.Index):
+    """The downcast IndexRefine when ``index`` is one (IVF base + refine layer), else None."""
+    down = faiss.downcast_index(index)
+    return down if isinstance(down, faiss.IndexRefine) else None
+
+
+def _id_packed(vectors: np.ndarray, rows: np.ndarray, dim: int) -> faiss.Index:
+    raw = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if len(rows):
+        raw.add_with_ids(vectors, rows)
+    return raw
+
+
 def add_shard(trained: bytes, vectors, rows) -> bytes:
     """Add one shard. vectors float32 (s, d); rows int64 (s,) = their catalogue rows. Returns bytes."""
     index = fi.deserialize(trained, "trained index")
@@ -74,14 +93,18 @@ def add_shard(trained: bytes, vectors, rows) -> bytes:
         raise ValueError(f"rows must be catalogue rows >= 0, got {int(rows.min())}")
     if index.ntotal:
         raise ValueError(f"trained index already holds {index.ntotal} vectors; pass the output of train_empty")
+    refine = _refine(index)
+    if refine is not None and _is_ivf(refine.base_index):
+        base = faiss.downcast_index(refine.base_index)
+        if len(rows):
+            base.add_with_ids(vectors, rows)
+        raw = _id_packed(vectors, rows, index.d)
+        return fi.serialize(faiss.IndexRefine(base, raw))  # base and raw stay referenced until serialised
     if _is_ivf(index):
         if len(rows):
             index.add_with_ids(vectors, rows)
         return fi.serialize(index)
-    raw = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
-    if len(rows):
-        raw.add_with_ids(vectors, rows)
-    return fi.serialize(raw)
+    return fi.serialize(_id_packed(vectors, rows, index.d))
 
 
 def _ivf_fingerprint(index: faiss.Index) -> tuple:
@@ -108,9 +131,29 @@ def merge_shards(trained: bytes, shard_blobs: Iterable[bytes], n_items: int | No
     if n_items is not None and total != n_items:
         raise ValueError(f"shards hold {total} vectors but the catalogue has {n_items} items; a shard is "
                          "missing or was delivered twice")
+    refine = _refine(merged)
+    if refine is not None and _is_ivf(refine.base_index):
+        _merge_refine(refine, shards)
+        return merged  # the object that owns the C++ index (``refine`` is a borrowed downcast view of it)
     if _is_ivf(merged):
         return _merge_ivf(merged, shards)
     return _merge_raw(merged, shards)
+
+
+def _merge_refine(merged, shards: list) -> None:
+    """IVF bases merged like ``_merge_ivf``; the shards' raw vectors appended to the refine index in row order."""
+    bases, raws = [], []
+    for i, shard in enumerate(shards):
+        refine = _refine(shard)
+        if refine is None:
+            raise ValueError(f"shard {i} is not an IVF + refine shard from add_shard; rebuild every shard from the "
+                             "same train_empty output")
+        bases.append(refine.base_index)
+        raws.append(refine.refine_index)
+    base = _merge_ivf(merged.base_index, bases)
+    rows, vectors = _raw_rows_and_vectors(raws, merged.d)
+    merged.refine_index.add(vectors[np.argsort(rows)])
+    merged.ntotal = base.ntotal
 
 
 def _merge_ivf(merged: faiss.Index, shards: list) -> faiss.Index:
@@ -127,15 +170,17 @@ def _merge_ivf(merged: faiss.Index, shards: list) -> faiss.Index:
     for i in np.argsort(first_row, kind="stable"):
         target.merge_from(faiss.extract_index_ivf(shards[i]), 0)
     merged.ntotal = target.ntotal  # keeps wrappers (e.g. a pre-transform) in step with the lists
+    fi.zero_block_padding(merged)
     return merged
 
 
-def _merge_raw(merged: faiss.Index, shards: list) -> faiss.Index:
+def _raw_rows_and_vectors(shards: list, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows int64 (n,) and vectors float32 (n, d) of add_shard's raw-vector shards, checked to be 0..n-1 once."""
     rows, vectors = [], []
     for i, shard in enumerate(shards):
         shard = faiss.downcast_index(shard)
-        if not isinstance(shard, faiss.IndexIDMap2) or shard.d != merged.d:
-            raise ValueError(f"shard {i} is not a raw-vector shard of dimension {merged.d} from add_shard; "
+        if not isinstance(shard, faiss.IndexIDMap2) or shard.d != dim:
+            raise ValueError(f"shard {i} is not a raw-vector shard of dimension {dim} from add_shard; "
                              "rebuild every shard from the same train_empty output")
         if shard.ntotal:
             rows.append(faiss.vector_to_array(shard.id_map).astype(np.int64))
@@ -144,5 +189,10 @@ def _merge_raw(merged: faiss.Index, shards: list) -> faiss.Index:
         raise ValueError("merge_shards: every shard is empty; there is nothing to index")
     rows = np.concatenate(rows)
     fi.check_rows_are_permutation(rows, "merged shards")
-    merged.add(np.concatenate(vectors)[np.argsort(rows)])
+    return rows, np.concatenate(vectors)
+
+
+def _merge_raw(merged: faiss.Index, shards: list) -> faiss.Index:
+    rows, vectors = _raw_rows_and_vectors(shards, merged.d)
+    merged.add(vectors[np.argsort(rows)])
     return merged

@@ -36,7 +36,8 @@ def sharded_build(x, spec, row_groups, deliver_order=None):
     return merge_shards(trained, blobs)
 
 
-@pytest.mark.parametrize("factory", ["IVF64,Flat", "IVF64_HNSW32,Flat", "IVF64,PQ8x4", "Flat"])
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "IVF64_HNSW32,Flat", "IVF64,PQ8x4", "IVF64,PQ8x4fs",
+                                     "IVF64,PQ8x4fs,RFlat", "Flat"])
 def test_contiguous_shards_in_any_order_equal_single_build_bit_for_bit(data, factory):
     x, q, ids = data
     spec = IndexSpec(factory=factory, nprobe=8, gpu="never", recall_queries=100)
