@@ -1,7 +1,15 @@
-"""A Beam ``ModelHandler`` that runs the exported item tower on batches of item feature dicts.
+"""Beam ``ModelHandler``s that run the exported item tower.
 
 Beam's stock TensorFlow handler feeds one stacked tensor; the item tower takes a dict of named
-inputs of different dtypes and ranks (see the "Exported towers" contract), so we own a handler.
+inputs of different dtypes and ranks (see the "Exported towers" contract), so we own the handlers:
+
+``ItemBatchHandler`` (what the embed job uses): one example = one ``ItemBatch``, a block of items
+already stacked column-wise into the tower's input arrays by ``item_blocks.BlockValidator``; each
+``ItemBatch`` is exactly one model call and gives one ``PredictionResult(example=batch,
+inference=float32 (m, D), model_id=model_version)``. The batch boundaries are therefore fixed by
+the data (not by Beam's timing), which keeps re-embeds bit-identical.
+
+``ItemTowerHandler`` (for pipelines that have one dict per item):
 
 One example = one item = a plain dict ``{"item_id": str, <feature name>: value, ...}`` where
 value is ``str`` (categorical / text), a list of ``str`` (multi_categorical; any length, may be
@@ -28,6 +36,24 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from recdata.schema import FeatureSpec
 from twotower import artifacts
+
+
+@dataclass(frozen=True, eq=False)
+class ItemBatch:
+    """A block of items ready for one item-tower call.
+
+    positions  int64 (m,): catalogue positions of the items (source order)
+    item_ids   object ndarray of str (m,)
+    features   the tower's inputs: {"item_id": str (m,), categorical/text: str (m,),
+               multi_categorical: str (m, W) padded with "", numeric: float32 (m,) (NaN = missing)}
+    """
+
+    positions: np.ndarray
+    item_ids: np.ndarray
+    features: dict
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 def batch_features(rows: Sequence[Mapping[str, Any]], features: Sequence[FeatureSpec]) -> dict[str, np.ndarray]:
@@ -147,3 +173,26 @@ class ItemTowerHandler(ModelHandler[dict, PredictionResult, Any]):
 
     def get_metrics_namespace(self) -> str:
         return "twotower_item_tower"
+
+
+class ItemBatchHandler(ItemTowerHandler):
+    """RunInference handler: ``ItemBatch`` in, ``PredictionResult(batch, float32 (m, D))`` out, one model
+    call per ItemBatch.
+
+    Each ItemBatch is a batch already, so use it pre-batched: ``RunInference(handler.with_no_batching())``
+    with one ItemBatch per element (no ``BatchElements`` step). Without ``with_no_batching`` Beam hands
+    over lists of ItemBatches; each is still its own model call, so the vectors are the same.
+    """
+
+    def __init__(self, item_tower: str | Path, model_version: str | None = None, **kwargs):
+        super().__init__(item_tower, model_version, min_batch_size=1, max_batch_size=1, **kwargs)
+
+    def run_inference(self, batch: ItemBatch | Sequence[ItemBatch], model, inference_args: dict | None = None
+                      ) -> Iterable[PredictionResult]:
+        batches = (batch,) if isinstance(batch, ItemBatch) else batch
+        return [PredictionResult(items, model(items.features, batch_size=max(len(items), 1)), model.model_version)
+                for items in batches]
+
+    def get_num_bytes(self, batch: ItemBatch | Sequence[ItemBatch]) -> int:
+        """An estimate for Beam's byte-size metric: 128 bytes per item."""
+        return 128 * (len(batch) if isinstance(batch, ItemBatch) else sum(len(items) for items in batch))

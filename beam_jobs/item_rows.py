@@ -1,4 +1,7 @@
-"""Row validation for the embed job: good rows go on to the tower, bad rows to the dead-letter output.
+"""What makes an item row good or bad for the embed job, one row at a time: the rules, the value
+converters and the dead-letter record. The job applies these rules column-wise
+(``item_blocks.BlockValidator``, same verdicts and values); ``RowValidator.clean`` is the
+row-at-a-time reference it is tested against.
 
 A row is a dict read from the items table. It is *bad* (dead-lettered with a reason) when:
   * ``item_id`` is absent/null ("missing item id"), not a string ("malformed item id"), or does not
@@ -21,13 +24,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from beam_jobs.beam_env import beam
 from recdata.schema import FeatureSpec
 
 DEFAULT_ID_PATTERN = r"[^\s\x00-\x1f\x7f]{1,256}"
@@ -87,14 +87,6 @@ def _number(value: Any, name: str) -> float:
 _CONVERT = {"categorical": _string, "text": _string, "multi_categorical": _string_list, "numeric": _number}
 
 
-def _all_str(values: list) -> bool:
-    try:
-        "".join(values)  # C-speed check that every element is a str
-    except TypeError:
-        return False
-    return True
-
-
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -114,74 +106,31 @@ class RowValidator:
             raise ValueError(f"item_id_pattern {self.id_pattern!r} is not a valid regular expression: {exc}")
         object.__setattr__(self, "_id_matches", matcher)
         object.__setattr__(self, "_features", tuple((f.name, f.kind) for f in self.features))
-        object.__setattr__(self, "_names", frozenset(f.name for f in self.features))
 
-    def clean(self, row: Mapping[str, Any], canonical: frozenset = frozenset()) -> dict:
-        """The canonical row, or raise ``BadRow`` with the dead-letter reason.
-
-        canonical: features whose values are known to be canonical already (``canonical_columns``);
-        only their presence is checked. When every feature is canonical the row itself is returned
-        (rows come from the reader with exactly ``item_id`` and the feature columns).
-        """
-        item_id = row.get("item_id")
-        if type(item_id) is not str:
-            if _is_null(item_id):
-                raise BadRow("missing item id")
-            raise BadRow(f"malformed item id: expected a string, got {type(item_id).__name__} {_short(item_id)}")
-        if not self._id_matches(item_id):
+    def check_id(self, item_id: Any) -> None:
+        """Raise ``BadRow`` (the dead-letter reason) unless ``item_id`` is a str matching ``id_pattern``."""
+        if type(item_id) is str and self._id_matches(item_id):
+            return
+        if type(item_id) is str:
             raise BadRow(f"unknown item id format: {_short(item_id)} does not match item_id_pattern "
                          f"{self.id_pattern!r}")
-        if canonical >= self._names:
-            return row  # every feature column is canonical (and present): the row is already clean
+        if _is_null(item_id):
+            raise BadRow("missing item id")
+        raise BadRow(f"malformed item id: expected a string, got {type(item_id).__name__} {_short(item_id)}")
+
+    def clean(self, row: Mapping[str, Any]) -> dict:
+        """The canonical row, or raise ``BadRow`` with the dead-letter reason (the row-at-a-time
+        reference that ``item_blocks.BlockValidator`` matches column-wise)."""
+        item_id = row.get("item_id")
+        self.check_id(item_id)
         out = {"item_id": item_id}
         for name, kind in self._features:
             try:
                 value = row[name]
             except KeyError:
                 raise BadRow(f"missing feature {name!r}") from None
-            if name in canonical:
-                out[name] = value
-                continue
-            # Fast paths for values already in canonical form; everything else goes through _CONVERT.
-            if type(value) is str and (kind == "categorical" or kind == "text"):
-                out[name] = value
-            elif kind == "numeric" and type(value) is float and value - value == 0.0:  # finite (not NaN/inf)
-                out[name] = value
-            elif kind == "multi_categorical" and type(value) is list and _all_str(value):
-                out[name] = value
-            else:
-                out[name] = _CONVERT[kind](value, name)
+            out[name] = _CONVERT[kind](value, name)
         return out
-
-
-def canonical_columns(table: pa.Table, features: Sequence[FeatureSpec]) -> frozenset:
-    """Features whose column in ``table`` can only hold canonical values (checked once per block).
-
-    A column qualifies when its Arrow type is the feature's kind and it has no nulls: string for
-    categorical / text, list<string> (no null lists or entries) for multi_categorical, a finite
-    float or an integer type for numeric. Rows of such columns skip per-value conversion.
-    """
-    out = set()
-    for spec in features:
-        if spec.name not in table.column_names:
-            continue
-        col = table.column(spec.name)
-        typ = col.type
-        if col.null_count:
-            continue
-        if spec.kind in ("categorical", "text"):
-            ok = pa.types.is_string(typ) or pa.types.is_large_string(typ)
-        elif spec.kind == "multi_categorical":
-            ok = ((pa.types.is_list(typ) or pa.types.is_large_list(typ))
-                  and (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type))
-                  and all(chunk.values.null_count == 0 for chunk in col.chunks))
-        elif spec.kind == "numeric":
-            ok = pa.types.is_integer(typ) or (pa.types.is_floating(typ) and not pc.any(pc.is_inf(col)).as_py())
-        else:
-            ok = False
-        if ok:
-            out.add(spec.name)
-    return frozenset(out)
 
 
 def dead_letter_record(position: int, row: Mapping[str, Any], reason: str, source: str) -> dict:
@@ -192,31 +141,3 @@ def dead_letter_record(position: int, row: Mapping[str, Any], reason: str, sourc
     item_id = row.get("item_id")
     return {"row": position, "item_id": item_id if isinstance(item_id, str) else None,
             "reason": reason, "source": source, "values": values}
-
-
-class ValidateItemRows(beam.DoFn):
-    """A block ``(source, [(position, row), ...], canonical features)`` -> main: the block's good rows as one list
-    ``[(position, canonical row), ...]`` (omitted when empty); ``DEAD_LETTER``: one record per bad row.
-
-    duplicates: ``{position: first position}`` of repeated ids (from ``item_source.find_duplicates``).
-    """
-
-    def __init__(self, validator: RowValidator, duplicates: Mapping[int, int] | None = None):
-        self._validator = validator
-        self._duplicates = dict(duplicates or {})
-
-    def process(self, block: tuple[str, list, frozenset]) -> Iterator:
-        source, rows, canonical = block
-        good = []
-        clean, duplicates = self._validator.clean, self._duplicates
-        for position, row in rows:
-            try:
-                if position in duplicates:
-                    raise BadRow(f"duplicate item id: the same id is at row {duplicates[position]} "
-                                 "(the first occurrence is kept)")
-                good.append((position, clean(row, canonical)))
-            except BadRow as exc:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(position, row, str(exc), source))
-        if good:
-            yield good
-

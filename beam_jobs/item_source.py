@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from beam_jobs.beam_env import beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.item_rows import canonical_columns
 from recdata.schema import FeatureSpec
 
 DEFAULT_ROWS_PER_UNIT = 65_536
@@ -124,22 +123,29 @@ def find_duplicates(item_ids: pa.ChunkedArray | Sequence[str]) -> dict[int, int]
     return out
 
 
-class ReadItemRows(beam.DoFn):
-    """``ReadUnit`` -> blocks ``(source path, [(position, row dict), ...], canonical features)`` of up to
-    ``block_rows`` rows, reading only ``item_id`` and the ``features`` columns.
+@dataclass(frozen=True, eq=False)
+class ItemBlock:
+    """Rows ``start .. start + table.num_rows - 1`` of the catalogue, read from ``source``: an Arrow table
+    of the ``item_id`` and feature columns the file has (missing columns are simply absent)."""
 
-    Columns missing from a file are simply absent from its row dicts (validation dead-letters those
-    rows as missing features). ``canonical features`` (``item_rows.canonical_columns``) names the
-    columns whose Arrow type already guarantees valid values in this block. Blocks are contiguous
-    positions, so the same input always gives the same blocks. The last row group read is cached
-    per worker: the units of one large row group cost one decode when they land on the same worker.
+    source: str
+    start: int
+    table: pa.Table
+
+
+class ReadItemBlocks(beam.DoFn):
+    """``ReadUnit`` -> ``ItemBlock``s of up to ``block_rows`` consecutive rows (zero-copy slices), reading
+    only ``item_id`` and the ``features`` columns.
+
+    Blocks are contiguous positions, so the same input always gives the same blocks (and so the same
+    model batches). The last row group read is cached per worker: the units of one large row group
+    cost one decode when they land on the same worker.
     """
 
     def __init__(self, features: Sequence[FeatureSpec], block_rows: int):
         if block_rows < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
-        self._features = tuple(features)
-        self._columns = ("item_id", *(f.name for f in self._features))
+        self._columns = ("item_id", *(f.name for f in features))
         self._block_rows = block_rows
         self._cached: tuple[tuple[str, int], pa.Table] | None = None
 
@@ -151,11 +157,8 @@ class ReadItemRows(beam.DoFn):
             self._cached = (key, pf.read_row_group(row_group, columns=present))
         return self._cached[1]
 
-    def process(self, unit: ReadUnit) -> Iterator[tuple[str, list[tuple[int, dict]], frozenset]]:
+    def process(self, unit: ReadUnit) -> Iterator[ItemBlock]:
         table = self._row_group(unit.path, unit.row_group)
         for offset in range(0, unit.num_rows, self._block_rows):
             size = min(self._block_rows, unit.num_rows - offset)
-            block = table.slice(unit.offset + offset, size)
-            first = unit.start + offset
-            yield (unit.path, [(first + i, row) for i, row in enumerate(block.to_pylist())],
-                   canonical_columns(block, self._features))
+            yield ItemBlock(unit.path, unit.start + offset, table.slice(unit.offset + offset, size))

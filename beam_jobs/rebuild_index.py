@@ -311,7 +311,7 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
     blobs = add_shards_with_beam(tasks, trained, dim, work, pipeline_args)
     step_done("add")
 
-    merged = merge_shards(trained, blobs)
+    merged = merge_shards(trained, blobs, n_items=n)  # a lost or doubled shard is refused here
     del blobs
     factory = spec.resolve_factory(n, dim)
     index = ItemIndex.from_faiss(merged, item_ids, spec, vmanifest["model_version"], factory=factory)

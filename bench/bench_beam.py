@@ -12,15 +12,18 @@ sizes use its first rows. Tower (``--tower real``, default): the project's real 
 ``towers.export.export_towers`` -- untrained weights cost exactly what trained ones do.
 
 Throughput, same process, same items, same SavedModel, best of ``--repeats``:
-  model-rows   tower already loaded, items already read: pyarrow batches -> ``to_pylist`` dicts ->
-               ``batch_features`` -> tower (the pipeline's own per-row work minus Beam, validation, IO)
-  model-cols   same, pandas chunks -> ``towers.inputs.item_features_batch`` (columnar) -> tower
-  plain-job    the same job in one process, no Beam: load + verify the tower, read the Parquet, embed
-               (as model-rows), write the vectors artifact with ``indexing.vectors.write_vectors``
-  pipeline     ``run_embed`` on DirectRunner (in-memory), wall clock of the whole job: load + verify the
-               model, plan reads, validate rows, embed, write Parquet shards, check, manifest, publish
-Reported ratios: pipeline / plain-job (like for like, the target >= 0.6) and pipeline / the faster
-model-only loop (a ceiling no job reaches: it reads, validates and writes nothing).
+  model-rows     tower already loaded, items already read: pyarrow batches -> ``to_pylist`` dicts ->
+                 ``batch_features`` -> tower (row-at-a-time input building, last session's baseline)
+  model-cols     same, but the inputs are built column-wise from the Arrow batch
+                 (``item_blocks.BlockValidator.split``, what the pipeline does) -> tower
+  plain-job      the same job in one process, no Beam: load + verify the tower, read the Parquet, embed
+                 (as model-cols), write the vectors artifact with ``indexing.vectors.write_vectors``
+  plain-job-rows the same with row-at-a-time inputs (as model-rows; last session's plain job)
+  pipeline       ``run_embed`` on DirectRunner (in-memory), wall clock of the whole job: load + verify the
+                 model, plan reads, validate rows, embed, write Parquet shards, check, manifest, publish
+Reported ratios: pipeline / plain-job (like for like, the target >= 0.6), pipeline / plain-job-rows
+(last session's ratio) and pipeline / the fastest model-only loop (a ceiling no job reaches: it reads,
+validates and writes nothing).
 
 Rebuild: one fresh subprocess per size runs ``run_rebuild`` (DirectRunner; IndexSpec "auto" unless
 --factory / --nprobe say otherwise; recall floor 0.95 at K=100 over 1000 seeded item-vector queries);
@@ -120,19 +123,27 @@ def plain_rows(tower, path: Path, batch: int) -> int:
     return n
 
 
+def column_batches(tower, table, batch: int):
+    """The tower's inputs for ``batch``-row slices of ``table``, built column-wise (as the pipeline)."""
+    from beam_jobs.item_blocks import BlockValidator
+    from beam_jobs.item_rows import RowValidator
+
+    blocks = BlockValidator(RowValidator(tower.features))
+    for start in range(0, table.num_rows, batch):
+        items, bad = blocks.split(table.slice(start, batch), start)
+        if bad:
+            raise ValueError(f"benchmark items have bad rows: {bad[:3]}")
+        yield items.features
+
+
 def plain_cols(tower, path: Path, batch: int) -> int:
-    import pandas as pd
+    import pyarrow.parquet as pq
 
-    from towers.inputs import item_features_batch
-
-    df = pd.read_parquet(path)
-    n = 0
-    for start in range(0, len(df), batch):
-        n += len(tower(item_features_batch(df.iloc[start:start + batch], tower.features)))
-    return n
+    table = pq.read_table(path)
+    return sum(len(tower(f, batch_size=batch)) for f in column_batches(tower, table, batch))
 
 
-def plain_job(model_dir: Path, path: Path, out_dir: Path, batch: int) -> int:
+def plain_job(model_dir: Path, path: Path, out_dir: Path, batch: int, columns: bool = True) -> int:
     """The embed job in one process without Beam: load, read, embed, write the vectors artifact."""
     import numpy as np
     import pyarrow.parquet as pq
@@ -143,8 +154,11 @@ def plain_job(model_dir: Path, path: Path, out_dir: Path, batch: int) -> int:
 
     tower = open_item_tower(model_dir / "item_tower")
     table = pq.read_table(path)
-    vectors = np.concatenate([tower(batch_features(rb.to_pylist(), tower.features))
-                              for rb in table.to_batches(max_chunksize=batch)])
+    if columns:
+        vectors = np.concatenate([tower(f, batch_size=batch) for f in column_batches(tower, table, batch)])
+    else:
+        vectors = np.concatenate([tower(batch_features(rb.to_pylist(), tower.features))
+                                  for rb in table.to_batches(max_chunksize=batch)])
     ids = table.column("item_id").to_numpy(zero_copy_only=False)
     shutil.rmtree(out_dir, ignore_errors=True)
     return write_vectors(out_dir, ids, vectors, tower.model_version, auto_num_shards(len(ids)))["count"]
@@ -178,19 +192,21 @@ def throughput(out: Path, items: Path, model_dir: Path, repeats: int, batch: int
 
     runs = (("model_rows", lambda: plain_rows(tower, items, batch)),
             ("model_cols", lambda: plain_cols(tower, items, batch)),
+            ("plain_job_rows", lambda: plain_job(model_dir, items, out / "plain-vectors", batch, columns=False)),
             ("plain_job", lambda: plain_job(model_dir, items, out / "plain-vectors", batch)),
             ("pipeline", pipeline))
     for name, fn in runs:
         seconds = best_of(repeats, fn)
         result[f"{name}_items_per_s"] = n / seconds
         result[f"{name}_loadavg_after"] = os.getloadavg()[0]
-        log(f"  {name:<11} {n / seconds:>10,.0f} items/s  ({seconds:.2f} s; 1-min load average after: "
+        log(f"  {name:<14} {n / seconds:>10,.0f} items/s  ({seconds:.2f} s; 1-min load average after: "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     result["ratio_vs_plain_job"] = result["pipeline_items_per_s"] / result["plain_job_items_per_s"]
+    result["ratio_vs_plain_job_rows"] = result["pipeline_items_per_s"] / result["plain_job_rows_items_per_s"]
     result["ratio_vs_model_only"] = result["pipeline_items_per_s"] / max(result["model_rows_items_per_s"],
                                                                         result["model_cols_items_per_s"])
-    log(f"  pipeline / plain-job = {result['ratio_vs_plain_job']:.2f} (target >= 0.6); "
-        f"pipeline / model-only = {result['ratio_vs_model_only']:.2f}")
+    log(f"  pipeline / plain-job = {result['ratio_vs_plain_job']:.2f} (target >= 0.6); pipeline / plain-job-rows "
+        f"= {result['ratio_vs_plain_job_rows']:.2f}; pipeline / model-only = {result['ratio_vs_model_only']:.2f}")
     return result
 
 
@@ -265,10 +281,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=ints, default=[100_000, 1_000_000], help="rebuild sizes (items)")
     parser.add_argument("--throughput-items", type=int, default=200_000)
+    parser.add_argument("--source-items", type=int, default=1_000_000,
+                        help="synthetic items generated (and the tower's vocabularies built) once; every size "
+                             "takes the first rows of these (so all sizes share one cached dataset and tower)")
     parser.add_argument("--tower", choices=["real", "hash"], default="real")
     parser.add_argument("--factory", default="auto", help="IndexSpec.factory for the rebuilds")
     parser.add_argument("--nprobe", type=int, default=None, help="IndexSpec.nprobe (default: the spec's rule)")
-    parser.add_argument("--batch", type=int, default=1024, help="rows per model call (plain loops and pipeline)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="rows per model call (plain loops and pipeline); default EmbedConfig.batch_size")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-throughput", action="store_true")
@@ -281,9 +301,12 @@ def main(argv=None) -> int:
         return 0
 
     report = {"argv": sys.argv[1:], "tower": args.tower, "cpus": os.cpu_count(), "beam_args": beam_args}
-    biggest = max([args.throughput_items, *args.sizes])
+    biggest = max([args.source_items, args.throughput_items, *args.sizes])
     log(f"bench_beam: {args.tower} item tower, sizes {args.sizes}, throughput on {args.throughput_items} items")
     source, model_dir = prepare(args.out, biggest, args.tower, args.seed)
+    if args.batch is None:
+        from beam_jobs.embed_items import EmbedConfig
+        args.batch = EmbedConfig().batch_size
     if not args.skip_throughput:
         log("throughput (same process, same items and SavedModel):")
         report["throughput"] = throughput(args.out, items_file(args.out, source, args.throughput_items), model_dir,

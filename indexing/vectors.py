@@ -93,9 +93,24 @@ def _read_shard(path: Path, expected_model_version: str | None) -> tuple[np.ndar
     return ids.to_numpy(zero_copy_only=False).astype(object), vectors.reshape(len(lengths), dim)
 
 
-def finalize_vectors(directory, model_version: str, version: str | None = None) -> dict:
-    """Check the shards in ``directory`` form one complete set, then write the manifest (last)."""
+RESERVED_FIELDS = frozenset({"kind", "version", "model_version", "count", "dim", "shards", "files"})
+
+
+def finalize_vectors(directory, model_version: str, version: str | None = None, *,
+                     expected_count: int | None = None, extra_manifest: dict | None = None) -> dict:
+    """Check the shards in ``directory`` form one complete set, then write the manifest (last).
+
+    expected_count: the number of vectors the writer meant to write (e.g. source rows minus dead
+        letters); a different count in the shards (a lost or repeated shard piece) is refused.
+    extra_manifest: more JSON fields for the manifest (e.g. the embed job's dead-letter counts); they
+        may not replace the artifact's own fields (``RESERVED_FIELDS``).
+    """
     directory = Path(directory)
+    extra = dict(extra_manifest or {})
+    clash = sorted(RESERVED_FIELDS & set(extra))
+    if clash:
+        raise ValueError(f"extra_manifest may not set {clash}: finalize_vectors writes those itself; rename "
+                         "the extra field(s)")
     names = sorted(p.name for p in directory.iterdir() if _SHARD.match(p.name))
     if not names:
         raise ValueError(f"{directory} holds no part-XXXXX-of-XXXXX.parquet shards; write them first")
@@ -117,7 +132,10 @@ def finalize_vectors(directory, model_version: str, version: str | None = None) 
             raise ValueError(f"{directory / name}: item ids repeat across shards; each item must appear once")
     if dim is None:
         raise ValueError(f"{directory}: every shard is empty; there are no vectors")
-    fields = {"kind": KIND, "version": version or directory.name, "model_version": model_version,
+    if expected_count is not None and count != expected_count:
+        raise ValueError(f"{directory}: the shards hold {count} vectors but {expected_count} were expected (a "
+                         "shard piece was lost or written twice); the manifest was not written, rerun the job")
+    fields = {**extra, "kind": KIND, "version": version or directory.name, "model_version": model_version,
               "count": count, "dim": dim, "shards": names}
     return artifacts.write_manifest(directory, fields)
 

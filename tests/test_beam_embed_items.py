@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from beam_jobs.beam_env import beam, pipeline_options
@@ -11,7 +12,8 @@ from apache_beam.testing.util import assert_that
 
 from beam_jobs.embed_items import (EMBED_STEPS, BadVectors, DeadLetterShareExceeded, EmbedConfig, EmbedItems,
                                    GroupIntoShards, main, run_embed)
-from beam_jobs.handler import ItemTowerHandler, batch_features, open_item_tower
+from beam_jobs.handler import ItemBatchHandler, batch_features, open_item_tower
+from beam_jobs.item_source import ItemBlock
 from beam_jobs.item_rows import DEAD_LETTER, RowValidator
 from beam_jobs.testing import cached_hashing_item_tower, synthetic_items
 from beam_jobs.versioned_root import InjectedCrash
@@ -69,9 +71,14 @@ def test_embed_writes_the_contract_artifact_in_source_order_with_the_towers_vect
     assert artifacts.current_version(run / "vectors") == result.version
     assert (result.source_rows, result.dead_letter_count) == (403, 4)
     dead = [json.loads(line) for line in result.dead_letter_path.read_text().splitlines()]
-    assert sorted((d["row"], d["reason"].split(":")[0]) for d in dead) == \
+    assert [(d["row"], d["reason"].split(":")[0]) for d in dead] == \
            [(5, "unknown item id format"), (400, "malformed value"), (401, "malformed value"),
-            (402, "malformed value")]
+            (402, "malformed value")]  # merged from the workers' files in row order
+    assert {k: manifest[k] for k in ("source_rows", "dead_letter_count", "dead_letter_reasons", "dead_letter_file",
+                                     "batch_size")} == \
+           {"source_rows": 403, "dead_letter_count": 4, "batch_size": 64,
+            "dead_letter_reasons": {"malformed value": 3, "unknown item id format": 1},
+            "dead_letter_file": f"dead_letter/{result.version}.jsonl"}
     assert result.dead_letter_path.parent == run / "vectors" / "dead_letter"
 
     # Re-running on the same inputs and model gives bit-identical vectors (the reader fixes the batches),
@@ -131,9 +138,10 @@ def test_a_crash_after_any_step_leaves_current_and_the_next_run_cleans_up(tmp_pa
 def test_embed_transforms_under_test_pipeline(model_dir, tower):
     items = synthetic_items(40, seed=4)
     rows = items.to_dict("records")
-    blocks = [("src", [(i, rows[i]) for i in range(lo, min(lo + 16, 40))], frozenset()) for lo in range(0, 40, 16)]
-    blocks.append(("src", [(40, {**rows[0], "item_id": ""})], frozenset()))
-    handler = ItemTowerHandler(model_dir / "item_tower", "hash-v1")
+    table = pa.Table.from_pandas(items, preserve_index=False)
+    blocks = [ItemBlock("src", lo, table.slice(lo, 16)) for lo in range(0, 40, 16)]
+    blocks.append(ItemBlock("src", 40, pa.Table.from_pylist([{**rows[0], "item_id": ""}], schema=table.schema)))
+    handler = ItemBatchHandler(model_dir / "item_tower", "hash-v1")
     validator = RowValidator(tower.features)
     direct = embed_directly(tower, rows)
 
@@ -146,7 +154,7 @@ def test_embed_transforms_under_test_pipeline(model_dir, tower):
 
     with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
         out = p | beam.Create(blocks) | EmbedItems(handler, validator)
-        assert_that(out["embedded"] | GroupIntoShards(num_rows=41, num_shards=3, chunk_rows=7), check_shards,
+        assert_that(out["embedded"] | GroupIntoShards(num_rows=41, num_shards=3), check_shards,
                     label="shards")
         assert_that(out[DEAD_LETTER] | beam.Map(lambda r: r["row"]), lambda got: list(got) == [40] or
                     pytest.fail(f"dead letters {list(got)}"), label="dead")

@@ -8,7 +8,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that
 
-from beam_jobs.handler import ItemTowerHandler, batch_features, open_item_tower
+from beam_jobs.handler import ItemBatch, ItemBatchHandler, ItemTowerHandler, batch_features, open_item_tower
 from beam_jobs.testing import DEFAULT_ITEM_FEATURES, cached_hashing_item_tower, synthetic_items
 from recdata.schema import FeatureSpec
 from towers.inputs import item_features_batch
@@ -80,6 +80,30 @@ def test_pipeline_vectors_equal_the_saved_models_direct_output(model_dir, tower,
 
     with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
         out = p | beam.Create(rows) | RunInference(handler)
+        assert_that(out, check)
+
+
+def item_batches(rows, tower, size):
+    return [ItemBatch(np.arange(lo, min(lo + size, len(rows)), dtype=np.int64),
+                      np.array([r["item_id"] for r in rows[lo:lo + size]], dtype=object),
+                      batch_features(rows[lo:lo + size], tower.features)) for lo in range(0, len(rows), size)]
+
+
+def test_item_batch_handler_makes_one_model_call_per_batch_pre_batched_in_a_pipeline(model_dir, tower, rows):
+    batches = item_batches(rows, tower, 64)
+    handler = ItemBatchHandler(model_dir / "item_tower", "mv-handler")
+    assert handler.get_num_bytes(batches[0]) == 64 * 128 and handler.get_num_bytes(batches[:2]) == 128 * 128
+    expected = {int(b.positions[0]): tower(b.features) for b in batches}
+    direct = handler.run_inference(batches[1], tower)  # a bare ItemBatch = one pre-batched element
+    assert len(direct) == 1 and np.array_equal(direct[0].inference, expected[64])
+
+    def check(results):
+        assert sorted(int(r.example.positions[0]) for r in results) == sorted(expected)
+        for r in results:  # same batch -> bit-identical to calling the SavedModel on it directly
+            assert r.model_id == "mv-handler" and np.array_equal(r.inference, expected[int(r.example.positions[0])])
+
+    with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
+        out = p | beam.Create(batches) | RunInference(handler.with_no_batching())
         assert_that(out, check)
 
 

@@ -1,17 +1,12 @@
-"""Row validation: every dead-letter reason, the contract's missing-value conventions, the Beam DoFn."""
+"""Row validation (the reference the column-wise job path is tested against): every dead-letter reason,
+the contract's missing-value conventions."""
 import json
 import math
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from beam_jobs.beam_env import beam, pipeline_options
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import assert_that, equal_to
-
-from beam_jobs.item_rows import (DEAD_LETTER, MAX_VALUES_CHARS, BadRow, RowValidator, ValidateItemRows,
-                                 canonical_columns, dead_letter_record)
+from beam_jobs.item_rows import MAX_VALUES_CHARS, BadRow, RowValidator, dead_letter_record
 from recdata.schema import FeatureSpec
 
 INPUTS = (FeatureSpec("genre", "categorical"), FeatureSpec("price", "numeric"),
@@ -74,19 +69,6 @@ def test_a_custom_id_pattern_and_an_invalid_one():
         RowValidator(INPUTS, id_pattern="(")
 
 
-def test_canonical_columns_are_those_whose_arrow_type_guarantees_valid_values():
-    features = INPUTS + (FeatureSpec("title", "text"), FeatureSpec("count", "numeric"))
-    table = pa.table({"item_id": ["a", "b"], "genre": ["x", None], "price": [1.0, float("nan")],
-                      "tags": [["t"], []], "title": ["x", "y"], "count": pa.array([1, 2], pa.int64())})
-    assert canonical_columns(table, features) == {"price", "tags", "title", "count"}
-    odd = pa.table({"genre": [1, 2], "price": [1.0, float("inf")], "tags": [["t", None], []],
-                    "title": [["x"], ["y"]], "count": ["1", "2"]})
-    assert canonical_columns(odd, features) == frozenset()
-    # A canonical column's values are taken as they are; the others still go through conversion.
-    row = {"item_id": "i9", "genre": None, "price": 1.0, "tags": ["t"]}
-    assert V.clean(row, frozenset({"price", "tags"})) == {**row, "genre": ""}
-
-
 def test_dead_letter_record_is_json_and_truncates_huge_rows():
     rec = dead_letter_record(7, {"item_id": 5, "blob": "x" * 10_000}, "malformed item id", "f.parquet")
     assert rec["row"] == 7 and rec["item_id"] is None and rec["source"] == "f.parquet"
@@ -94,20 +76,12 @@ def test_dead_letter_record_is_json_and_truncates_huge_rows():
     json.dumps(rec)
 
 
-def test_validate_dofn_splits_blocks_into_good_rows_and_dead_letters():
-    block_a = ("a.parquet", [(0, GOOD), (1, bad(item_id="i2", tags="x")), (2, bad(item_id="i3"))], frozenset())
-    block_b = ("b.parquet", [(3, bad(item_id="i1"))], frozenset())  # repeats row 0's id
-    with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
-        out = (p | beam.Create([block_a, block_b])
-               | beam.ParDo(ValidateItemRows(V, duplicates={3: 0})).with_outputs(DEAD_LETTER, main="valid"))
-        assert_that(out.valid, equal_to([[(0, GOOD), (2, bad(item_id="i3"))]]), label="good")
-        assert_that(out[DEAD_LETTER] | beam.Map(lambda r: (r["row"], r["source"], r["reason"].split(":")[0])),
-                    equal_to([(1, "a.parquet", "malformed value"), (3, "b.parquet", "duplicate item id")]),
-                    label="dead")
-
-
-def test_a_fully_canonical_row_is_returned_as_it_is_after_the_id_check():
-    row = dict(GOOD)
-    assert V.clean(row, frozenset({"genre", "price", "tags"})) is row
-    with pytest.raises(BadRow, match="unknown item id format"):
-        V.clean({**row, "item_id": "a b"}, frozenset({"genre", "price", "tags"}))
+def test_check_id_gives_the_same_reason_as_clean():
+    for item_id, reason in ((None, "missing item id"), (float("nan"), "missing item id"),
+                            (3, "malformed item id: expected a string, got int 3"),
+                            ("a b", "unknown item id format: 'a b' does not match")):
+        with pytest.raises(BadRow, match=reason):
+            V.check_id(item_id)
+        with pytest.raises(BadRow, match=reason):
+            V.clean(bad(item_id=item_id))
+    V.check_id("ok-id")

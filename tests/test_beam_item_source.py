@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.item_source import ReadItemRows, find_duplicates, match_parquet, plan_item_source
+from beam_jobs.item_source import ReadItemBlocks, find_duplicates, match_parquet, plan_item_source
 from recdata.schema import FeatureSpec
 
 
@@ -20,9 +20,9 @@ def two_files(tmp_path):
 
 
 def read_all(source, block_rows, features=(FeatureSpec("x", "numeric"),)):
-    reader = ReadItemRows(features, block_rows)
+    reader = ReadItemBlocks(features, block_rows)
     blocks = [b for unit in source.units for b in reader.process(unit)]
-    return blocks, [r for _, rows, _ in blocks for r in rows]
+    return blocks, [(b.start + i, row) for b in blocks for i, row in enumerate(b.table.to_pylist())]
 
 
 def test_positions_follow_sorted_files_then_row_order_for_any_unit_and_block_size(two_files):
@@ -36,15 +36,16 @@ def test_positions_follow_sorted_files_then_row_order_for_any_unit_and_block_siz
             blocks, rows = read_all(source, block_rows)
             assert [pos for pos, _ in rows] == list(range(12))
             assert [r["item_id"] for _, r in rows] == expected
-            assert all(len(b[1]) <= block_rows for b in blocks)
+            assert all(b.table.num_rows <= block_rows for b in blocks)
+            assert [b.source.rsplit("/", 1)[1] for b in blocks] == sorted(b.source.rsplit("/", 1)[1] for b in blocks)
     assert set(source.columns) == {"item_id", "x", "extra"}
 
 
-def test_columns_missing_from_a_file_are_absent_from_its_rows(two_files):
+def test_blocks_hold_only_the_id_and_feature_columns_the_file_has(two_files):
     source = plan_item_source(str(two_files))
     blocks, rows = read_all(source, 10, features=(FeatureSpec("extra", "categorical"),))
+    assert [b.table.column_names for b in blocks] == [["item_id", "extra"]] + [["item_id"]] * 3  # b: 3 row groups
     assert "extra" in rows[0][1] and "extra" not in rows[-1][1]
-    assert [canonical for _, _, canonical in blocks] == [{"extra"}] + [frozenset()] * 3  # b: 3 row groups
 
 
 def test_duplicates_map_each_repeat_to_its_first_position(tmp_path):
@@ -67,4 +68,4 @@ def test_input_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="rows_per_unit must be >= 1"):
         plan_item_source(str(tmp_path / "empty.parquet"), rows_per_unit=0)
     with pytest.raises(ValueError, match="block_rows must be >= 1"):
-        ReadItemRows((), 0)
+        ReadItemBlocks((), 0)

@@ -56,6 +56,9 @@ def test_rebuild_publishes_the_same_index_as_a_single_process_build(tmp_path, mo
     manifest = json.loads((run / "index" / "v1" / "manifest.json").read_text())
     assert (manifest["vectors_version"], manifest["model_version"], manifest["count"]) == ("v1", "hash-v1", 1200)
     assert manifest["recall"]["recall"] == result.recall["recall"] and manifest["recall_floor"] == 0.95
+    vectors_manifest = artifacts.read_manifest(run / "vectors" / "v1")  # the embed step's row accounting
+    assert (vectors_manifest["source_rows"], vectors_manifest["dead_letter_count"], vectors_manifest["count"],
+            vectors_manifest["dead_letter_file"]) == (1200, 0, 1200, None)
 
     ids, vectors, _ = read_vectors(run / "vectors" / "v1")
     single = ItemIndex.build(vectors, ids, IVF, "hash-v1")
@@ -94,6 +97,19 @@ def test_a_crash_after_any_step_leaves_current_serving_and_the_next_run_finishes
     run_rebuild(RebuildConfig(**{**cfg.__dict__, "version": "v1"}), DIRECT)
     assert current(index_root) == "v1" and artifacts.list_versions(index_root) == ["v0", "v1"]
     assert not [p for p in index_root.iterdir() if p.name.startswith(".staging")]
+
+
+def test_a_shard_lost_between_add_and_merge_is_refused(tmp_path, embedded_run, monkeypatch):
+    """Row ids 0..k-1 of the remaining shards are still a permutation: only the catalogue count catches it."""
+    import beam_jobs.rebuild_index as job
+
+    add = job.add_shards_with_beam
+    monkeypatch.setattr(job, "add_shards_with_beam", lambda *a, **k: add(*a, **k)[:-1])
+    cfg = RebuildConfig(run=str(embedded_run), index_root=str(tmp_path / "index"), index=IVF,
+                        vectors_version="current")
+    with pytest.raises(ValueError, match="shards hold 900 vectors but the catalogue has 1200 items"):
+        run_rebuild(cfg, DIRECT)
+    assert current(tmp_path / "index") is None and artifacts.list_versions(tmp_path / "index") == []
 
 
 def test_an_item_tower_that_emits_nan_fails_validation_and_publishes_nothing(tmp_path):

@@ -124,3 +124,19 @@ def test_finalize_refuses_incomplete_or_mixed_shard_sets(tmp_path):
     with pytest.raises(ValueError, match="holds no part"):
         (tmp_path / "empty").mkdir()
         finalize_vectors(tmp_path / "empty", "m")
+
+
+def test_finalize_records_extra_fields_and_refuses_a_count_other_than_expected(tmp_path):
+    ids, x = sample(n=10)
+    for i, (lo, hi) in enumerate([(0, 4), (4, 10)]):
+        write_shard(tmp_path / "v", i, 2, ids[lo:hi], x[lo:hi], "m")
+    with pytest.raises(ValueError, match="the shards hold 10 vectors but 11 were expected"):
+        finalize_vectors(tmp_path / "v", "m", expected_count=11)
+    assert not (tmp_path / "v" / artifacts.MANIFEST).exists()  # nothing half-finished looks finished
+    with pytest.raises(ValueError, match=r"extra_manifest may not set \['count', 'kind'\]"):
+        finalize_vectors(tmp_path / "v", "m", extra_manifest={"count": 3, "kind": "x", "ok": 1})
+    extra = {"source_rows": 12, "dead_letter_count": 2, "dead_letter_reasons": {"missing item id": 2}}
+    manifest = finalize_vectors(tmp_path / "v", "m", expected_count=10, extra_manifest=extra)
+    _, _, read_back = read_vectors(tmp_path / "v")
+    assert read_back == manifest and {k: read_back[k] for k in extra} == extra
+    assert (read_back["count"], read_back["kind"]) == (10, "item_vectors")
