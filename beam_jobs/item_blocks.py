@@ -186,6 +186,7 @@ class BlockValidator:
         return values
 
 
+@beam.typehints.with_output_types(ItemBatch)
 class ValidateItemBlocks(beam.DoFn):
     """``ItemBlock`` -> main: one ``ItemBatch`` of the block's good rows (omitted when none);
     ``DEAD_LETTER``: one record per bad row (``item_rows.dead_letter_record``)."""

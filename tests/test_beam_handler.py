@@ -107,6 +107,19 @@ def test_item_batch_handler_makes_one_model_call_per_batch_pre_batched_in_a_pipe
         assert_that(out, check)
 
 
+def test_item_batch_coder_round_trips(tower, rows):
+    from beam_jobs.handler import ItemBatchCoder
+
+    batch = item_batches(rows, tower, 50)[1]
+    coder = beam.coders.registry.get_coder(ItemBatch)
+    assert isinstance(coder, ItemBatchCoder) and coder.estimate_size(batch) > 0
+    back = coder.decode(coder.encode(batch))
+    assert back.positions.tolist() == list(range(50, 100)) and back.item_ids.tolist() == batch.item_ids.tolist()
+    assert all(np.array_equal(back.features[k], v, equal_nan=True) for k, v in batch.features.items()
+               if v.dtype != object)
+    assert all((back.features[k] == v).all() for k, v in batch.features.items() if v.dtype == object)
+
+
 def test_bad_configuration_and_a_changed_model_are_refused_with_clear_messages(model_dir):
     with pytest.raises(ValueError, match="min_batch_size <= max_batch_size"):
         ItemTowerHandler(model_dir / "item_tower", "v", min_batch_size=10, max_batch_size=5)

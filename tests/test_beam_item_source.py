@@ -69,3 +69,18 @@ def test_input_errors_say_what_is_wrong(tmp_path):
         plan_item_source(str(tmp_path / "empty.parquet"), rows_per_unit=0)
     with pytest.raises(ValueError, match="block_rows must be >= 1"):
         ReadItemBlocks((), 0)
+
+
+def test_block_coder_encodes_only_the_slice_and_estimates_without_encoding():
+    from beam_jobs.beam_env import beam
+    from beam_jobs.item_source import ItemBlock, ItemBlockCoder
+
+    table = pa.table({"item_id": [f"i{i}" for i in range(10_000)], "x": list(range(10_000))})
+    block = ItemBlock("f.parquet", 5000, table.slice(5000, 100))
+    coder = beam.coders.registry.get_coder(ItemBlock)
+    assert isinstance(coder, ItemBlockCoder)
+    encoded = coder.encode(block)
+    back = coder.decode(encoded)
+    assert (back.source, back.start) == ("f.parquet", 5000) and back.table.equals(block.table)
+    assert len(encoded) < table.nbytes / 20  # the slice, not the whole row group it views
+    assert coder.estimate_size(block) == block.table.nbytes + len("f.parquet") + 16
