@@ -176,7 +176,8 @@ def is_hnsw_factory(factory: str) -> bool:
 
 
 def default_nprobe(nlist: int) -> int:
-    """IVF lists probed when the spec leaves nprobe unset: round(sqrt(nlist) / 2), at least 1.
+    """IVF lists probed when the spec leaves nprobe unset and tuning is off (target_recall None), and the
+    value an index is wrapped with until tuning runs: round(sqrt(nlist) / 2), at least 1.
 
     Probing a fixed fraction of lists over-spends on big indices: in the benchmark 16 of 1024 lists
     (100k items) and 32 of 4096 (1M items) both reached recall@100 >= 0.95, i.e. ~sqrt(nlist)/2.
