@@ -21,14 +21,14 @@ SCRIPT = textwrap.dedent("""
     from twotower.strict import from_dict
 
     ds, split = planted()
-    cfg = from_dict(TrainConfig, {**PLANTED_TRAIN, "epochs": 3, "strategy": "mirrored", "logical_cpus": 2,
+    cfg = from_dict(TrainConfig, {**PLANTED_TRAIN, "epochs": 2, "strategy": "mirrored", "logical_cpus": 2,
                                   "keep_checkpoints": 0, "monitor_recall_k": 0,
                                   "tower": {**PLANTED_TRAIN["tower"], "user_encoder": "sequence",
                                             "sequence": {"num_layers": 1, "num_heads": 2, "width": 16,
                                                          "ff_dim": 16}}})
     result = train(ds, split, cfg, sys.argv[1])
     from towers.tf_env import tf
-    print(json.dumps({"loss": result.history["loss"], "replicas": result.model.distribute_strategy.num_replicas_in_sync,
+    print(json.dumps({"loss": result.history["loss"], "val_loss": result.history["val_loss"], "replicas": result.model.distribute_strategy.num_replicas_in_sync,
                       "devices": [d.name for d in tf.config.list_logical_devices("CPU")]}))
 """)
 
@@ -42,6 +42,7 @@ def test_mirrored_training_on_two_logical_cpus_gives_a_finite_decreasing_loss(tm
     loss = out["loss"]
     assert all(x == x and x < float("inf") for x in loss), loss
     assert loss[-1] < loss[0], loss
+    assert len(out["val_loss"]) == 2 and all(x == x and x < float("inf") for x in out["val_loss"]), out
 
 
 def test_default_strategy_and_bad_names():

@@ -33,17 +33,31 @@ def test_result_reports_history_timing_and_writes_checkpoints():
     assert not any(p.startswith(f"ckpt-{cfg.epochs - 1}.") for p in checkpoints)  # keep_checkpoints=1
 
 
-def test_same_seed_same_model(tmp_path):
+def _small():
     ds = planted_dataset(n_users=40, n_items=30, events_per_user=8, seed=3)
-    split = leave_last_out(ds)
+    return ds, leave_last_out(ds)
+
+
+# One 2-epoch run shared by the same-seed and the resume tests (each train() call costs a trace).
+SEEDED = TrainConfig(epochs=2, batch_size=64, verbose=0, tensorboard=True, keep_checkpoints=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def seeded_run(tmp_path_factory):
+    """(ds, split without validation, TrainResult of SEEDED in <tmp>/run). The resume test
+    continues that run directory; the result's in-memory model is not touched by it."""
+    ds, split = _small()
     split = dataclasses.replace(split, valid=split.valid.iloc[:0])  # no validation: one traced function
-    cfg = TrainConfig(epochs=2, batch_size=64, verbose=0, tensorboard=True, keep_checkpoints=0, seed=5)
-    a = train(ds, split, cfg, tmp_path / "a")
-    b = train(ds, split, cfg, tmp_path / "b")
+    return ds, split, train(ds, split, SEEDED, tmp_path_factory.mktemp("seeded") / "run")
+
+
+def test_same_seed_same_model(seeded_run, tmp_path):
+    ds, split, a = seeded_run
+    b = train(ds, split, SEEDED, tmp_path / "b")
     assert a.history["loss"] == b.history["loss"]
     for wa, wb in zip(a.model.weights, b.model.weights):
         assert np.array_equal(wa.numpy(), wb.numpy()), wa.name
-    assert any((tmp_path / "a" / "logs").rglob("events.out.tfevents.*"))
+    assert any((a.out_dir / "logs").rglob("events.out.tfevents.*"))
 
 
 def test_bad_arguments_say_what_to_fix(tmp_path):
@@ -58,26 +72,20 @@ def test_bad_arguments_say_what_to_fix(tmp_path):
         train(ds, no_valid, TrainConfig(early_stopping_patience=2, verbose=0), tmp_path)
 
 
-def _small():
-    ds = planted_dataset(n_users=40, n_items=30, events_per_user=8, seed=3)
-    return ds, leave_last_out(ds)
-
-
-def test_resume_continues_at_the_saved_epoch_as_if_never_stopped(tmp_path):
-    ds, split = _small()
-    split = dataclasses.replace(split, valid=split.valid.iloc[:0])
-    cfg = TrainConfig(epochs=2, batch_size=64, verbose=0, tensorboard=False, keep_checkpoints=2, seed=5)
-    first = train(ds, split, cfg, tmp_path / "run")
-    resumed = train(ds, split, dataclasses.replace(cfg, epochs=4, resume=True), tmp_path / "run")
+def test_resume_continues_at_the_saved_epoch_as_if_never_stopped(seeded_run, tmp_path):
+    ds, split, first = seeded_run
+    cfg = dataclasses.replace(SEEDED, tensorboard=False)
+    run = first.out_dir  # holds ckpt-1, ckpt-2 (keep_checkpoints=2)
+    resumed = train(ds, split, dataclasses.replace(cfg, epochs=4, resume=True), run)
     straight = train(ds, split, dataclasses.replace(cfg, epochs=4), tmp_path / "straight")
     assert resumed.initial_epoch == 2 and len(resumed.history["loss"]) == 2
     assert first.history["loss"] == straight.history["loss"][:2]
     np.testing.assert_allclose(resumed.history["loss"], straight.history["loss"][2:], rtol=1e-5)
     for wa, wb in zip(resumed.model.weights, straight.model.weights):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), atol=1e-5, err_msg=wa.name)
-    assert sorted(p.name.split(".")[0] for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index")) == \
+    assert sorted(p.name.split(".")[0] for p in (run / "checkpoints").glob("ckpt-*.index")) == \
         ["ckpt-3", "ckpt-4"]
-    done = train(ds, split, dataclasses.replace(cfg, epochs=4, resume=True), tmp_path / "run")
+    done = train(ds, split, dataclasses.replace(cfg, epochs=4, resume=True), run)
     assert done.initial_epoch == 4 and done.history == {}  # nothing left to do
 
 
