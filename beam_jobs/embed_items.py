@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import pickle
 import shutil
 import sys
 import time
@@ -42,9 +43,10 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence, Tuple
 
 import numpy as np
+import pyarrow as pa
 
 from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from apache_beam.ml.inference.base import RunInference
@@ -177,11 +179,11 @@ class EmbedItems(beam.PTransform):
 
 
 class GroupIntoShards(beam.PTransform):
-    """``PredictionResult(ItemBatch, vectors)`` -> ``(shard, (positions int64 (m,), item_ids object (m,),
-    vectors float32 (m, D)))`` sorted by position; shard = position * num_shards // num_rows.
+    """``PredictionResult(ItemBatch, vectors)`` -> ``(shard, VectorPiece)`` with the shard's items sorted by
+    position; shard = position * num_shards // num_rows.
 
-    Each model batch is cut into its (usually one) shard pieces as NumPy arrays, so the shuffle moves
-    a few arrays per batch, not one object per item.
+    Each model batch is cut into its (usually one) shard pieces of arrays, so the shuffle moves a few
+    buffers per batch, not one object per item (``VectorPieceCoder``).
     """
 
     def __init__(self, num_rows: int, num_shards: int):
@@ -191,36 +193,70 @@ class GroupIntoShards(beam.PTransform):
 
     def expand(self, embedded):
         return (embedded
-                | "SplitByShard" >> beam.FlatMap(split_by_shard, self._num_rows, self._num_shards)
+                | "SplitByShard" >> beam.FlatMap(split_by_shard, self._num_rows, self._num_shards
+                                                 ).with_output_types(Tuple[int, VectorPiece])
                 | "GroupShards" >> beam.GroupByKey()
-                | "ConcatShard" >> beam.MapTuple(lambda shard, chunks: (shard, concat_sorted(chunks))))
+                | "ConcatShard" >> beam.MapTuple(lambda shard, pieces: (shard, VectorPiece.concat_sorted(pieces))))
 
 
-def split_by_shard(result, num_rows: int, num_shards: int):
-    """``PredictionResult(ItemBatch, vectors)`` -> ``(shard, (positions, ids, vectors))`` per shard it touches."""
+@dataclass(frozen=True, eq=False)
+class VectorPiece:
+    """Embedded items of one shard: positions int64 (m,), item_ids Arrow string array (m,), vectors float32 (m, D)."""
+
+    positions: np.ndarray
+    item_ids: pa.Array
+    vectors: np.ndarray
+
+    @staticmethod
+    def concat_sorted(pieces: Iterable["VectorPiece"]) -> "VectorPiece":
+        """Pieces of one shard -> one piece sorted by position."""
+        pieces = list(pieces)
+        positions = np.concatenate([p.positions for p in pieces])
+        order = np.argsort(positions, kind="stable")
+        ids = pa.concat_arrays([p.item_ids for p in pieces]).take(pa.array(order))
+        return VectorPiece(positions[order], ids, np.concatenate([p.vectors for p in pieces])[order])
+
+
+class VectorPieceCoder(beam.coders.Coder):
+    """Beam coder for ``VectorPiece``: pickle of the three arrays (Arrow and NumPy pickle their buffers
+    whole, no per-item work); ``estimate_size`` adds up byte counts instead of encoding."""
+
+    def encode(self, piece: VectorPiece) -> bytes:
+        return pickle.dumps((piece.positions, piece.item_ids, piece.vectors), pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> VectorPiece:
+        return VectorPiece(*pickle.loads(encoded))
+
+    def estimate_size(self, piece: VectorPiece) -> int:
+        return piece.positions.nbytes + piece.item_ids.nbytes + piece.vectors.nbytes
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return VectorPiece
+
+
+beam.coders.registry.register_coder(VectorPiece, VectorPieceCoder)
+
+
+def split_by_shard(result, num_rows: int, num_shards: int) -> Iterator[tuple[int, VectorPiece]]:
+    """``PredictionResult(ItemBatch, vectors)`` -> ``(shard, VectorPiece)`` per shard the batch touches."""
     batch = result.example
     positions = batch.positions
     vectors = np.asarray(result.inference, dtype=np.float32)
+    ids = pa.array(batch.item_ids, type=pa.string())
     shards = positions * num_shards // num_rows
     if shards[0] == shards[-1]:  # a batch is consecutive rows: one shard unless it straddles a boundary
-        yield int(shards[0]), (positions, batch.item_ids, vectors)
+        yield int(shards[0]), VectorPiece(positions, ids, vectors)
         return
     for shard in np.unique(shards).tolist():
         mask = shards == shard
-        yield shard, (positions[mask], batch.item_ids[mask], vectors[mask])
-
-
-def concat_sorted(chunks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Chunks of one shard -> one ``(positions, ids, vectors)`` sorted by position."""
-    chunks = list(chunks)
-    positions = np.concatenate([c[0] for c in chunks])
-    order = np.argsort(positions, kind="stable")
-    return (positions[order], np.concatenate([c[1] for c in chunks])[order],
-            np.concatenate([c[2] for c in chunks])[order])
+        yield shard, VectorPiece(positions[mask], ids.filter(pa.array(mask)), vectors[mask])
 
 
 class WriteShard(beam.DoFn):
-    """``(shard, (positions, ids, vectors))`` -> the shard's Parquet file in ``directory``.
+    """``(shard, VectorPiece)`` -> the shard's Parquet file in ``directory``.
 
     Vectors with NaN/inf or all zeros are not written: they go to the ``DEAD_LETTER`` output with
     reason "bad vector: ..." (the driver then fails the job, see ``run_embed``).
@@ -232,15 +268,18 @@ class WriteShard(beam.DoFn):
         self._model_version = model_version
 
     def process(self, element):
-        shard, (positions, ids, vectors) = element
+        shard, piece = element
+        vectors, ids = piece.vectors, piece.item_ids
         finite = np.isfinite(vectors).all(axis=1)
         good = finite & (vectors != 0).any(axis=1)
         for i in np.flatnonzero(~good):
             what = "NaN/inf" if not finite[i] else "an all-zero vector"
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
-                "row": int(positions[i]), "item_id": ids[i], "source": "item tower output", "values": "",
-                "reason": f"{BAD_VECTOR}: the item tower output {what} for this item"})
-        write_shard(self._directory, shard, self._num_shards, ids[good], vectors[good], self._model_version)
+                "row": int(piece.positions[i]), "item_id": ids[int(i)].as_py(), "source": "item tower output",
+                "values": "", "reason": f"{BAD_VECTOR}: the item tower output {what} for this item"})
+        if not good.all():
+            ids, vectors = ids.filter(pa.array(good)), vectors[good]
+        write_shard(self._directory, shard, self._num_shards, ids, vectors, self._model_version)
         yield shard
 
 
@@ -388,6 +427,8 @@ def _collect_dead_letters(staging: Path, root: Path, version: str) -> tuple[Path
         part.unlink()
     if not records:
         return None, 0, Counter()
+    # A bundle retried after writing its file would repeat its records: keep one of each.
+    records = list({(r["row"], r["reason"]): r for r in records}.values())
     records.sort(key=lambda r: (r["row"], r["reason"]))
     reasons = Counter(r["reason"].split(":")[0] for r in records)
     dest = root / DEAD_LETTER_DIR / f"{version}.jsonl"

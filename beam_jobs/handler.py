@@ -9,9 +9,8 @@ already stacked column-wise into the tower's input arrays by ``item_blocks.Block
 inference=float32 (m, D), model_id=model_version)``. The batch boundaries are therefore fixed by
 the data (not by Beam's timing), which keeps re-embeds bit-identical.
 
-``ItemTowerHandler`` (for pipelines that have one dict per item):
-
-One example = one item = a plain dict ``{"item_id": str, <feature name>: value, ...}`` where
+``ItemTowerHandler`` (for pipelines that have one dict per item; Beam batches them):
+one example = one item = a plain dict ``{"item_id": str, <feature name>: value, ...}`` where
 value is ``str`` (categorical / text), a list of ``str`` (multi_categorical; any length, may be
 empty) or a number (numeric; ``None`` or NaN = missing). ``run_inference`` stacks a batch of B
 dicts into the tower's inputs — ``str [B]``, ``str [B, N]`` right-padded with "" to the longest

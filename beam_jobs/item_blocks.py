@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from beam_jobs.beam_env import beam
 from beam_jobs.handler import ItemBatch
-from beam_jobs.item_rows import _CONVERT, DEAD_LETTER, BadRow, RowValidator, dead_letter_record
+from beam_jobs.item_rows import _CONVERT, DEAD_LETTER, DEFAULT_ID_PATTERN, BadRow, RowValidator, dead_letter_record
 
 
 def _is_string(typ: pa.DataType) -> bool:
@@ -175,12 +175,21 @@ class BlockValidator:
                 reasons.setdefault(i, "missing item id")
             return np.full(table.num_rows, None, dtype=object)
         column = _plain(table.column("item_id"))
-        values = column.to_numpy(zero_copy_only=False) if _is_string(column.type) else \
-            _object_array(column.to_pylist())
+        if not _is_string(column.type):
+            values = _object_array(column.to_pylist())
+            to_check = range(len(values))
+        else:
+            values = column.to_numpy(zero_copy_only=False)
+            to_check = range(len(values))
+            if self.rows.id_pattern == DEFAULT_ID_PATTERN:
+                # Printable ASCII without spaces, 1-256 characters, surely matches the default pattern; only
+                # the other ids (nulls, non-ASCII, too long, ...) go through Python's re, which decides.
+                plain_ascii = pc.match_substring_regex(column, r"^[\x21-\x7e]{1,256}$").to_numpy(zero_copy_only=False)
+                to_check = np.flatnonzero(~plain_ascii.astype(bool, copy=False)).tolist()
         check = self.rows.check_id
-        for i, item_id in enumerate(values.tolist()):
+        for i in to_check:
             try:
-                check(item_id)
+                check(values[i])
             except BadRow as exc:
                 reasons.setdefault(i, str(exc))
         return values

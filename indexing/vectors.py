@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from twotower import artifacts
@@ -35,13 +36,37 @@ def shard_name(shard_index: int, num_shards: int) -> str:
     return f"part-{shard_index:05d}-of-{num_shards:05d}.parquet"
 
 
-def _check_inputs(item_ids, vectors, model_version: str) -> tuple[list, np.ndarray]:
+def _check_inputs(item_ids, vectors, model_version: str) -> tuple[pa.Array, np.ndarray]:
+    """(item ids as an Arrow string array, vectors float32 (n, d)); ids must be unique str (checked in Arrow;
+    anything else gets ``indexing.item_index.as_item_ids``' message)."""
     from indexing.item_index import as_float32_matrix, as_item_ids
     vectors = as_float32_matrix(vectors, "vectors")
-    ids = as_item_ids(item_ids, len(vectors))
     if not isinstance(model_version, str) or not model_version:
         raise ValueError(f"model_version must be a non-empty str, got {model_version!r}")
-    return ids.tolist(), vectors
+    if isinstance(item_ids, pa.ChunkedArray):
+        item_ids = item_ids.combine_chunks()
+    if isinstance(item_ids, pa.Array) and pa.types.is_large_string(item_ids.type):
+        item_ids = item_ids.cast(pa.string())
+    objects = ids = None
+    if isinstance(item_ids, pa.Array) and item_ids.type == pa.string():
+        ids = item_ids
+    else:
+        objects = np.asarray(item_ids, dtype=object)
+        try:
+            ids = pa.array(objects, from_pandas=False) if objects.ndim == 1 and len(objects) else None
+        except (pa.ArrowException, TypeError, ValueError):
+            ids = None
+    if ids is None or ids.type != pa.string() or ids.null_count or len(ids) != len(vectors) \
+            or pc.count_distinct(ids).as_py() != len(ids):
+        if objects is None:
+            objects = np.asarray(item_ids.to_pylist(), dtype=object)
+        ids = pa.array(as_item_ids(objects, len(vectors)).tolist(), type=pa.string())  # raises the clear message
+    return ids, vectors
+
+
+# Dictionary encoding only where it pays (model_version: one value), statistics only for the string
+# columns: the writer would otherwise try a dictionary for, and compute min/max of, every float.
+_PARQUET_OPTIONS = {"use_dictionary": ["model_version"], "write_statistics": ["item_id", "model_version"]}
 
 
 def write_shard(directory, shard_index: int, num_shards: int, item_ids, vectors, model_version: str) -> str:
@@ -55,16 +80,22 @@ def write_shard(directory, shard_index: int, num_shards: int, item_ids, vectors,
                          "column; write more shards")
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim, type=pa.int32())
     column = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), type=pa.float32()))
-    table = pa.table({"item_id": pa.array(ids, type=pa.string()), "vector": column,
+    table = pa.table({"item_id": ids, "vector": column,
                       "model_version": pa.array([model_version] * n, type=pa.string())}, schema=SCHEMA)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    pq.write_table(table, buffer, **_PARQUET_OPTIONS)
     name = shard_name(shard_index, num_shards)
     artifacts.atomic_write_bytes(Path(directory) / name, buffer.getvalue())
     return name
 
 
 def _read_shard(path: Path, expected_model_version: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids object ndarray of str (s,), vectors float32 (s, d)) of one shard."""
+    ids, vectors = _read_shard_arrow(path, expected_model_version)
+    return ids.to_numpy(zero_copy_only=False).astype(object), vectors
+
+
+def _read_shard_arrow(path: Path, expected_model_version: str | None) -> tuple[pa.Array, np.ndarray]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -72,7 +103,7 @@ def _read_shard(path: Path, expected_model_version: str | None) -> tuple[np.ndar
     missing = {"item_id", "vector", "model_version"} - set(table.column_names)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; has {table.column_names}")
-    ids = table.column("item_id")
+    ids = table.column("item_id").combine_chunks()
     column = table.column("vector").combine_chunks()
     if ids.null_count or column.null_count:
         raise ValueError(f"{path}: {ids.null_count} null item_id(s) and {column.null_count} null vector(s)")
@@ -90,7 +121,7 @@ def _read_shard(path: Path, expected_model_version: str | None) -> tuple[np.ndar
             raise ValueError(f"{path}: model_version values {sorted(map(str, versions))} differ from the "
                              f"manifest's {expected_model_version!r}; shards from different models were mixed")
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return ids.to_numpy(zero_copy_only=False).astype(object), vectors.reshape(len(lengths), dim)
+    return ids, vectors.reshape(len(lengths), dim)
 
 
 RESERVED_FIELDS = frozenset({"kind", "version", "model_version", "count", "dim", "shards", "files"})
@@ -119,17 +150,19 @@ def finalize_vectors(directory, model_version: str, version: str | None = None, 
     if expected != names:
         raise ValueError(f"{directory}: shards {names} are not one complete set part-i-of-N (leftovers from an "
                          "earlier attempt, or a shard is missing); remove the directory and rewrite it")
-    count, dim, seen = 0, None, set()
+    count, dim, id_arrays = 0, None, []
     for name in names:
-        ids, vectors = _read_shard(directory / name, model_version)
+        ids, vectors = _read_shard_arrow(directory / name, model_version)
         if len(ids):
             if dim is not None and vectors.shape[1] != dim:
                 raise ValueError(f"{directory / name}: dimension {vectors.shape[1]}, other shards have {dim}")
             dim = vectors.shape[1]
-        seen.update(ids.tolist())
+        id_arrays.append(ids.cast(pa.string()))
         count += len(ids)
-        if len(seen) != count:
-            raise ValueError(f"{directory / name}: item ids repeat across shards; each item must appear once")
+    if count and pc.count_distinct(pa.chunked_array(id_arrays, pa.string())).as_py() != count:
+        counts = pc.value_counts(pa.chunked_array(id_arrays, pa.string()))
+        repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))[:3].to_pylist()
+        raise ValueError(f"{directory}: item ids repeat across shards (e.g. {repeated}); each item must appear once")
     if dim is None:
         raise ValueError(f"{directory}: every shard is empty; there are no vectors")
     if expected_count is not None and count != expected_count:

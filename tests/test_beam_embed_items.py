@@ -147,10 +147,10 @@ def test_embed_transforms_under_test_pipeline(model_dir, tower):
 
     def check_shards(shards):
         assert sorted(s for s, _ in shards) == [0, 1, 2]
-        for shard, (positions, ids, vectors) in shards:
-            assert positions.tolist() == [p for p in range(41) if p * 3 // 41 == shard and p < 40]
-            assert ids.tolist() == [rows[p]["item_id"] for p in positions]
-            np.testing.assert_allclose(vectors, direct[positions], atol=TOL, rtol=0)
+        for shard, piece in shards:
+            assert piece.positions.tolist() == [p for p in range(41) if p * 3 // 41 == shard and p < 40]
+            assert piece.item_ids.to_pylist() == [rows[p]["item_id"] for p in piece.positions]
+            np.testing.assert_allclose(piece.vectors, direct[piece.positions], atol=TOL, rtol=0)
 
     with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
         out = p | beam.Create(blocks) | EmbedItems(handler, validator)
@@ -172,3 +172,22 @@ def test_configuration_errors_are_clear(tmp_path, model_dir):
     with pytest.raises(ValueError, match="not a step of this job"):
         run_embed(EmbedConfig(run=str(run)), DIRECT, crash_at="nope")
     assert dataclasses.replace(EmbedConfig(run="r")).resolved().items == "r/data/items.parquet"
+
+
+def test_vector_pieces_concatenate_in_position_order_and_round_trip_through_their_coder():
+    from beam_jobs.embed_items import VectorPiece, VectorPieceCoder
+
+    def piece(positions):
+        positions = np.array(positions, dtype=np.int64)
+        return VectorPiece(positions, pa.array([f"i{p}" for p in positions]),
+                           np.repeat(positions[:, None], 3, axis=1).astype(np.float32))
+
+    merged = VectorPiece.concat_sorted([piece([7, 8]), piece([2, 3]), piece([5])])
+    assert merged.positions.tolist() == [2, 3, 5, 7, 8]
+    assert merged.item_ids.to_pylist() == ["i2", "i3", "i5", "i7", "i8"]
+    assert merged.vectors[:, 0].tolist() == [2, 3, 5, 7, 8]
+    coder = beam.coders.registry.get_coder(VectorPiece)
+    assert isinstance(coder, VectorPieceCoder)
+    back = coder.decode(coder.encode(merged))
+    assert back.item_ids.equals(merged.item_ids) and np.array_equal(back.vectors, merged.vectors)
+    assert coder.estimate_size(merged) == 5 * 8 + merged.item_ids.nbytes + 5 * 3 * 4

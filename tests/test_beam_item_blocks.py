@@ -58,7 +58,7 @@ def assert_same_as_rows(table: pa.Table, start: int = 0, duplicates: dict | None
 def typed_table():
     """Every column in its natural Arrow type, with nulls, infinities and bad ids."""
     return pa.table({
-        "item_id": ["a", None, "b c", "d", "e", "f", "x" * 257, "g"],
+        "item_id": ["a", None, "b c", "dé", "e\u00a0", "f\u3000g", "x" * 257, "y" * 256],  # NBSP, ideographic space
         "genre": ["rock", None, "pop", "jazz", None, "", "folk", "soul"],
         "price": [1.5, None, 2.0, float("nan"), float("inf"), 3.0, 4.0, -float("inf")],
         "tags": [["t1", "t2"], None, [], ["t3", None], ["a", "b", "c", "d"], None, ["z"], []],
