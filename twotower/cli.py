@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run: recall by popularity slice, exact vs index, CIs")
     ev.add_argument("run", type=Path)
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ev.add_argument("--no-baselines", action="store_true", help="skip the popularity/random/ALS reference rows")
+    ev.add_argument("--no-baselines", action="store_true", help="skip the reference rows (eval.baselines: popularity, random, ALS, BPR by default)")
 
     cmp_ = sub.add_parser("compare", help="paired bootstrap of metric differences between two evaluated runs")
     cmp_.add_argument("run_a", type=Path)
