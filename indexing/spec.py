@@ -8,18 +8,26 @@
   otherwise                                                 -> "IVF{nlist},PQ{m}" with the largest m
                                                                dividing dim whose codes fit the budget
 
-Why (``python -m bench.bench_index --n 1000000 --dim 64 --queries 500``, 2 shared cores, load ~8):
+Search effort is not fixed: with ``target_recall`` set (default 0.95) every build tunes nprobe / efSearch to
+the smallest value reaching it on held-out item vectors (``indexing.tuning``), because the recall a given
+nprobe reaches depends on the vectors (IVF4096 nprobe 32 at 1M: recall@100 0.98 on clustered synthetic
+vectors, 0.895 on real item-tower vectors).
+
+Why (``python -m bench.bench_index``, 2 shared cores, timings interleaved in rounds, side by side in one run):
   * exact Flat: 2132 / 517 / 159 / 26 batched QPS at 10k / 30k / 100k / 1M items, 0.2 / 0.8 / 6.7 / 37 ms
-    for one query. Up to FLAT_MAX_ITEMS = 100k a query stays in single-digit milliseconds and results are
-    exact (no recall caveat, no training, bit-reproducible), so Flat is the default there.
-  * 1M items: IVF4096,Flat reached recall@100 0.953 / 0.981 / 0.993 at nprobe 16 / 32 / 64 with
-    2542 / 1563 / 763 QPS (~100x / 60x / 30x exact Flat). HNSW32 (FAISS) was no faster at equal recall
-    (0.980 at 1475 QPS), needs 2x the memory and cannot be merged shard by shard in the nightly Beam
-    rebuild, so auto never picks it. hnswlib (M=32, efC=80) was faster than both at equal recall
-    (0.980 at 2086 QPS, i.e. IVF-Flat at nprobe 32 ran at 0.76x of it): the ">= hnswlib QPS" target is
-    NOT met; IVF is kept for mergeability, memory and build time (202 s vs 468 s for hnswlib).
-  * An HNSW coarse quantizer (IVF4096_HNSW32 / IVF16384_HNSW32) lost recall at default quantizer
-    settings (<= 0.97 at any nprobe), so the flat quantizer stays.
+    for one query (session 1). Up to FLAT_MAX_ITEMS = 100k a query stays in single-digit milliseconds and
+    results are exact (no recall caveat, no training, bit-reproducible), so Flat is the default there.
+  * 1M x 64 synthetic (load ~9-10): IVF4096,Flat tuned to nprobe 16 -> recall@100 0.953 on fresh queries,
+    2035 QPS = 119x exact Flat, 1.36x hnswlib's QPS at equal recall (hnswlib frontier over M 16 / 32,
+    efC 80); the whole IVF4096 sweep ran at 1.25-1.53x hnswlib from recall 0.953 to 0.990. IVF8192,Flat was
+    no faster at equal recall (1.18-1.27x hnswlib) and takes 1.5x longer to train. IVF-PQ fast-scan
+    (PQ32x4fs) + exact re-ranking reached only recall 0.36 / 0.69 / 0.82 at k_factor 1 / 4 / 8 (PQ too coarse
+    for the tightly packed top-100 of clustered vectors); IVF-SQ8 was slower than IVF-Flat at equal recall.
+  * HNSW32 (FAISS) was no faster than IVF at equal recall in session 1, needs 2x the memory and cannot be
+    merged shard by shard in the nightly Beam rebuild, so auto never picks it. The flat coarse quantizer is
+    23% of a 500-query IVF4096 nprobe 16 search (113 of 501 ms, load 9.6); an HNSW quantizer with its
+    efSearch at 4x nprobe matched the flat quantizer's recall (0.9714 vs 0.9720 at nprobe 24) but its speed-up
+    was not measured side by side, so it is not the default.
 Override any of it with a factory string; every built index records its measured recall in its manifest.
 
 This module is pure Python (no FAISS import) so configs can be validated anywhere.
