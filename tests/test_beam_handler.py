@@ -18,7 +18,7 @@ TOL = 1e-6  # float32 rounding: TF kernels may round differently for different b
 
 @pytest.fixture(scope="module")
 def model_dir():
-    return cached_hashing_item_tower(dim=16, model_version="mv-handler")
+    return cached_hashing_item_tower(dim=16)  # the export the other beam test modules share
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,12 @@ def test_lists_are_padded_with_empty_strings_to_the_longest_in_the_batch():
 
 def test_run_inference_returns_the_saved_models_vectors_in_order(model_dir, tower, rows):
     handler = ItemTowerHandler(model_dir / "item_tower")
-    assert handler.load_model().model_version == "mv-handler"  # carried by the SavedModel
+    assert handler.load_model().model_version == "hash-v1"  # carried by the SavedModel
     direct = tower(item_features_batch(pd.DataFrame(rows), DEFAULT_ITEM_FEATURES))
     results = list(handler.run_inference(rows, tower))
     assert all(isinstance(r, PredictionResult) for r in results)
     assert [r.example["item_id"] for r in results] == [r["item_id"] for r in rows]
-    assert {r.model_id for r in results} == {"mv-handler"}
+    assert {r.model_id for r in results} == {"hash-v1"}
     np.testing.assert_allclose(np.stack([r.inference for r in results]), direct, atol=TOL, rtol=0)
     np.testing.assert_allclose(np.linalg.norm(direct, axis=1), 1.0, atol=1e-5)
 
@@ -91,7 +91,7 @@ def item_batches(rows, tower, size):
 
 def test_item_batch_handler_makes_one_model_call_per_batch_pre_batched_in_a_pipeline(model_dir, tower, rows):
     batches = item_batches(rows, tower, 64)
-    handler = ItemBatchHandler(model_dir / "item_tower", "mv-handler")
+    handler = ItemBatchHandler(model_dir / "item_tower", "hash-v1")
     assert handler.get_num_bytes(batches[0]) == 64 * 128 and handler.get_num_bytes(batches[:2]) == 128 * 128
     expected = {int(b.positions[0]): tower(b.features) for b in batches}
     direct = handler.run_inference(batches[1], tower)  # a bare ItemBatch = one pre-batched element
@@ -100,7 +100,7 @@ def test_item_batch_handler_makes_one_model_call_per_batch_pre_batched_in_a_pipe
     def check(results):
         assert sorted(int(r.example.positions[0]) for r in results) == sorted(expected)
         for r in results:  # same batch -> bit-identical to calling the SavedModel on it directly
-            assert r.model_id == "mv-handler" and np.array_equal(r.inference, expected[int(r.example.positions[0])])
+            assert r.model_id == "hash-v1" and np.array_equal(r.inference, expected[int(r.example.positions[0])])
 
     with BeamTestPipeline(runner="DirectRunner", options=pipeline_options([])) as p:
         out = p | beam.Create(batches) | RunInference(handler.with_no_batching())
@@ -125,7 +125,7 @@ def test_bad_configuration_and_a_changed_model_are_refused_with_clear_messages(m
         ItemTowerHandler(model_dir / "item_tower", "v", min_batch_size=10, max_batch_size=5)
     with pytest.raises(ValueError, match="takes no inference_args"):
         ItemTowerHandler(model_dir / "item_tower", "v").validate_inference_args({"x": 1})
-    with pytest.raises(ValueError, match="now holds model version 'mv-handler', but this job started with 'old'"):
+    with pytest.raises(ValueError, match="now holds model version 'hash-v1', but this job started with 'old'"):
         ItemTowerHandler(model_dir / "item_tower", "old").load_model()
 
 
