@@ -4,7 +4,6 @@ Ties policy under test: equal scores are ordered by ascending row, and for the e
 lowest rows win ties at the k-th place, so Flat == lexsort((row, -score)) exactly. The tie-heavy data
 uses components in {-2..2}/4 so every inner product is exact in float32 (no rounding differences).
 """
-import faiss
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -17,13 +16,7 @@ from indexing.synthetic import clustered_vectors
 FLAT = IndexSpec(factory="Flat", gpu="never")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """Tests share 2 cores with other jobs; OpenMP spin-waiting makes 2 threads slower than 1 there."""
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def ids(n):

@@ -1,5 +1,4 @@
 """Sharded build (train_empty / add_shard / merge_shards) vs a single-process ItemIndex.build."""
-import faiss
 import numpy as np
 import pytest
 
@@ -10,12 +9,7 @@ from indexing.spec import IndexSpec
 from indexing.synthetic import clustered_vectors
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

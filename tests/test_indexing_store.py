@@ -1,7 +1,6 @@
 """save / load / publish of ItemIndex artifacts, including corruption and truncation."""
 import json
 
-import faiss
 import numpy as np
 import pytest
 
@@ -12,12 +11,7 @@ from indexing.synthetic import clustered_vectors
 from twotower import artifacts
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ class PowerLawFit:
 
     def to_dict(self) -> dict:
         """JSON-safe (NaN → None)."""
-        return _finite({"a": self.a, "b": self.b, "c": self.c, "x0": self.x0, "a_raw": self.a_raw, "offset": self.offset,
+        return json_safe({"a": self.a, "b": self.b, "c": self.c, "x0": self.x0, "a_raw": self.a_raw, "offset": self.offset,
                 "r2": self.r2, "rmse_log": self.rmse_log, "n": self.n, "residuals": list(self.residuals),
                 "x": list(self.x), "y": list(self.y), "b_ci": list(self.b_ci), "a_ci": list(self.a_ci),
                 "c_ci": list(self.c_ci), "confidence": self.confidence, "bootstrap": self.bootstrap,
@@ -77,11 +77,12 @@ class PowerLawFit:
                 "formula": self.formula()})
 
 
-def _finite(value):
+def json_safe(value):
+    """JSON-safe copy of nested dicts/lists: non-finite floats → None."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -19,7 +19,6 @@ Points run one after another in this process (TensorFlow's session is cleared be
 from __future__ import annotations
 
 import json
-import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from towers.scaling.grid import ScalingGrid, SweepPoint, expand_points, grid_to_yaml, load_grid, point_key
+from towers.scaling.fit import json_safe
 from towers.scaling.laws import fit_laws
 from towers.scaling.point import SCHEMA
 from towers.scaling.report import write_report
@@ -79,17 +79,6 @@ def read_result(out_dir: str | Path, key: str) -> dict | None:
     return result
 
 
-def _clean(value):
-    """JSON-safe copy: non-finite floats → None."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def run_sweep(grid_path: str | Path, out_dir: str | Path, resume: bool = True,
               log: Callable[[str], None] = _say, run_point: Callable | None = None) -> SweepOutcome:
     """Run every point of the grid not finished yet (all with ``resume=False``), then fit and report.
@@ -123,7 +112,7 @@ def run_sweep(grid_path: str | Path, out_dir: str | Path, resume: bool = True,
                                                       "seconds": time.perf_counter() - started})
                 log(f"    FAILED after {time.perf_counter() - started:.0f} s: {type(exc).__name__}: {exc}")
                 continue
-            atomic_write_json(directory / RESULT, _clean(result))
+            atomic_write_json(directory / RESULT, json_safe(result))
             (directory / ERROR).unlink(missing_ok=True)
             outcome.ran.append(key)
             recall = result.get("recall") or {}
