@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
-from twotower.rundir import RunDir
+from core.rundir import RunDir
 
 
 def rollback_main(argv: Sequence[str]) -> int:

@@ -58,8 +58,8 @@ from beam_jobs.item_source import DEFAULT_ROWS_PER_UNIT, ItemSource, ReadItemBlo
 from indexing.vectors import finalize_vectors, shard_name, write_shard
 from beam_jobs.versioned_root import (InjectedCrash, JobLock, check_crash_at, check_version_name,
                                       clean_staging, crash_point, new_version)
-from twotower import artifacts, strict
-from twotower.rundir import RunDir
+from core import artifacts, strict
+from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ BAD_VECTOR = "bad vector"
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """The embed job. Empty paths default to the run directory's layout (``twotower.rundir``).
+    """The embed job. Empty paths default to the run directory's layout (``core.rundir``).
 
     run                 run directory (supplies the defaults below)
     item_tower          exported item-tower SavedModel; default <run>/model/item_tower
@@ -493,7 +493,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EmbedConfig:
-    """The EmbedConfig of the flags given (typed and unknown-key checked by ``twotower.strict``)."""
+    """The EmbedConfig of the flags given (typed and unknown-key checked by ``core.strict``)."""
     names = [f.name for f in dataclasses.fields(EmbedConfig)]
     return strict.from_dict(EmbedConfig, {k: getattr(args, k) for k in names if getattr(args, k) is not None})
 

@@ -35,7 +35,7 @@ from beam_jobs.beam_env import beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from recdata.schema import FeatureSpec
-from twotower import artifacts
+from core import artifacts
 
 
 @dataclass(frozen=True, eq=False)

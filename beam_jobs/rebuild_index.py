@@ -47,8 +47,8 @@ from indexing.sharded import add_shard, merge_shards, train_empty
 from indexing.spec import IndexSpec
 from indexing.store import publish_index
 from indexing.vectors import read_vectors
-from twotower import artifacts, strict
-from twotower.rundir import RunDir
+from core import artifacts, strict
+from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ def export_hashing_item_tower(model_dir: str | Path, features: Sequence[FeatureS
             return {"model_version": tf.identity(self.model_version)}
 
     from towers.export import TOWER_INFO
-    from twotower.artifacts import atomic_write_json, write_manifest
+    from core.artifacts import atomic_write_json, write_manifest
 
     module = HashingItemTower()
     path = model_dir / "item_tower"

@@ -1,6 +1,6 @@
 """Housekeeping for a versioned artifact root (``vectors/`` or ``index/``) while a job writes to it.
 
-The layout, atomic writes, manifests, ``current`` pointer and pruning are ``twotower.artifacts``;
+The layout, atomic writes, manifests, ``current`` pointer and pruning are ``core.artifacts``;
 this module adds what a *job* needs around them:
 
 * ``JobLock``: one writer per root at a time (``fcntl.flock`` on ``root/.lock``; the kernel drops
@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from twotower import artifacts
+from core import artifacts
 
 LOCK = ".lock"
 STAGING_PREFIX = ".staging-"

@@ -73,9 +73,9 @@ def run_one(config: str, overrides: list[str], run_root: Path, baselines: bool =
     from indexing.vectors import write_vectors
     from towers.export import load_tower
     from towers.inputs import item_features_batch
-    from twotower import artifacts, pipeline
+    from core import artifacts, pipeline
     from twotower.config import load_config
-    from twotower.rundir import RunDir
+    from core.rundir import RunDir
 
     cfg = load_config(config, overrides)
     run = RunDir(run_root)

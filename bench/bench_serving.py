@@ -51,8 +51,8 @@ HOST = "127.0.0.1"
 # ----------------------------------------------------------------------------------- bench run + index
 def prepare_run(source: Path, workdir: Path, n: int, seed: int) -> Path:
     """workdir/run: links to source's model/ and data/, plus a published n-item index of the same model."""
-    from twotower import artifacts
-    from twotower.rundir import RunDir
+    from core import artifacts
+    from core.rundir import RunDir
 
     src = RunDir(source)
     run = RunDir(workdir / "run")
@@ -80,7 +80,7 @@ def build_index(src, run, n: int, seed: int, model_version: str) -> None:
     from indexing.store import publish_index
     from indexing.synthetic import clustered_vectors
     from indexing.vectors import read_vectors
-    from twotower import artifacts
+    from core import artifacts
 
     real_ids, real_vectors, _ = read_vectors(artifacts.current_dir(src.vectors))
     if n <= len(real_ids):

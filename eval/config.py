@@ -1,6 +1,6 @@
 """``EvalConfig``: every knob of an offline evaluation, as one frozen dataclass.
 
-Built from YAML/JSON with ``EvalConfig.from_dict`` (unknown keys rejected, see ``twotower.strict``)
+Built from YAML/JSON with ``EvalConfig.from_dict`` (unknown keys rejected, see ``core.strict``)
 and saved verbatim next to every result, so a ``metrics.json`` says exactly how it was computed::
 
     eval:
@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from twotower.strict import from_dict, to_dict
+from core.strict import from_dict, to_dict
 
 ExcludedTargets = Literal["drop", "keep", "error"]
 # reference systems eval.baselines can grade, in the order their rows are reported

@@ -2,7 +2,7 @@
 
     result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, train_counts,
                               EvalConfig(), index=item_index, query_ids=user_ids, name="run-42")
-    result.save("runs/run-42/eval")
+    eval.report.save_with_report(result, "runs/run-42/eval")   # or result.save(dir) without the report
 
 Inputs (contract, see eval.cases): query rows index ``query_vectors`` / ``rankings`` / ``exclusions``;
 item rows index ``item_vectors`` / ``train_counts`` (catalogue order of the vectors artifact).

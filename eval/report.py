@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from eval.result import EvalResult
-from twotower.artifacts import atomic_write_bytes, atomic_write_text
+from core.artifacts import atomic_write_bytes, atomic_write_text
 
 DEFAULT_FAMILIES = ("overall", "popularity", "cold", "activity")
 SHORT = {"recall": "R", "hitrate": "HR", "ndcg": "NDCG", "mrr": "MRR", "mean_pop": "pop", "index_recall": "idxR"}
@@ -216,3 +216,8 @@ def write_report(results: Sequence[EvalResult], directory: str | Path, title: st
         plot_recall_by_decile(results, directory / "recall_by_decile.png")
         parts.append(f"\n![recall@{cfg.ks[-1]} by popularity decile](recall_by_decile.png)\n")
     return atomic_write_text(directory / "report.md", "\n".join(parts))
+
+
+def save_with_report(result: EvalResult, directory: str | Path) -> Path:
+    """``result.save(directory)`` with ``report.md`` (and the decile plot) listed in its manifest."""
+    return result.save(directory, extra_writer=lambda d: write_report([result], d))

@@ -13,7 +13,7 @@ the ANN index, "index_vs_exact" = the index's own recall against exact top-K):
 
 On disk (``save(dir)``): metrics.json (stable keys, see ``to_json``), summary.parquet,
 per_query.parquet, cases.parquet, optionally report.md and PNG plots, then manifest.json last
-(``twotower.artifacts.write_manifest``); ``load`` verifies the manifest first.
+(``core.artifacts.write_manifest``); ``load`` verifies the manifest first.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from eval.config import EvalConfig
-from twotower.artifacts import atomic_write_bytes, atomic_write_json, verify_manifest, write_manifest
+from core.artifacts import atomic_write_bytes, atomic_write_json, verify_manifest, write_manifest
 
 SCHEMA = "twotower-eval/1"
 FILES = ("metrics.json", "summary.parquet", "per_query.parquet", "cases.parquet")
@@ -104,8 +104,12 @@ class EvalResult:
             "results": results,
         }
 
-    def save(self, directory: str | Path, report: bool = True) -> Path:
-        """Write the result to ``directory`` (created if needed); manifest.json last. Returns the dir."""
+    def save(self, directory: str | Path, extra_writer=None) -> Path:
+        """Write the result to ``directory`` (created if needed); manifest.json last. Returns the dir.
+
+        ``extra_writer(directory)`` may add files before the manifest is written, so they are listed in it
+        (``eval.report.save_with_report`` passes the Markdown/PNG report writer that way).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for fname, df in (("summary.parquet", self.summary), ("per_query.parquet", self.per_query),
@@ -114,10 +118,8 @@ class EvalResult:
             df.to_parquet(buf, index=False)
             atomic_write_bytes(directory / fname, buf.getvalue())
         atomic_write_json(directory / "metrics.json", self.to_json())
-        if report:
-            from eval.report import write_report
-
-            write_report([self], directory)
+        if extra_writer is not None:
+            extra_writer(directory)
         write_manifest(directory, {"kind": "eval", "schema": SCHEMA, "name": self.name})
         return directory
 

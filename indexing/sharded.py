@@ -40,11 +40,11 @@ import faiss
 import numpy as np
 
 from indexing import faiss_index as fi
+from indexing.arrays import as_float32_matrix
 from indexing.spec import IndexSpec
 
 
 def _as_vectors(x, name: str, dim: int | None = None) -> np.ndarray:
-    from indexing.item_index import as_float32_matrix  # local: item_index re-exports this module
     return as_float32_matrix(x, name, dim)
 
 

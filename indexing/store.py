@@ -11,7 +11,7 @@
 ``load_index`` verifies every sha256 and size before FAISS reads a byte, so a flipped byte or a
 truncated file is refused with a ValueError naming the file. ``publish_index`` builds in a hidden
 staging directory, writes the manifest last, promotes it with one rename, flips ``current`` and prunes
-old versions (never the current one), all via ``twotower.artifacts``.
+old versions (never the current one), all via ``core.artifacts``.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 from indexing import faiss_index as fi
 from indexing.item_index import ItemIndex
 from indexing.spec import IndexSpec
-from twotower import artifacts
-from twotower.strict import from_dict, to_dict
+from core import artifacts
+from core.strict import from_dict, to_dict
 
 KIND = "item_index"
 INDEX_FILE = "index.faiss"

@@ -3,7 +3,7 @@
     <root>/<version>/part-00000-of-00004.parquet ...   columns item_id: string,
                                                          vector: list<float32> (all length d),
                                                          model_version: string
-    <root>/<version>/manifest.json                      written last (twotower.artifacts.write_manifest):
+    <root>/<version>/manifest.json                      written last (core.artifacts.write_manifest):
         {"kind": "item_vectors", "version", "model_version", "count", "dim", "shards": [...], "files": {...}}
 
 Catalogue order = shard order, then row order inside a shard; row i of ``read_vectors`` is row i of
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from twotower import artifacts
+from core import artifacts
 
 KIND = "item_vectors"
 SCHEMA = pa.schema([("item_id", pa.string()), ("vector", pa.list_(pa.float32())),
@@ -39,7 +39,7 @@ def shard_name(shard_index: int, num_shards: int) -> str:
 def _check_inputs(item_ids, vectors, model_version: str) -> tuple[pa.Array, np.ndarray]:
     """(item ids as an Arrow string array, vectors float32 (n, d)); ids must be unique str (checked in Arrow;
     anything else gets ``indexing.item_index.as_item_ids``' message)."""
-    from indexing.item_index import as_float32_matrix, as_item_ids
+    from indexing.arrays import as_float32_matrix, as_item_ids
     vectors = as_float32_matrix(vectors, "vectors")
     if not isinstance(model_version, str) or not model_version:
         raise ValueError(f"model_version must be a non-empty str, got {model_version!r}")

@@ -16,7 +16,7 @@ The cache directory is ``cache_dir`` if set, else ``$TWOTOWER_CACHE``, else ``~/
     dataset.json                               name, source, feature specs, split kind, JSON-able extra
     split.npz                                  ``part``: int8 per source row (0 train, 1 valid, 2 test)
     extra.npz                                  array-valued entries of Dataset.extra (if any)
-    manifest.json                              sha256 and size of each file (twotower.artifacts)
+    manifest.json                              sha256 and size of each file (core.artifacts)
 
 ``load_split(directory)`` verifies the manifest and returns ``(Dataset, Split)`` equal to what was saved
 (``Dataset.interactions`` back in source order; for a hand-made ``Split`` without ``part`` it is
@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from recdata import splits as S
 from recdata.schema import Dataset, FeatureSpec
 from recdata.synthetic import SyntheticConfig, generate
-from twotower import artifacts
+from core import artifacts
 
 DEFAULT_CACHE_DIR = "~/.cache/twotower"
 CACHE_ENV = "TWOTOWER_CACHE"

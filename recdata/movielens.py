@@ -40,7 +40,7 @@ import pandas as pd
 
 from recdata import columns as C
 from recdata.schema import Dataset, FeatureSpec
-from twotower import artifacts
+from core import artifacts
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 WHEEL_MEMBER_PREFIX = "recbole/dataset_example/ml-100k/"

@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recdata.schema import Dataset, FeatureSpec
-from twotower.strict import to_dict
+from core.strict import to_dict
 
 Flavour = Literal["standard", "long-tail"]
 

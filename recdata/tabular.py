@@ -21,7 +21,7 @@ Example ``schema.yaml`` (paths are relative to the schema file)::
       features: [{name: country, kind: categorical}]
     multi_value_separator: "|"              # default separator of multi_categorical string cells
 
-Unknown keys are rejected (``twotower.strict.from_dict``). Items missing from ``items`` but named by
+Unknown keys are rejected (``core.strict.from_dict``). Items missing from ``items`` but named by
 interactions are an error (``Dataset.validate`` names examples); leave ``items`` out to build the item
 table from the interactions (no features). Interactions keep the file's row order.
 """
@@ -38,7 +38,7 @@ import yaml
 
 from recdata import columns as C
 from recdata.schema import Dataset, FeatureKind, FeatureSpec
-from twotower.strict import from_dict
+from core.strict import from_dict
 
 TableFormat = Literal["auto", "parquet", "csv"]
 

@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from twotower import artifacts
+from core import artifacts
 
 
 def stable_hash(values) -> np.ndarray:

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_options(pairs: list[str]) -> dict:
     """["max_batch=32", "reload_interval_s=null"] → {"max_batch": 32, "reload_interval_s": None} (YAML values)."""
-    from twotower.strict import parse_overrides
+    from core.strict import parse_overrides
 
     return dict(parse_overrides(pairs))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from serving.config import ServingConfig
 from serving.requests import RequestError, decode_json, parse_topk
 from serving.service import TopKService
-from twotower.strict import from_dict
+from core.strict import from_dict
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``ServingConfig``: how the top-k HTTP service batches, validates and reloads.
 
-Built with ``twotower.strict.from_dict`` (unknown keys rejected), e.g. from ``serve(run, **options)`` or
+Built with ``core.strict.from_dict`` (unknown keys rejected), e.g. from ``serve(run, **options)`` or
 ``python -m serving --set max_batch=32``.
 
     max_batch           requests answered by one query-tower call + one index search (the micro-batch)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from serving.state import IndexState, VersionMismatch
-from twotower import artifacts
+from core import artifacts
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
           "known_user": True}
     service.close()
 
-What it loads from the run directory (``twotower.rundir.RunDir``):
+What it loads from the run directory (``core.rundir.RunDir``):
   model/query_tower   the SavedModel (``towers.export.load_tower``); its version is THE model version
   model/manifest.json max_history (how many recent items a query carries)
   data/               users + train/valid/test interactions (``serving.users.KnownUsers``)
@@ -39,8 +39,8 @@ from serving.requests import RequestError, TopKRequest
 from serving.state import IndexState, check_versions, load_state
 from serving.tower_inputs import QueryInputs, batch_inputs, feature_value
 from serving.users import KnownUsers
-from twotower import artifacts
-from twotower.rundir import RunDir
+from core import artifacts
+from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def load_state(index_root: Path, version: str, tower_version: str, tower_dim: in
     """Verify and load ``index_root/version``; refuse it (``VersionMismatch``) when it does not belong to
     the query tower. The manifest's model version is checked before the (possibly large) index is read."""
     from indexing.store import load_index
-    from twotower import artifacts
+    from core import artifacts
 
     directory = Path(index_root) / version
     manifest = artifacts.read_manifest(directory)

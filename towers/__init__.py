@@ -1,7 +1,7 @@
 """Towers: query tower (user encoder) and item tower, trained with TF/TFRS.
 
 Read in this order:
-  config.py       TowerConfig / TrainConfig (frozen dataclasses; twotower.strict.from_dict)
+  config.py       TowerConfig / TrainConfig (frozen dataclasses; core.strict.from_dict)
   inputs.py       Dataset + split → examples (history strictly before each target), tf.data
                   batches, the contract's raw-feature dicts, eval queries (no TensorFlow needed
                   except for ``make_tf_dataset``)

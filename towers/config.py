@@ -1,6 +1,6 @@
 """Typed configuration of the towers (``TowerConfig``) and of their training (``TrainConfig``).
 
-Both are frozen dataclasses built from plain dicts with ``twotower.strict.from_dict`` (unknown
+Both are frozen dataclasses built from plain dicts with ``core.strict.from_dict`` (unknown
 keys are rejected). ``TrainConfig.tower`` nests the tower shape so one mapping describes a run::
 
     train:

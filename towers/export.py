@@ -36,7 +36,7 @@ from recdata.schema import FeatureSpec
 from towers.features import check_input_name
 from towers.tf_env import tf
 from towers.vocab import Vocabularies, save_vocabularies
-from twotower.artifacts import (MANIFEST, atomic_write_json, atomic_write_text, fsync_dir, verify_manifest,
+from core.artifacts import (MANIFEST, atomic_write_json, atomic_write_text, fsync_dir, verify_manifest,
                                 write_manifest)
 
 SIGNATURE = "serving_default"

@@ -6,7 +6,7 @@
       loss: {logq: streaming, mns_negatives: 256}
       ssl: {mode: cfm, weight: 0.3, query_side: true}
 
-Both are frozen dataclasses built with ``twotower.strict.from_dict`` (unknown keys rejected);
+Both are frozen dataclasses built with ``core.strict.from_dict`` (unknown keys rejected);
 every value is checked in ``__post_init__`` (``ValueError`` naming the key, the value got and the
 allowed range). The defaults switch every extra part off, which is the plain in-batch softmax of
 ``towers.model``. This module does not import TensorFlow.

@@ -110,7 +110,7 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
     """Fit the towers on ``split.train`` (see module docstring); returns a ``TrainResult``."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a towers.config.TrainConfig, got {type(cfg).__name__}; "
-                        "build it with twotower.strict.from_dict(TrainConfig, mapping)")
+                        "build it with core.strict.from_dict(TrainConfig, mapping)")
     for name in ("train", "test"):
         if not hasattr(split, name):
             raise TypeError(f"split must have .train/.valid/.test DataFrames; {type(split).__name__} has no .{name}")

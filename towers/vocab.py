@@ -27,7 +27,7 @@ import pandas as pd
 from recdata.schema import Dataset, FeatureSpec
 from towers.config import TowerConfig
 from towers.inputs import check_user_feature_names, feature_column
-from twotower.artifacts import atomic_write_json, atomic_write_text
+from core.artifacts import atomic_write_json, atomic_write_text
 
 VOCAB_FORMAT = 1
 

@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+from twotower import DEFAULT_CONFIG
 
 
 def _add_config(p: argparse.ArgumentParser, run_required: bool = True) -> None:

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 from twotower import pipeline
+from twotower import DEFAULT_CONFIG
 from twotower.config import RunConfig, load_config
-from twotower.rundir import RunDir
+from core.rundir import RunDir
 
 
 def _say(msg: str) -> None:
@@ -16,8 +17,6 @@ def _say(msg: str) -> None:
 
 def resolve_config(args, run: RunDir | None) -> RunConfig:
     """--config, else the run's saved config.yaml, else configs/demo.yaml; then --set overrides."""
-    from twotower.cli import DEFAULT_CONFIG
-
     path = getattr(args, "config", None)
     if path is None:
         path = run.config if run is not None and run.config.is_file() else DEFAULT_CONFIG
@@ -146,7 +145,7 @@ def cmd_compare(args, extra) -> int:
     from eval.compare import compare
     from eval.report import comparison_markdown, plot_comparison
     from eval.result import EvalResult
-    from twotower.artifacts import atomic_write_text
+    from core.artifacts import atomic_write_text
 
     a = _load_result(args.run_a)
     b = _load_result(args.run_b)
@@ -202,7 +201,7 @@ def cmd_demo(args, extra) -> int:
 
 
 def cmd_scaling(args, extra) -> int:
-    from towers.scaling.__main__ import main as scaling_main
+    from twotower.studies.scaling.__main__ import main as scaling_main
 
     argv = ["--grid", str(args.grid), "--out", str(args.out)]
     argv += ["--no-resume"] if args.no_resume else []

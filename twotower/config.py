@@ -21,8 +21,8 @@ from eval.config import EvalConfig
 from indexing.spec import IndexSpec
 from recdata.loading import DataConfig
 from towers.config import TrainConfig
-from twotower.artifacts import atomic_write_text
-from twotower.strict import from_dict, parse_overrides, read_yaml_mapping, replace_path, to_dict
+from core.artifacts import atomic_write_text
+from core.strict import from_dict, parse_overrides, read_yaml_mapping, replace_path, to_dict
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The stages of a run, each reading and writing the run directory (``twotower.rundir``).
+"""The stages of a run, each reading and writing the run directory (``core.rundir``).
 
     stage_data   load + split the data           → <run>/data/
     stage_train  train both towers and export    → <run>/model/   (SavedModels, vocab, model_version)
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twotower import artifacts
+from core import artifacts
 from twotower.config import RunConfig, save_config
-from twotower.rundir import RunDir
-from twotower.strict import to_dict
+from core.rundir import RunDir
+from core.strict import to_dict
 
 
 def init_run(cfg: RunConfig, run: RunDir) -> None:
@@ -173,7 +173,7 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
                                     query_ids=queries.user_ids, seed=cfg.eval.seed)
     run.eval.mkdir(parents=True, exist_ok=True)
     for r in results:
-        r.save(run.eval / r.name, report=False)
+        r.save(run.eval / r.name)
     write_report(results, run.eval, title=f"Evaluation of run {run.root.name}")
     return results
 

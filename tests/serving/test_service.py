@@ -1,0 +1,157 @@
+"""TopKService on a tiny real run, against the slow reference (tests/serving_fixtures.Reference)."""
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serving.config import ServingConfig
+from serving.requests import RequestError, TopKRequest
+from serving.service import TopKService
+from tests.serving.conftest import Reference, copy_run, publish_index, tiny_run
+from core import artifacts
+
+T = 1_700_000_000
+
+
+@pytest.fixture(scope="module")
+def service():
+    svc = TopKService.open(tiny_run().root, ServingConfig(reload_interval_s=None, max_wait_ms=5.0))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return Reference(tiny_run())
+
+
+def user_ids(reference, n):
+    return reference.dataset.users["user_id"].tolist()[:n]
+
+
+def ids_and_scores(response):
+    return [x["item_id"] for x in response["items"]], np.array([x["score"] for x in response["items"]])
+
+
+def test_known_users_match_the_reference(service, reference):
+    for uid in user_ids(reference, 5):
+        got = service.topk(TopKRequest(k=10, exclude_seen=True, user_id=uid, timestamp=T))
+        want_ids, want_scores = reference.known(uid, 10, T)
+        ids, scores = ids_and_scores(got)
+        assert ids == want_ids
+        np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
+        assert got["known_user"] is True and got["model_version"] == tiny_run().model_version()
+        assert got["index_version"] == artifacts.current_version(tiny_run().index)
+
+
+def test_exclude_seen_is_honoured(service, reference):
+    uid = user_ids(reference, 1)[0]
+    inter = reference.dataset.interactions
+    seen = set(inter.loc[inter["user_id"] == uid, "item_id"])
+    excluded, _ = ids_and_scores(service.topk(TopKRequest(k=200, exclude_seen=True, user_id=uid, timestamp=T)))
+    everything, _ = ids_and_scores(service.topk(TopKRequest(k=200, exclude_seen=False, user_id=uid, timestamp=T)))
+    assert len(everything) == 200 and seen <= set(everything)
+    assert not seen & set(excluded) and len(excluded) == 200 - len(seen)
+    assert everything[:10] == reference.known(uid, 10, T, exclude_seen=False)[0]
+
+
+def test_raw_features_match_the_reference_and_exclude_the_history(service, reference):
+    items = reference.dataset.items["item_id"].tolist()
+    features = {"age": 33.0, "country": "c3"}
+    history = [items[3], items[10], items[7]]
+    req = TopKRequest(k=20, exclude_seen=True, user_id="someone-new", features={**features, "taste_hint": None},
+                      history=tuple(history), timestamp=T)
+    ids, scores = ids_and_scores(service.topk(req))
+    want_ids, want_scores = reference.raw("someone-new", features, history, 20, T)
+    assert ids == want_ids and not set(history) & set(ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+def test_unknown_users_and_items_still_get_results(service, reference):
+    unknown = service.topk(TopKRequest(k=7, exclude_seen=True, user_id="never-seen"))
+    assert len(unknown["items"]) == 7 and unknown["known_user"] is False
+    raw = service.topk(TopKRequest(k=7, exclude_seen=True, features={"age": None, "country": "atlantis",
+                                                                     "taste_hint": "zzz"},
+                                   history=("no-such-item", "nor-this")))
+    assert len(raw["items"]) == 7
+    assert all(np.isfinite(x["score"]) for x in unknown["items"] + raw["items"])
+
+
+def test_k_above_the_catalogue_returns_what_is_left(service, reference):
+    uid = user_ids(reference, 1)[0]
+    got = service.topk(TopKRequest(k=500, exclude_seen=False, user_id=uid))
+    assert len(got["items"]) == 200 and len({x["item_id"] for x in got["items"]}) == 200
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(service, reference):
+    uids = user_ids(reference, 40)
+    sequential = {u: ids_and_scores(service.topk(TopKRequest(k=5, exclude_seen=True, user_id=u, timestamp=T)))
+                  for u in uids}
+    batches_before = service.batcher.batches
+    with ThreadPoolExecutor(16) as pool:
+        futures = [service.submit(TopKRequest(k=5, exclude_seen=True, user_id=u, timestamp=T)) for u in uids]
+        answers = [f.result(30) for f in futures]
+    assert service.batcher.batches - batches_before < len(uids)  # answered in fewer batches than requests
+    for u, answer in zip(uids, answers):
+        ids, scores = ids_and_scores(answer)
+        np.testing.assert_allclose(scores, sequential[u][1], atol=1e-5)
+        assert set(ids) == set(sequential[u][0])
+
+
+def test_version_info_and_health(service):
+    info = service.version_info()
+    assert info["model_version"] == tiny_run().model_version()
+    assert info["index_factory"] == "Flat" and info["index_count"] == 200 and info["index_dim"] == 16
+    assert info["known_users"] == 300 and info["max_history"] == 20
+    health = service.health()
+    assert health["status"] == "ok" and health["requests"] >= 1
+
+
+def test_refuses_to_start_on_a_version_mismatch(tmp_path):
+    run = copy_run(tmp_path)
+    publish_index(run, model_version="another-model-v9")
+    with pytest.raises(ValueError, match=rf"built from model version 'another-model-v9' but the query tower .* is "
+                                         rf"model version '{run.model_version()}'.*twotower rebuild --run {run.root}"):
+        TopKService.open(run.root, ServingConfig(reload_interval_s=None))
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    run = copy_run(tmp_path)
+    (run.index / artifacts.CURRENT).unlink()
+    with pytest.raises(FileNotFoundError, match=r"no index is published .* `twotower rebuild --run"):
+        TopKService.open(run.root)
+
+
+def test_swap_serves_the_new_index_and_refuses_another_model(tmp_path):
+    run = copy_run(tmp_path)
+    svc = TopKService.open(run.root, ServingConfig(reload_interval_s=0.05))
+    try:
+        old = svc.state.version
+        new = publish_index(run, perturb=0.5, seed=3)
+        deadline = time.monotonic() + 30
+        while svc.state.version != new and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.state.version == new != old
+        answer = svc.topk(TopKRequest(k=5, exclude_seen=True, user_id="never-seen", timestamp=T))
+        assert answer["index_version"] == new
+        want = Reference(run).raw("never-seen", {}, [], 5, T)[0]
+        assert [x["item_id"] for x in answer["items"]] == want
+        bad = publish_index(run, model_version="another-model", seed=4)
+        while bad not in svc.watcher.refused and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.state.version == new and bad in svc.version_info()["refused_index_versions"]
+        assert "another-model" in svc.version_info()["last_reload_error"]
+        with pytest.raises(ValueError, match="built from model version 'another-model'"):
+            svc.swap(dataclasses.replace(svc.state, version=bad, index=_with_model(svc.state.index, "another-model")))
+    finally:
+        svc.close()
+    with pytest.raises(RequestError, match="shutting down"):
+        svc.submit(TopKRequest(k=1, exclude_seen=True, user_id="x"))
+
+
+def _with_model(index, model_version):
+    from indexing.item_index import ItemIndex
+
+    return ItemIndex(index.faiss_index, index.item_ids, index.spec, model_version, index.factory)
