@@ -8,6 +8,7 @@ and saved verbatim next to every result, so a ``metrics.json`` says exactly how 
       head_share: 0.2          # head = top 20% of catalogue items by training count
       torso_share: 0.0         # 0 = no torso tier; e.g. 0.3 makes head 20% / torso 30% / tail 50%
       activity_thresholds: [10]  # users with < 10 training items are "short history"
+      support_thresholds: []     # e.g. [1, 4]: items with 0 / 1-3 / >= 4 training events (cold, few-shot)
       bootstrap_samples: 1000
       baselines: [popularity, random, als, bpr]   # reference rows graded next to the model
 """
@@ -34,6 +35,8 @@ class EvalConfig:
     torso_share         fraction after the head that may be "torso" (0 = no torso tier).
     deciles             also slice by item popularity decile (d01 = most popular 10% of items).
     activity_thresholds user-history-length cut points: (10,) -> "hist<10", "hist>=10".
+    support_thresholds  item training-count cut points for the "support" family (slices that lack
+                        supervision): (1, 4) -> "n<1" (cold), "n1-3" (few-shot), "n>=4"; () = off.
     bootstrap_samples   resamples of test queries for the CIs (0 = point estimates only).
     confidence          CI level (0.95 = 2.5th..97.5th percentile).
     seed                seeds the bootstrap (and nothing else here).
@@ -53,6 +56,7 @@ class EvalConfig:
     torso_share: float = 0.0
     deciles: bool = True
     activity_thresholds: tuple[int, ...] = (10,)
+    support_thresholds: tuple[int, ...] = ()
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
@@ -80,12 +84,14 @@ class EvalConfig:
                 f"EvalConfig.torso_share must be in [0, 1 - head_share) = [0, {1.0 - self.head_share:g}), "
                 f"got {self.torso_share!r}; the tail must keep some items"
             )
-        th = tuple(self.activity_thresholds)
-        if any(not isinstance(t, int) or isinstance(t, bool) or t <= 0 for t in th) or list(th) != sorted(set(th)):
-            raise ValueError(
-                f"EvalConfig.activity_thresholds must be strictly ascending positive integers, got {list(th)}"
-            )
-        object.__setattr__(self, "activity_thresholds", th)
+        for key in ("activity_thresholds", "support_thresholds"):
+            th = tuple(getattr(self, key))
+            if any(not isinstance(t, int) or isinstance(t, bool) or t <= 0 for t in th) \
+                    or list(th) != sorted(set(th)):
+                raise ValueError(f"EvalConfig.{key} must be strictly ascending positive integers, got {list(th)}")
+            object.__setattr__(self, key, th)
+        if not self.activity_thresholds:
+            raise ValueError("EvalConfig.activity_thresholds is empty; give at least one cut point, e.g. [10]")
         if self.bootstrap_samples < 0:
             raise ValueError(f"EvalConfig.bootstrap_samples must be >= 0 (0 = no CIs), got {self.bootstrap_samples}")
         if not 0.0 < self.confidence < 1.0 or math.isnan(self.confidence):

@@ -24,7 +24,7 @@ import pandas as pd
 from eval.result import EvalResult
 from core.artifacts import atomic_write_bytes, atomic_write_text
 
-DEFAULT_FAMILIES = ("overall", "popularity", "cold", "activity")
+DEFAULT_FAMILIES = ("overall", "popularity", "cold", "support", "activity")
 SHORT = {"recall": "R", "hitrate": "HR", "ndcg": "NDCG", "mrr": "MRR", "mean_pop": "pop", "index_recall": "idxR"}
 
 
@@ -158,7 +158,7 @@ def plot_recall_by_decile(results: Sequence[EvalResult], path: str | Path, k: in
 
 
 def plot_comparison(table: pd.DataFrame, path: str | Path, metric: str,
-                    families: Sequence[str] = ("overall", "popularity", "decile", "cold", "activity")) -> Path:
+                    families: Sequence[str] = ("overall", "popularity", "decile", "cold", "support", "activity")) -> Path:
     """PNG: A − B of ``metric`` per slice with its paired-bootstrap CI (horizontal error bars)."""
     sub = table[(table["metric"] == metric) & table["family"].isin(list(families))]
     if sub.empty:

@@ -9,6 +9,8 @@ families label query rows and a case takes its query's label.
   decile      d01 .. d10                d01 = most popular 10% of items
   cold        warm / cold               cold = zero training interactions
   activity    hist<T1 / histT1-(T2-1) / ... / hist>=Tn   by the user's training history length
+  support     n<T1 / nT1-(T2-1) / ... / n>=Tn            by the target item's training count (only when
+              ``EvalConfig.support_thresholds`` is set; (1, 4) gives cold n<1, few-shot n1-3, n>=4)
 
 Tie rule (deterministic, independent of catalogue order): items are ranked by training count,
 descending, and every item takes the *last* position of its tie group,
@@ -29,7 +31,7 @@ import numpy as np
 
 from eval.config import EvalConfig
 
-FAMILY_ORDER = ("overall", "popularity", "decile", "cold", "activity")
+FAMILY_ORDER = ("overall", "popularity", "decile", "cold", "support", "activity")
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,22 @@ def popularity_deciles(train_counts: np.ndarray) -> tuple[tuple[str, ...], np.nd
     return tuple(f"d{i:02d}" for i in range(1, 11)), (decile - 1).astype(np.int16)
 
 
+def count_buckets(values: np.ndarray, thresholds: tuple[int, ...], prefix: str
+                  ) -> tuple[tuple[str, ...], np.ndarray]:
+    """(labels, int16 codes) bucketing non-negative counts at ascending cut points:
+    (10,) -> "<prefix><10", "<prefix>>=10"; (1, 4) -> "<prefix><1", "<prefix>1-3", "<prefix>>=4"."""
+    th = list(thresholds)
+    labels = [f"{prefix}<{th[0]}"]
+    labels += [f"{prefix}{lo}-{hi - 1}" for lo, hi in zip(th[:-1], th[1:])]
+    labels.append(f"{prefix}>={th[-1]}")
+    codes = np.searchsorted(np.asarray(th), np.asarray(values), side="right").astype(np.int16)
+    return tuple(labels), codes
+
+
 def activity_buckets(history_lengths: np.ndarray, thresholds: tuple[int, ...]
                      ) -> tuple[tuple[str, ...], np.ndarray]:
     """(labels, int16 codes (m,)) bucketing query rows by training history length."""
-    th = list(thresholds)
-    labels = [f"hist<{th[0]}"]
-    labels += [f"hist{lo}-{hi - 1}" for lo, hi in zip(th[:-1], th[1:])]
-    labels.append(f"hist>={th[-1]}")
-    codes = np.searchsorted(np.asarray(th), np.asarray(history_lengths), side="right").astype(np.int16)
-    return tuple(labels), codes
+    return count_buckets(history_lengths, thresholds, "hist")
 
 
 def validate_counts(train_counts, num_items: int) -> np.ndarray:
@@ -132,6 +141,9 @@ def slice_families(train_counts: np.ndarray, history_lengths: np.ndarray, config
         labels, codes = popularity_deciles(counts)
         families.append(SliceFamily("decile", labels, "item", codes))
     families.append(SliceFamily("cold", ("warm", "cold"), "item", (counts == 0).astype(np.int16)))
+    if config.support_thresholds:
+        labels, codes = count_buckets(counts, config.support_thresholds, "n")
+        families.append(SliceFamily("support", labels, "item", codes))
     labels, codes = activity_buckets(history_lengths, config.activity_thresholds)
     families.append(SliceFamily("activity", labels, "query", codes))
     return tuple(families)

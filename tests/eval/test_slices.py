@@ -102,3 +102,24 @@ def test_validate_counts_messages():
     with pytest.raises(TypeError, match="integer interaction counts"):
         validate_counts(np.array([0.5, 1.0]), 2)
     assert validate_counts(np.array([1.0, 2.0]), 2).dtype == np.int64
+
+
+def test_support_family_buckets_items_by_training_count_by_hand():
+    counts = np.array([0, 1, 3, 4, 0, 2, 9, 3], dtype=np.int64)
+    history = np.array([1, 2], dtype=np.int64)
+    fams = {f.name: f for f in slice_families(counts, history, EvalConfig(support_thresholds=(1, 4)))}
+    support = fams["support"]
+    assert support.on == "item" and support.labels == ("n<1", "n1-3", "n>=4")
+    # worked out by hand: 0 -> n<1 (cold), 1..3 -> few-shot, >= 4 -> n>=4
+    assert support.codes.tolist() == [0, 1, 1, 2, 0, 1, 2, 1]
+    assert support.key(1) == "support/n1-3"
+    assert list(fams) == ["overall", "popularity", "decile", "cold", "support", "activity"]
+
+
+def test_support_family_is_off_by_default_and_thresholds_are_checked():
+    counts = np.array([0, 1, 5])
+    assert "support" not in {f.name for f in slice_families(counts, np.array([1]), EvalConfig())}
+    with pytest.raises(ValueError, match=r"support_thresholds must be strictly ascending positive integers, got \[4, 1\]"):
+        EvalConfig(support_thresholds=(4, 1))
+    with pytest.raises(ValueError, match="activity_thresholds is empty"):
+        EvalConfig(activity_thresholds=())
