@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from twotower.studies.points import json_safe
+
 B_BOUNDS = (0.0, 5.0)
 LOG_A_BOUNDS = (-50.0, 50.0)
 
@@ -75,17 +77,6 @@ class PowerLawFit:
                 "c_ci": list(self.c_ci), "confidence": self.confidence, "bootstrap": self.bootstrap,
                 "bootstrap_failed": self.bootstrap_failed, "at_bounds": list(self.at_bounds),
                 "formula": self.formula()})
-
-
-def json_safe(value):
-    """JSON-safe copy of nested dicts/lists: non-finite floats → None."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _model(offset: bool):

@@ -18,24 +18,17 @@ Points run one after another in this process (TensorFlow's session is cleared be
 """
 from __future__ import annotations
 
-import json
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from twotower.studies.scaling.grid import ScalingGrid, SweepPoint, expand_points, grid_to_yaml, load_grid, point_key
-from twotower.studies.scaling.fit import json_safe
+from twotower.studies import points as points_lib
 from twotower.studies.scaling.laws import fit_laws
 from twotower.studies.scaling.point import SCHEMA
 from twotower.studies.scaling.report import write_report
-from core.artifacts import atomic_write_json, atomic_write_text
+from core.artifacts import atomic_write_text
 from core.strict import to_dict
-
-POINTS = "points"
-RESULT = "result.json"
-ERROR = "error.json"
 
 
 def _say(msg: str) -> None:
@@ -61,22 +54,9 @@ class SweepOutcome:
     report: Path | None = None
 
 
-def point_dir(out_dir: str | Path, key: str) -> Path:
-    return Path(out_dir) / POINTS / key
-
-
 def read_result(out_dir: str | Path, key: str) -> dict | None:
     """The finished result of point ``key``, or None if it has none (or an unreadable one)."""
-    path = point_dir(out_dir, key) / RESULT
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(result, dict) or result.get("schema") != SCHEMA or result.get("key") != key:
-        return None
-    return result
+    return points_lib.read_result(out_dir, key, SCHEMA)
 
 
 def run_sweep(grid_path: str | Path, out_dir: str | Path, resume: bool = True,
@@ -91,36 +71,30 @@ def run_sweep(grid_path: str | Path, out_dir: str | Path, resume: bool = True,
     atomic_write_text(out / "grid.yaml", grid_to_yaml(grid))
     points = expand_points(grid)
     keys = [point_key(grid, p) for p in points]
-    outcome = SweepOutcome(out_dir=out)
-    todo = [(p, k) for p, k in zip(points, keys) if not (resume and read_result(out, k) is not None)]
-    outcome.skipped = [k for k in keys if k not in {k2 for _, k2 in todo}]
-    log(f"scaling sweep {grid.name!r}: {len(points)} point(s), {len(outcome.skipped)} already finished, "
-        f"{len(todo)} to run → {out}")
-    if todo:
-        if run_point is None:
-            from twotower.studies.scaling.point import run_point
-        dataset, split = _load_data(grid, log)
-        for i, (point, key) in enumerate(todo, 1):
-            log(f"[{i}/{len(todo)}] {key}")
-            directory = point_dir(out, key)
-            directory.mkdir(parents=True, exist_ok=True)
-            started = time.perf_counter()
-            try:
-                result = run_point(grid, point, dataset, split, log)
-            except Exception as exc:  # noqa: BLE001 — recorded, reported, rerun on resume
-                atomic_write_json(directory / ERROR, {"key": key, "error": traceback.format_exc(),
-                                                      "seconds": time.perf_counter() - started})
-                log(f"    FAILED after {time.perf_counter() - started:.0f} s: {type(exc).__name__}: {exc}")
-                continue
-            atomic_write_json(directory / RESULT, json_safe(result))
-            (directory / ERROR).unlink(missing_ok=True)
-            outcome.ran.append(key)
-            recall = result.get("recall") or {}
-            overall = (recall.get("overall") or {}).get("value")
-            log(f"    done in {time.perf_counter() - started:.0f} s: valid loss {_num(result['final']['loss_valid'])}, "
-                f"C {result['compute']['flops']:.3g} FLOPs, N {result['params']['non_embedding']:,}"
-                + (f", recall@{recall['k']} {overall:.4f}" if overall is not None else ""))
+    finished = sum(resume and read_result(out, k) is not None for k in keys)
+    log(f"scaling sweep {grid.name!r}: {len(points)} point(s), {finished} already finished, "
+        f"{len(points) - finished} to run → {out}")
+    if run_point is None:
+        from twotower.studies.scaling.point import run_point
+    data: list = []
+
+    def run_one(point, directory):
+        if not data:
+            data.extend(_load_data(grid, log))
+        return run_point(grid, point, data[0], data[1], log)
+
+    done = points_lib.run_points(out, list(zip(keys, points)), SCHEMA, run_one, resume=resume, log=log,
+                                 describe=_describe)
+    outcome = SweepOutcome(out_dir=out, ran=done.ran, skipped=done.skipped)
     return _finish(grid, points, keys, outcome, log)
+
+
+def _describe(result: dict) -> str:
+    recall = result.get("recall") or {}
+    overall = (recall.get("overall") or {}).get("value")
+    return (f"valid loss {_num(result['final']['loss_valid'])}, C {result['compute']['flops']:.3g} FLOPs, "
+            f"N {result['params']['non_embedding']:,}"
+            + (f", recall@{recall['k']} {overall:.4f}" if overall is not None else ""))
 
 
 def write_sweep_report(grid_path: str | Path, out_dir: str | Path,
@@ -136,19 +110,8 @@ def write_sweep_report(grid_path: str | Path, out_dir: str | Path,
 def _finish(grid: ScalingGrid, points: list[SweepPoint], keys: list[str], outcome: SweepOutcome,
             log: Callable[[str], None]) -> SweepOutcome:
     out = outcome.out_dir
-    for key in keys:
-        result = read_result(out, key)
-        if result is not None:
-            outcome.results.append(result)
-            continue
-        error = point_dir(out, key) / ERROR
-        if error.is_file():
-            try:
-                outcome.failures.append(json.loads(error.read_text()))
-            except (OSError, ValueError):
-                outcome.failures.append({"key": key, "error": f"unreadable {error}"})
-        else:
-            outcome.missing.append(key)
+    found = points_lib.collect(out, keys, SCHEMA)
+    outcome.results, outcome.failures, outcome.missing = found.results, found.failures, found.missing
     f = grid.fit
     outcome.fits = fit_laws(outcome.results, f.loss, f.bootstrap, f.confidence, f.seed, to_dict(grid.sweep.base))
     outcome.report = write_report(out, grid, outcome.results, outcome.fits, outcome.failures, outcome.missing)

@@ -8,7 +8,8 @@ import yaml
 from twotower.studies.scaling.grid import expand_points, load_grid, point_key
 from twotower.studies.scaling.point import SCHEMA
 from twotower.studies.scaling.report import PLOTS
-from twotower.studies.scaling.sweep import ERROR, RESULT, point_dir, read_result, run_sweep, write_sweep_report
+from twotower.studies.points import ERROR, RESULT, point_dir
+from twotower.studies.scaling.sweep import read_result, run_sweep, write_sweep_report
 
 TINY = {
     "name": "tiny",
