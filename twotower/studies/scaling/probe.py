@@ -17,17 +17,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from eval.config import EvalConfig
-from eval.evaluate import evaluate_vectors
 from recdata.schema import Dataset
-from recdata.splits import train_counts
 from towers.config import TrainConfig
-from towers.inputs import Examples, eval_queries, item_features_batch, make_tf_dataset
+from towers.inputs import Examples, make_tf_dataset
 from towers.tf_env import tf
 from towers.train import make_optimizer
+from twotower.studies.grading import grade_towers
 
 SLICES = {"overall": "overall/all", "head": "popularity/head", "tail": "popularity/tail"}
 
@@ -53,14 +50,6 @@ def retrieval_probe(model, dataset: Dataset, examples: Examples, cfg: TrainConfi
             "last_loss": float(logs["loss"]) if "loss" in logs else None}
 
 
-def embed(tower, features: dict[str, np.ndarray], chunk: int = 4096) -> np.ndarray:
-    """Run a tower on a raw-feature dict in chunks of ``chunk`` rows → float32 (n, D)."""
-    n = len(next(iter(features.values())))
-    parts = [tower({k: tf.constant(v[i:i + chunk]) for k, v in features.items()}, training=False).numpy()
-             for i in range(0, n, chunk)]
-    return np.concatenate(parts).astype(np.float32)
-
-
 def evaluate_recall(model, dataset: Dataset, split, item_specs, max_history: int, eval_cfg: EvalConfig,
                     recall_k: int, name: str = "point") -> dict:
     """recall@``recall_k`` (value and bootstrap CI) overall, on head and on tail targets; see the
@@ -68,30 +57,11 @@ def evaluate_recall(model, dataset: Dataset, split, item_specs, max_history: int
     if recall_k not in eval_cfg.ks:
         raise ValueError(f"recall_k={recall_k} is not one of eval.ks={list(eval_cfg.ks)}")
     start = time.perf_counter()
-    queries = eval_queries(dataset, split, max_history, per="user")
-    query_vectors = embed(model.query_tower, queries.features)
-    items = item_features_batch(dataset.items, item_specs)
-    item_vectors = embed(model.item_tower, items)
-
-    item_row = pd.Index(dataset.items["item_id"])
-    user_row = pd.Index(queries.user_ids)
-    q = user_row.get_indexer(split.test["user_id"])
-    t = item_row.get_indexer(split.test["item_id"])
-    keep = (q >= 0) & (t >= 0)
-    test_cases = np.stack([q[keep], t[keep]], axis=1).astype(np.int64)
-    seen = pd.concat([split.train, split.valid], ignore_index=True)
-    sq, si = user_row.get_indexer(seen["user_id"]), item_row.get_indexer(seen["item_id"])
-    ok = (sq >= 0) & (si >= 0)
-    exclusions = sp.csr_matrix((np.ones(int(ok.sum()), np.int8), (sq[ok], si[ok])),
-                               shape=(len(user_row), len(item_row)))
-    train_q = user_row.get_indexer(split.train["user_id"])
-    history_lengths = np.bincount(train_q[train_q >= 0], minlength=len(user_row)).astype(np.int64)
-    result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions,
-                              train_counts(split, dataset.items["item_id"]), eval_cfg,
-                              history_lengths=history_lengths, query_ids=queries.user_ids, name=name)
+    result = grade_towers(model.query_tower, model.item_tower, item_specs, dataset, split, max_history, eval_cfg,
+                          name=name)
     metric = f"recall@{recall_k}"
     summary = result.summary[result.summary["source"] == "exact"]
-    out = {"k": recall_k, "seconds": time.perf_counter() - start, "test_cases": int(keep.sum())}
+    out = {"k": recall_k, "seconds": time.perf_counter() - start, "test_cases": result.info["metadata"]["test_cases"]}
     for label, key in SLICES.items():
         family, _, slc = key.partition("/")
         row = summary[(summary["family"] == family) & (summary["slice"] == slc)]

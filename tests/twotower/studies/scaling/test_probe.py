@@ -5,7 +5,8 @@ import pytest
 from eval.config import EvalConfig
 from eval.slices import popularity_tiers
 from tests.towers.conftest import ITEM_SPECS, planted
-from twotower.studies.scaling.probe import embed, evaluate_recall
+from twotower.studies.grading import embed
+from twotower.studies.scaling.probe import evaluate_recall
 from towers.tf_env import tf
 
 
