@@ -11,3 +11,36 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server for the session: SeaweedFS (``weed mini``) on 127.0.0.1, free ports,
+    one bucket. While it runs, the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)
+    point at it, so ``open_storage("s3://...")`` and processes started by tests reach it."""
+    import os
+
+    from core.seaweedfs import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    saved = {k: os.environ.get(k) for k in server.environ()}
+    os.environ.update(server.environ())
+    try:
+        yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server, request):
+    """A fresh ``s3://<bucket>/<prefix>`` per test (nothing under it yet)."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    return s3_server.url(f"tests/{name}-{uuid.uuid4().hex[:8]}")
