@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   ?= requirements.txt
 
-.PHONY: venv demo test bench clean gpu-venv
+.PHONY: venv demo test bench clean gpu-venv dask-demo
 
 venv: $(STAMP)
 
@@ -31,3 +31,8 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) runs .cache
+
+# Rebuild a tiny run on DirectRunner and on a local Dask cluster (a `dask scheduler` and 2 `dask worker`
+# processes on 127.0.0.1, started and stopped here); fails unless the published indexes are byte-identical.
+dask-demo: venv
+	PYTHONPATH=$(CURDIR) $(PY) -m beam_jobs.dask_cluster demo --workers 2 --items 3000

@@ -44,3 +44,17 @@ def s3_url(s3_server, request):
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     return s3_server.url(f"tests/{name}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """A ``dask.distributed`` cluster for the session: a scheduler and 2 single-threaded worker processes,
+    each its own OS process started with the ``dask`` CLI on 127.0.0.1 (``beam_jobs.dask_cluster``).
+    Run Beam on it with ``dask_cluster.pipeline_args()``."""
+    from beam_jobs.dask_cluster import DaskCluster
+
+    cluster = DaskCluster(workers=2, directory=tmp_path_factory.mktemp("dask-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
