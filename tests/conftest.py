@@ -58,3 +58,34 @@ def dask_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """A GCS emulator for the session: fake-gcs-server on 127.0.0.1 with one bucket; while it runs
+    STORAGE_EMULATOR_HOST points google-cloud-storage (and so ``open_storage("gs://...")``) at it."""
+    import os
+
+    from core.fake_gcs import FakeGCS
+
+    server = FakeGCS(tmp_path_factory.mktemp("fake-gcs")).start()
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ.update(server.environ())
+    try:
+        yield server
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        server.stop()
+
+
+@pytest.fixture
+def gcs_url(gcs_server, request):
+    """A fresh ``gs://<bucket>/<prefix>`` per test."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    return gcs_server.url(f"tests/{name}-{uuid.uuid4().hex[:8]}")

@@ -1,8 +1,8 @@
 """The storage contract (``core.storage.Storage``), run unchanged against every backend.
 
 Each test takes the ``storage`` fixture, parametrized over the backends: ``local`` (a temporary
-directory, ``core.storage_local``) and ``s3`` (a fresh prefix on the session's SeaweedFS server,
-see ``tests/conftest.py``). A new backend adds one parameter here and must pass every test.
+directory, ``core.storage_local``), ``s3`` (a fresh prefix on the session's SeaweedFS server) and
+``gcs`` (a fresh prefix on the session's fake-gcs-server), see ``tests/conftest.py``. A new backend adds one parameter here and must pass every test.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from core.storage import Storage, open_storage
 
-BACKENDS = ["local", "s3"]
+BACKENDS = ["local", "s3", "gcs"]
 PART = 5 * 1024 * 1024  # the S3 backend's smallest part size: a 12 MiB object takes 3 parts
 
 
@@ -28,6 +28,10 @@ def storage(request, tmp_path) -> Storage:
             pytest.skip("core/storage_local.py (LocalStorage) is not in this tree yet; it comes with the lifecycle "
                         "work, and then these tests run against it too")
         return open_storage(tmp_path / "root")
+    if request.param == "gcs":
+        from core.storage_gcs import GCSStorage
+
+        return GCSStorage(request.getfixturevalue("gcs_url"), chunk_size=1024 * 1024)
     from core.storage_s3 import S3Storage
 
     return S3Storage(request.getfixturevalue("s3_url"), part_size=PART)
