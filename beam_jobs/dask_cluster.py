@@ -134,18 +134,21 @@ class DaskCluster:
         return [p.pid for p in self.processes[1:]]
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):  # workers first, the scheduler last
-            if proc.poll() is None:
+        """SIGTERM the workers and wait (SIGKILL after 5 s: a worker holds nothing worth a graceful exit),
+        then the same for the scheduler."""
+        for group in (self.processes[1:], self.processes[:1]):
+            for proc in group:
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            for proc in group:
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in reversed(self.processes):
-            try:
-                proc.wait(timeout=5)  # a worker holds nothing worth a graceful exit: kill after 5 s
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=20)
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=20)
         self.processes = []
 
     def __enter__(self) -> "DaskCluster":
