@@ -248,6 +248,15 @@ class _PinnedReader(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
+    def readall(self) -> bytes:
+        """The rest of the object in CHUNK_SIZE-sized requests (io's default would fetch 8 KiB per request)."""
+        chunks = []
+        while self._pos < self._size:
+            buffer = bytearray(min(CHUNK_SIZE, self._size - self._pos))
+            n = self.readinto(buffer)
+            chunks.append(bytes(buffer[:n]))
+        return b"".join(chunks)
+
     def readinto(self, buffer) -> int:
         from google.api_core import exceptions as gex
 

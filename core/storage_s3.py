@@ -311,6 +311,15 @@ class _RangedReader(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
+    def readall(self) -> bytes:
+        """The rest of the object in READ_BUFFER-sized requests (io's default would fetch 8 KiB per request)."""
+        chunks = []
+        while self._pos < self._size:
+            buffer = bytearray(min(READ_BUFFER, self._size - self._pos))
+            n = self.readinto(buffer)
+            chunks.append(bytes(buffer[:n]))
+        return b"".join(chunks)
+
     def readinto(self, buffer) -> int:
         from botocore.exceptions import ClientError
 
