@@ -16,10 +16,9 @@ What Beam 2.77's ``apache_beam.runners.dask`` gets wrong for these jobs (read fr
 2. **Only the last transform is computed.** Beam computes the bag of the last transform visited;
    any branch that does not feed it (a second sink) silently never runs. Here every sink (a
    transform whose outputs nobody consumes) is computed.
-3. Outputs emitted in ``finish_bundle`` were collected *before* ``finish_bundle`` ran (lost); and
-   the output receivers were pickled into the task graph once and shared by every task that
-   unpickles them together. Here each bundle builds its own receivers and collects after
-   ``finish_bundle``.
+3. Outputs emitted in ``finish_bundle`` are collected *before* ``finish_bundle`` runs (lost), and the
+   output receivers are built once on the client and shipped inside the task graph. Here each bundle
+   builds its own receivers and collects after ``finish_bundle``.
 
 Everything else (Create, Reshuffle as a no-op, GroupByKey, Flatten, side inputs, the
 ``--dask_*`` options) is Beam's own code, used as is.
