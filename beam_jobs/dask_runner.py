@@ -1,4 +1,4 @@
-"""Beam's DaskRunner (2.77) with two translation bugs fixed, so our unchanged pipelines run on Dask.
+"""Beam's DaskRunner (2.77) with three translation bugs fixed, so our unchanged pipelines run on Dask.
 
 Select it with pipeline options only (the transforms stay runner-agnostic):
 

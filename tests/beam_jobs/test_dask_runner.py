@@ -115,3 +115,30 @@ def test_beams_own_dask_runner_still_mixes_tagged_outputs(tmp_path, dask_cluster
     got = run_split_pipeline(BEAM_DASK_RUNNER, dask_cluster.address, tmp_path)
     assert sorted(got["odd"]) != list(range(1, 40, 2)) or sorted(got["even"]) != list(range(0, 40, 2)) \
         or got["other"] != ["x", "y"]
+
+
+class CountPerBundle(beam.DoFn):
+    """Emits nothing per element, and the bundle's element count from finish_bundle."""
+
+    def start_bundle(self):
+        self._n = 0
+
+    def process(self, x):
+        self._n += 1
+        return ()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        yield WindowedValue(self._n, 0, [GlobalWindow()])
+
+
+def test_outputs_emitted_in_finish_bundle_are_kept(tmp_path, dask_cluster):
+    options = pipeline_options(["--runner", DASK_RUNNER, "--dask_client_address", dask_cluster.address,
+                                "--dask_partition_size", "10"])
+    with beam.Pipeline(options=options) as p:
+        (p | beam.Create(list(range(40))) | beam.ParDo(CountPerBundle())
+         | "Record" >> beam.ParDo(Record(tmp_path, "count")))
+    counts = [json.loads(line) for path in tmp_path.iterdir() for line in path.read_text().splitlines()]
+    assert sorted(counts) == [10, 10, 10, 10]
