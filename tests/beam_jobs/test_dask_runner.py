@@ -35,6 +35,7 @@ def executed_per_worker(cluster) -> dict:
         return client.run(lambda dask_worker: dask_worker.state.executed_count)
 
 
+@pytest.mark.slow
 def test_the_rebuild_on_dask_publishes_the_directrunner_index_byte_for_byte(tmp_path, dask_cluster):
     model_dir = cached_hashing_item_tower(dim=16)
     direct_run = new_run(tmp_path / "direct", model_dir, 2400)
