@@ -115,3 +115,16 @@ def test_bad_arguments_are_refused(s3_url):
     with pytest.raises(ValueError, match="names no object"):
         storage.write_bytes("dir/", b"v")
     assert S3Storage(s3_url).part_size == DEFAULT_PART_SIZE
+
+
+def test_etags_repeat_for_identical_bytes_so_pointers_need_unique_content(s3_url):
+    """The ABA hazard the lifecycle must design around (docs/notes/storage.md): an S3 token is the
+    content's MD5, so a stale writer holding the token of "v1" wins again once "v1" is written back."""
+    storage = S3Storage(s3_url)
+    storage.write_if("current", b"v1", None)
+    _, first = storage.read_versioned("current")
+    storage.write_if("current", b"v2", first)
+    _, second = storage.read_versioned("current")
+    storage.write_if("current", b"v1", second)
+    assert storage.read_versioned("current")[1] == first
+    assert storage.write_if("current", b"stale writer", first) is True
