@@ -6,32 +6,34 @@
     python -m beam_jobs rollback --run runs/x [--to VERSION]
 
 Flags a job does not know are Beam pipeline options (``--runner FlinkRunner --flink_master ...``).
-Exit status: 0 done, 1 the job failed (message on stderr; nothing was published).
+Exit status (``core.cli``): 0 done; 2 refused with one line on stderr (bad flag or config, missing input,
+validation failed; nothing was published); 1 a bug (traceback); 130 interrupted.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Sequence
 
+from core.cli import ArgumentParser, run_main
 from core.rundir import RunDir
+
+PROG = "python -m beam_jobs"
 
 
 def rollback_main(argv: Sequence[str]) -> int:
-    from beam_jobs.rebuild_index import rollback
-
-    parser = argparse.ArgumentParser(prog="python -m beam_jobs rollback",
-                                     description="Flip <run>/index/current (and vectors/current) back.")
+    parser = ArgumentParser(prog=f"{PROG} rollback", description="Flip <run>/index/current (and vectors/current) back.")
     parser.add_argument("--run", required=True)
     parser.add_argument("--to", default=None, help="version to publish (default: the one before current)")
     args = parser.parse_args(argv)
+    return run_main(f"{PROG} rollback", _rollback, args)
+
+
+def _rollback(args) -> int:
+    from beam_jobs.rebuild_index import rollback
+
     run = RunDir(args.run)
-    try:
-        version = rollback(run.index, args.to, vectors_root=run.vectors)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"rollback failed: {exc}", file=sys.stderr)
-        return 1
+    version = rollback(run.index, args.to, vectors_root=run.vectors)
     print(f"{run.index}/current -> {version}")
     return 0
 
@@ -39,8 +41,15 @@ def rollback_main(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     jobs = ("embed", "rebuild", "rollback")
-    if not argv or argv[0] not in jobs:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if not argv:
         print(__doc__.strip(), file=sys.stderr)
+        return 2
+    if argv[0] not in jobs:
+        print(f"{PROG}: error: unknown job {argv[0]!r}; choose one of {', '.join(jobs)} (see {PROG} --help)",
+              file=sys.stderr)
         return 2
     job, rest = argv[0], argv[1:]
     if job == "embed":
@@ -54,4 +63,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # not its "no AVX512 build" lines at INFO
     sys.exit(main())

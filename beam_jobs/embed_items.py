@@ -499,17 +499,19 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from core.cli import ArgumentParser, run_main
+
+    parser = ArgumentParser(
         prog="python -m beam_jobs.embed_items",
         description="Embed the item catalogue with the exported item tower (Beam). Unknown flags are "
                     "passed to Beam, e.g. --runner DirectRunner --direct_running_mode multi_processing.")
     add_embed_arguments(parser)
     args, beam_args = parser.parse_known_args(argv)
-    try:
-        result = run_embed(config_from_args(args), beam_args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"embed failed: {exc}", file=sys.stderr)
-        return 1
+    return run_main(parser.prog, _embed_command, args, beam_args)
+
+
+def _embed_command(args: argparse.Namespace, beam_args: list[str]) -> int:
+    result = run_embed(config_from_args(args), beam_args)
     print(json.dumps(_result_dict(result), indent=2))
     return 0
 

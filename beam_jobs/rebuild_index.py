@@ -356,7 +356,9 @@ def rollback(index_root: str | Path, to_version: str | None = None, vectors_root
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from core.cli import ArgumentParser
+
+    parser = ArgumentParser(
         prog="python -m beam_jobs.rebuild_index",
         description="Nightly rebuild: embed items, build the FAISS index in shards with Beam, validate, publish. "
                     "Unknown flags go to Beam, e.g. --runner DirectRunner --direct_running_mode multi_processing "
@@ -378,30 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RebuildConfig:
     data: dict = {}
     if args.config:
-        import yaml
-        with open(args.config) as fh:
-            data = yaml.safe_load(fh) or {}
+        data = strict.read_yaml_mapping(args.config, "rebuild config", "the RebuildConfig fields in beam_jobs/rebuild_index.py")
     for key in ("run", "index_root", "version", "vectors_version", "recall_floor", "keep_versions"):
         value = getattr(args, key)
         if value not in (None, ""):
             data[key] = value
-    cfg = strict.from_dict(RebuildConfig, data)
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        import yaml
-        cfg = strict.replace_path(cfg, key.strip(), yaml.safe_load(raw))
-    return cfg
+    # every --set applied first, then validated once (core.strict.with_overrides)
+    return strict.with_overrides(RebuildConfig, data, strict.parse_overrides(args.set))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, beam_args = build_parser().parse_known_args(argv)
-    try:
-        result = run_rebuild(config_from_args(args), beam_args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"rebuild failed: {exc}", file=sys.stderr)
-        return 1
+    from core.cli import run_main
+
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    return run_main(parser.prog, _rebuild_command, args, beam_args)
+
+
+def _rebuild_command(args: argparse.Namespace, beam_args: list[str]) -> int:
+    result = run_rebuild(config_from_args(args), beam_args)
     print(json.dumps(result_summary(result), indent=2))
     return 0
 

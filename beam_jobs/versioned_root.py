@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from core import artifacts
+from core.errors import OperationFailed
 
 LOCK = ".lock"
 STAGING_PREFIX = ".staging-"
@@ -58,7 +59,7 @@ class JobLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise RuntimeError(
+                raise OperationFailed(
                     f"{path} is locked: another job is writing to {self.root} right now; wait for it to "
                     f"finish (a killed job releases the lock automatically) and run {self.job} again"
                 ) from None

@@ -25,6 +25,7 @@ import logging
 
 import faiss
 
+from core.errors import OperationFailed
 from indexing.spec import IndexSpec
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def maybe_to_gpu(cpu_index: faiss.Index, spec: IndexSpec, search_params: dict) -
     devices = gpu_count()
     if devices == 0:
         if spec.gpu == "always":
-            raise RuntimeError(
+            raise OperationFailed(
                 "IndexSpec.gpu='always' but FAISS sees no GPU (this is a faiss-cpu build or no CUDA device is "
                 "visible); install requirements-gpu.txt on a GPU machine, or set gpu='auto' to fall back to CPU"
             )
@@ -96,7 +97,7 @@ def maybe_to_gpu(cpu_index: faiss.Index, spec: IndexSpec, search_params: dict) -
             clone.set_search_params(search_params)
             return clone
     if spec.gpu == "always":
-        raise RuntimeError(f"IndexSpec.gpu='always' but {reason}; use gpu='auto' or an IVF/Flat factory")
+        raise OperationFailed(f"IndexSpec.gpu='always' but {reason}; use gpu='auto' or an IVF/Flat factory")
     log.warning("%s", reason)
     return None
 

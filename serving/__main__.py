@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.cli import ArgumentParser, run_main
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run directory (model/, data/, index/current)")
@@ -36,18 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving", description="Serve top-k items of a run over HTTP")
+    parser = ArgumentParser(prog="python -m serving", description="Serve top-k items of a run over HTTP")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        if os.environ.get("TWOTOWER_DEBUG") == "1":
-            raise
-        print(f"serving: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_main("python -m serving", run, args)
 
 
 if __name__ == "__main__":

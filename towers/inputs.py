@@ -41,9 +41,9 @@ RESERVED_QUERY_INPUTS = ("user_id", "history", "history_timestamps", "timestamp"
 def feature_column(df: pd.DataFrame, spec: FeatureSpec, table: str = "table") -> np.ndarray:
     """One raw feature column as the array the towers take (see module docstring for dtypes).
 
-    Missing values (None / NaN / absent list) become "" / [] / NaN. Raises ``ValueError`` /
-    ``TypeError`` naming the table, column and offending value when the column cannot follow
-    its FeatureSpec kind.
+    Missing values (None / NaN / absent list) become "" / [] / NaN. Raises ``ValueError`` naming
+    the table, column and offending value when the column cannot follow its FeatureSpec kind
+    (data the user can fix: one line from the CLI, see ``core.cli``).
     """
     if spec.name not in df.columns:
         raise ValueError(
@@ -75,7 +75,7 @@ def _strings(col: pd.Series, where: str) -> np.ndarray:
     present = values[~missing]
     bad = [v for v in present[:1000] if isinstance(v, (list, tuple, np.ndarray, dict, set))]
     if bad:
-        raise TypeError(
+        raise ValueError(
             f"{where} must hold one string per row, got {type(bad[0]).__name__} {bad[0]!r}; "
             "declare it multi_categorical or join the values in the loader"
         )
@@ -88,7 +88,7 @@ def _padded_lists(col: pd.Series, where: str) -> np.ndarray:
     lists = []
     for v in values:  # one Python step per table row (items/users), never per interaction
         if isinstance(v, str):
-            raise TypeError(
+            raise ValueError(
                 f"{where} is multi_categorical and must hold lists of strings, got the string {v!r}; "
                 "split it into a list in the loader (e.g. s.str.split('|'))"
             )

@@ -14,16 +14,17 @@
     twotower demo                             fetch MovieLens-100K and run every stage end to end
 
 Heavy libraries (TensorFlow, Beam, FAISS) are imported inside the commands that need them, so
-``twotower --help`` is instant. Errors the user can fix are printed as one clear line (exit 2);
-set TWOTOWER_DEBUG=1 for the full traceback.
+``twotower --help`` is instant. Errors follow ``core.cli``'s policy: a mistake the user can fix is one
+line ``twotower <command>: error: ...`` (exit 2; TWOTOWER_DEBUG=1 for the full traceback), a bug is a
+traceback (exit 1), Ctrl-C exits 130.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from core.cli import ArgumentParser, run_main
 from twotower import DEFAULT_CONFIG
 
 
@@ -36,8 +37,8 @@ def _add_config(p: argparse.ArgumentParser, run_required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="twotower", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="twotower", description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="fetch or describe datasets")
@@ -96,21 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, extra = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("embed", "rebuild"):
-        build_parser().error(f"unrecognised arguments: {' '.join(extra)}")
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
     from twotower import commands
 
-    try:
-        return int(commands.dispatch(args, extra) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        if os.environ.get("TWOTOWER_DEBUG") == "1":
-            raise
-        print(f"twotower {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"twotower {args.command}: interrupted; published artifacts are unchanged", file=sys.stderr)
-        return 130
+    return run_main(f"twotower {args.command}", commands.dispatch, args, extra)
 
 
 if __name__ == "__main__":

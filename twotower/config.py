@@ -22,7 +22,7 @@ from indexing.spec import IndexSpec
 from recdata.loading import DataConfig
 from towers.config import TrainConfig
 from core.artifacts import atomic_write_text
-from core.strict import from_dict, parse_overrides, read_yaml_mapping, replace_path, to_dict
+from core.strict import ConfigError, parse_overrides, read_yaml_mapping, to_dict, with_overrides
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,23 @@ class RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or start from defaults), then apply ``--set`` overrides."""
+    """Read a YAML config (or start from defaults), apply every ``--set`` override, then validate once.
+
+    Overrides are applied together before any check, so ones that are only valid together work
+    (``--set data.source=tabular --set data.path=schema.yaml``). Mistakes raise ``ConfigError``
+    naming the file and the key."""
     data: dict = {}
     if path is not None:
         path = Path(path)
         data = read_yaml_mapping(path, "config file", "configs/demo.yaml")
+    pairs = parse_overrides(overrides)
     try:
-        cfg = from_dict(RunConfig, data)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path or 'config'}: {exc}") from None
-    for key, value in parse_overrides(overrides):
-        cfg = replace_path(cfg, key, value)
-    return cfg
+        return with_overrides(RunConfig, data, pairs)
+    except ConfigError as exc:
+        source = str(path) if path is not None else "config"
+        if pairs:
+            source += " with --set " + ", ".join(key for key, _ in pairs)
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -25,5 +25,6 @@ def test_rollback_command_flips_index_and_vectors(tmp_path, capsys):
     assert artifacts.current_version(tmp_path / "index") == "v1"
     assert artifacts.current_version(tmp_path / "vectors") == "vec-v1"
     assert "index/current -> v1" in capsys.readouterr().out
-    assert main(["rollback", "--run", str(tmp_path)]) == 1
-    assert "nothing older to roll back to" in capsys.readouterr().err
+    assert main(["rollback", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m beam_jobs rollback: error: ") and "nothing older to roll back to" in err

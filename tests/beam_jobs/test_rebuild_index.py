@@ -125,7 +125,7 @@ def test_recall_below_the_floor_exits_non_zero_with_a_clear_message(tmp_path, em
                  "--recall-floor", "0.999", "--set", "index.factory=IVF16,Flat", "--set", "index.nprobe=1",
                  "--set", "index.gpu=never", "--runner", "DirectRunner"])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2 and len(err.splitlines()) == 1  # refused: one line, exit 2 (core.cli)
     assert "index validation failed, nothing was published" in err
     assert "below recall_floor=0.999 (factory IVF16,Flat, search params {'nprobe': 1})" in err
     assert current(tmp_path / "index") is None and artifacts.list_versions(tmp_path / "index") == []

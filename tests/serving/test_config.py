@@ -1,7 +1,7 @@
 import pytest
 
 from serving.config import ServingConfig
-from core.strict import from_dict
+from core.strict import ConfigError, from_dict
 
 
 def test_defaults_and_from_dict():
@@ -30,5 +30,5 @@ def test_bad_values_say_what_is_wrong(field, value, message):
 
 
 def test_wrong_type_from_yaml_is_a_type_error():
-    with pytest.raises(TypeError, match="max_batch: expected int, got str"):
+    with pytest.raises(ConfigError, match="max_batch: expected int, got str"):
         from_dict(ServingConfig, {"max_batch": "8"})

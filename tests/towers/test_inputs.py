@@ -92,11 +92,11 @@ def test_feature_columns_follow_the_contract_dtypes():
 
 def test_feature_column_errors_say_what_to_fix():
     df = pd.DataFrame({"m": ["a|b"], "n": ["abc"], "c": [["a"]]})
-    with pytest.raises(TypeError, match=r"items.m is multi_categorical .* got the string 'a\|b'"):
+    with pytest.raises(ValueError, match=r"items.m is multi_categorical .* got the string 'a\|b'"):
         feature_column(df, FeatureSpec("m", "multi_categorical"), "items")
     with pytest.raises(ValueError, match="items.n is a numeric feature but holds non-numeric values"):
         feature_column(df, FeatureSpec("n", "numeric"), "items")
-    with pytest.raises(TypeError, match="items.c must hold one string per row, got list"):
+    with pytest.raises(ValueError, match="items.c must hold one string per row, got list"):
         feature_column(df, FeatureSpec("c", "categorical"), "items")
     with pytest.raises(ValueError, match=r"items has no column 'x'"):
         feature_column(df, FeatureSpec("x", "numeric"), "items")

@@ -1,5 +1,7 @@
 import pytest
 
+from core.strict import ConfigError
+
 from twotower.config import RunConfig, config_to_yaml, load_config, parse_overrides, save_config
 
 
@@ -27,7 +29,7 @@ def test_unknown_override_and_bad_values():
         load_config(None, ["trian.epochs=3"])
     with pytest.raises(ValueError, match=r"--set expects KEY=VALUE, got 'train.epochs'"):
         parse_overrides(["train.epochs"])
-    with pytest.raises(TypeError, match="expected int"):
+    with pytest.raises(ConfigError, match="config with --set train.epochs: train.epochs: expected int"):
         load_config(None, ["train.epochs=many"])
     with pytest.raises(ValueError, match="must be > 0"):
         load_config(None, ["train.epochs=0"])
@@ -54,3 +56,11 @@ def test_run_name_must_be_a_plain_directory_name():
 def test_yaml_is_readable():
     text = config_to_yaml(RunConfig())
     assert text.startswith("name: run\ndata:")
+
+
+def test_overrides_are_validated_together(tmp_path):
+    # issue 13 item 12: each --set used to be validated alone, so this pair failed with "needs data.path".
+    cfg = load_config("configs/demo.yaml", ["data.source=tabular", f"data.path={tmp_path / 'schema.yaml'}"])
+    assert (cfg.data.source, cfg.data.path) == ("tabular", str(tmp_path / "schema.yaml"))
+    with pytest.raises(ConfigError, match=r"demo.yaml with --set data.source: data.source='tabular' needs data.path"):
+        load_config("configs/demo.yaml", ["data.source=tabular"])

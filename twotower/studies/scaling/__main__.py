@@ -1,13 +1,16 @@
 """``python -m twotower.studies.scaling --grid configs/scaling_default.yaml --out runs/scaling [--no-resume] [--report-only]``"""
 from __future__ import annotations
 
-import argparse
 import sys
+
+from core.cli import ArgumentParser, run_main
+
+PROG = "python -m twotower.studies.scaling"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m twotower.studies.scaling",
+    parser = ArgumentParser(
+        prog=PROG,
         description="Scaling-law study of the CLUE user encoder: run the grid's points (resumable), fit "
                     "L(C), L(N), L(D) and write report.md with plots into --out.")
     parser.add_argument("--grid", required=True, help="grid YAML (see configs/scaling_default.yaml)")
@@ -16,16 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: fit and report from the points already finished")
     args = parser.parse_args(argv)
+    return run_main(PROG, _run, args)
+
+
+def _run(args) -> int:
     from twotower.studies.scaling.sweep import run_sweep, write_sweep_report
 
-    try:
-        if args.report_only:
-            outcome = write_sweep_report(args.grid, args.out)
-        else:
-            outcome = run_sweep(args.grid, args.out, resume=not args.no_resume)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.report_only:
+        outcome = write_sweep_report(args.grid, args.out)
+    else:
+        outcome = run_sweep(args.grid, args.out, resume=not args.no_resume)
     return 1 if outcome.failures else 0
 
 

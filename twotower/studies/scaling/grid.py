@@ -38,7 +38,7 @@ import yaml
 from eval.config import EvalConfig
 from recdata.loading import DataConfig
 from towers.config import SequenceConfig, TowerConfig, TrainConfig
-from core.strict import from_dict, read_yaml_mapping, to_dict
+from core.strict import ConfigError, from_dict, read_yaml_mapping, to_dict
 
 
 @dataclass(frozen=True)
@@ -290,8 +290,8 @@ def load_grid(path: str | Path) -> ScalingGrid:
     data = read_yaml_mapping(path, "grid file", "configs/scaling_default.yaml")
     try:
         return from_dict(ScalingGrid, data)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def grid_to_yaml(grid: ScalingGrid) -> str:
