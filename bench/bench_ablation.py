@@ -155,7 +155,7 @@ def report(out: Path) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=sorted(DATA), default="movielens")
-    parser.add_argument("--config", default="configs/full.yaml", help="base run config (the variants override it)")
+    parser.add_argument("--config", default="full", help="base run config (the variants override it)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override, e.g. train.epochs=5")

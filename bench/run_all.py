@@ -19,7 +19,7 @@ BENCHMARKS = {
     "beam": ["bench.bench_beam"],
 }
 OPTIONAL = {"ssl_overhead": ["bench.bench_ssl_overhead", "sequence"], "serving": ["bench.bench_serving"],
-            "ablation": ["bench.bench_ablation"], "scaling": ["twotower.studies.scaling", "--grid", "configs/scaling_default.yaml",
+            "ablation": ["bench.bench_ablation"], "scaling": ["twotower.studies.scaling", "--grid", "scaling_default",
                                                              "--out", "runs/scaling"]}
 
 

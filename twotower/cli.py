@@ -25,12 +25,13 @@ import sys
 from pathlib import Path
 
 from core.cli import ArgumentParser, run_main
-from twotower import DEFAULT_CONFIG
+from twotower import CONFIG_DIR, DEFAULT_CONFIG
 
 
 def _add_config(p: argparse.ArgumentParser, run_required: bool = True) -> None:
     p.add_argument("--config", type=Path, default=None,
-                   help="YAML run config (default: the run's saved config.yaml, else configs/demo.yaml)")
+                   help="YAML run config, or a shipped one by name: demo, full (default: the run's saved "
+                        "config.yaml, else demo)")
     p.add_argument("--run", type=Path, required=run_required, help="run directory, e.g. runs/demo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", type=Path, default=None, help="directory for compare.md/json/png (default RUN_B/eval/compare)")
 
     scaling = sub.add_parser("scaling", help="CLUE scaling-law sweep: train a grid, fit L(C)=a*C^-b+c, plot, report")
-    scaling.add_argument("--grid", type=Path, default=Path("configs/scaling_default.yaml"), help="grid YAML")
+    scaling.add_argument("--grid", type=Path, default=CONFIG_DIR / "scaling_default.yaml",
+                         help="grid YAML, or a shipped one by name: scaling_default (default), scaling_movielens")
     scaling.add_argument("--out", type=Path, default=Path("runs/scaling"), help="output directory")
     scaling.add_argument("--no-resume", action="store_true", help="rerun points that already finished")
     scaling.add_argument("--report-only", action="store_true", help="fit and report from finished points only")
@@ -90,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serving_arguments(serve)
 
     demo = sub.add_parser("demo", help="fetch MovieLens-100K and run the whole pipeline end to end")
-    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML run config or a shipped one: demo "
+                      "(default), full")
     demo.add_argument("--run", type=Path, default=None, help="run directory (default runs/<config name>)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser

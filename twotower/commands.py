@@ -16,7 +16,7 @@ def _say(msg: str) -> None:
 
 
 def resolve_config(args, run: RunDir | None) -> RunConfig:
-    """--config, else the run's saved config.yaml, else configs/demo.yaml; then --set overrides."""
+    """--config, else the run's saved config.yaml, else the shipped demo config; then --set overrides."""
     path = getattr(args, "config", None)
     if path is None:
         path = run.config if run is not None and run.config.is_file() else DEFAULT_CONFIG

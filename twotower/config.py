@@ -23,6 +23,7 @@ from recdata.loading import DataConfig
 from towers.config import TrainConfig
 from core.artifacts import atomic_write_text
 from core.strict import ConfigError, parse_overrides, read_yaml_mapping, to_dict, with_overrides
+from twotower import resolve_config_path
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,17 @@ class RunConfig:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or start from defaults), apply every ``--set`` override, then validate once.
 
+    ``path`` may name a shipped config (``demo``, ``full``, or the old ``configs/demo.yaml``), see
+    ``twotower.resolve_config_path``.
+
     Overrides are applied together before any check, so ones that are only valid together work
     (``--set data.source=tabular --set data.path=schema.yaml``). Mistakes raise ``ConfigError``
     naming the file and the key."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        data = read_yaml_mapping(path, "config file", "configs/demo.yaml")
+        path = resolve_config_path(path)
+        data = read_yaml_mapping(path, "config file", "twotower/configs/demo.yaml (or name a shipped config: "
+                                 "--config demo, --config full)")
     pairs = parse_overrides(overrides)
     try:
         return with_overrides(RunConfig, data, pairs)

@@ -32,12 +32,13 @@ TINY = [
 def tiny_run() -> RunDir:
     """The shared tiny run (do not modify it; use ``copy_run``)."""
     from twotower import pipeline
+    from twotower import DEFAULT_CONFIG
     from twotower.config import load_config
 
     base = Path(tempfile.mkdtemp(prefix="serving-tiny-"))
     atexit.register(shutil.rmtree, base, ignore_errors=True)
     root = base / "tiny"
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml", TINY)
+    cfg = load_config(DEFAULT_CONFIG, TINY)
     run = RunDir(root)
     pipeline.init_run(cfg, run)
     dataset, split = pipeline.stage_data(cfg, run)

@@ -40,7 +40,7 @@ def test_words_stay_strings_and_booleans_parse():
 
 
 def test_missing_file_and_non_mapping(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist; see configs/"):
+    with pytest.raises(FileNotFoundError, match="does not exist; see twotower/configs/demo.yaml"):
         load_config(tmp_path / "nope.yaml")
     p = tmp_path / "list.yaml"
     p.write_text("- 1\n- 2\n")

@@ -1,7 +1,7 @@
 """Scaling-law study of the CLUE user encoder (issue #7): how the contrastive loss falls with
 compute, parameters and data, and what that buys in retrieval recall.
 
-    python -m twotower.studies.scaling --grid configs/scaling_default.yaml --out runs/scaling
+    python -m twotower.studies.scaling --grid scaling_default --out runs/scaling
     twotower.studies.scaling.sweep.run_sweep(grid_path, out_dir, resume=True) -> SweepOutcome
 
 Read in this order:

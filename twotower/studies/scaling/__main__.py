@@ -1,4 +1,4 @@
-"""``python -m twotower.studies.scaling --grid configs/scaling_default.yaml --out runs/scaling [--no-resume] [--report-only]``"""
+"""``python -m twotower.studies.scaling --grid scaling_default --out runs/scaling [--no-resume] [--report-only]``"""
 from __future__ import annotations
 
 import sys
@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         prog=PROG,
         description="Scaling-law study of the CLUE user encoder: run the grid's points (resumable), fit "
                     "L(C), L(N), L(D) and write report.md with plots into --out.")
-    parser.add_argument("--grid", required=True, help="grid YAML (see configs/scaling_default.yaml)")
+    parser.add_argument("--grid", required=True, help="grid YAML, or a shipped one by name: scaling_default, scaling_movielens")
     parser.add_argument("--out", required=True, help="output directory (points/, report.md, plots)")
     parser.add_argument("--no-resume", action="store_true", help="rerun points that already finished")
     parser.add_argument("--report-only", action="store_true",

@@ -286,8 +286,10 @@ def point_key(grid: ScalingGrid, point: SweepPoint) -> str:
 
 def load_grid(path: str | Path) -> ScalingGrid:
     """Read and check a grid YAML file; errors name the file and the offending key."""
-    path = Path(path)
-    data = read_yaml_mapping(path, "grid file", "configs/scaling_default.yaml")
+    from twotower import resolve_config_path
+
+    path = resolve_config_path(path)  # a shipped grid may be named: scaling_default, scaling_movielens
+    data = read_yaml_mapping(path, "grid file", "twotower/configs/scaling_default.yaml")
     try:
         return from_dict(ScalingGrid, data)
     except ConfigError as exc:

@@ -1,6 +1,6 @@
 """Run a scaling sweep from a grid YAML file, resumably, then fit the laws and write the report.
 
-    run_sweep("configs/scaling_default.yaml", "runs/scaling")        # or: python -m twotower.studies.scaling
+    run_sweep("scaling_default", "runs/scaling")        # or: python -m twotower.studies.scaling
 
 Layout of ``out_dir``::
 

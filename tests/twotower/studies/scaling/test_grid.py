@@ -1,5 +1,4 @@
 import dataclasses
-from pathlib import Path
 
 import pytest
 import yaml
@@ -7,8 +6,8 @@ import yaml
 from twotower.studies.scaling.grid import (ModelShape, ScalingGrid, SweepBlock, SweepConfig, SweepPoint, ValidationConfig,
                                  expand_points, grid_to_yaml, load_grid, point_key)
 from core.strict import from_dict
+from twotower import CONFIG_DIR
 
-ROOT = Path(__file__).resolve().parents[4]
 RECIPE = {"clue": "pretrain", "tower": {"user_encoder": "sequence"}}
 
 
@@ -18,7 +17,7 @@ def _grid(**sections) -> ScalingGrid:
 
 @pytest.mark.parametrize("name", ["scaling_default.yaml", "scaling_movielens.yaml"])
 def test_shipped_grids_load_and_expand(name):
-    grid = load_grid(ROOT / "configs" / name)
+    grid = load_grid(CONFIG_DIR / name)
     points = expand_points(grid)
     assert len(points) == len(set(points)) >= 8
     shapes = {p.model for p in points}
@@ -75,7 +74,7 @@ def test_point_key_follows_what_changes_the_result():
 
 
 def test_grid_yaml_round_trips(tmp_path):
-    grid = load_grid(ROOT / "configs" / "scaling_default.yaml")
+    grid = load_grid(CONFIG_DIR / "scaling_default.yaml")
     path = tmp_path / "grid.yaml"
     path.write_text(grid_to_yaml(grid))
     assert load_grid(path) == grid
