@@ -171,3 +171,13 @@ def test_a_held_job_lock_is_one_line_not_a_traceback(tmp_path, capsys):
         assert run_main("twotower rebuild", second_job) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith(f"twotower rebuild: error: {tmp_path}/.lock is locked")
+
+
+def test_set_overrides_that_only_work_together(tmp_path, capsys):
+    # issue 13 item 12: `--set data.source=tabular --set data.path=X` failed with "needs data.path" because each
+    # override was validated alone. Now the config is accepted and the loader reports the real problem.
+    schema = tmp_path / "schema.yaml"
+    assert _twotower(["data", "describe", "--set", "data.source=tabular", "--set", f"data.path={schema}"]) == 2
+    err = capsys.readouterr().err
+    assert "needs data.path" not in err
+    assert err.startswith(f"twotower data: error: schema file {schema} does not exist"), err
