@@ -20,6 +20,7 @@ from recdata.schema import FeatureSpec, ids_to_str
 #: Timestamp formats understood by ``to_epoch_seconds`` besides strftime patterns (which contain "%").
 TIMESTAMP_UNITS = {"seconds": 1, "milliseconds": 10**3, "microseconds": 10**6, "nanoseconds": 10**9}
 TIMESTAMP_FORMATS = (*TIMESTAMP_UNITS, "iso")
+_INT64_LOW, _INT64_HIGH = -2.0**63, 2.0**63  # int64 holds [-2**63, 2**63); both bounds are exact floats
 
 
 def read_table(path: str | os.PathLike, fmt: str = "auto", delimiter: str = ",",
@@ -144,12 +145,25 @@ def to_epoch_seconds(values, fmt: str, where: str) -> np.ndarray:
                 "fix those rows, or set timestamp_format to 'iso' or a strftime pattern if the column "
                 "holds dates"
             )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{where}: timestamps hold infinite values; fix those rows")
         unit = TIMESTAMP_UNITS[fmt]
         if np.issubdtype(arr.dtype, np.integer):
             return np.floor_divide(arr.astype(np.int64), unit)
-        return np.floor(arr / unit).astype(np.int64)
+        infinite = np.isinf(arr)
+        if infinite.any():
+            rows = np.flatnonzero(infinite)[:5].tolist()
+            raise ValueError(f"{where}: timestamps hold infinite values ({int(infinite.sum())} at rows {rows}); "
+                             "fix those rows")
+        seconds = np.floor(arr / unit)
+        beyond = (seconds < _INT64_LOW) | (seconds >= _INT64_HIGH)  # would wrap to -2**63 in the cast
+        if beyond.any():
+            rows = np.flatnonzero(beyond)[:5].tolist()
+            ex = s[beyond].iloc[:3].tolist()
+            raise ValueError(
+                f"{where}: {int(beyond.sum())} timestamp(s) in {fmt} are beyond the int64 range of seconds "
+                f"(e.g. {ex} at rows {rows}); fix those rows, or check timestamp_format (the column may hold "
+                "another unit)"
+            )
+        return seconds.astype(np.int64)
     if fmt == "iso" or "%" in fmt:
         try:
             dt = pd.to_datetime(s.astype(str), format="ISO8601" if fmt == "iso" else fmt,
@@ -210,6 +224,8 @@ def _numbers(s: pd.Series) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s):
         return s.to_numpy(dtype=np.float64)
     if pd.api.types.is_integer_dtype(s) and not s.isna().any():
+        if pd.api.types.is_unsigned_integer_dtype(s) and len(s) and int(s.max()) > np.iinfo(np.int64).max:
+            return s.to_numpy(dtype=np.float64)  # would wrap in int64; as floats the range check sees them
         return s.to_numpy(dtype=np.int64)
     if pd.api.types.is_numeric_dtype(s):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -231,6 +247,14 @@ def _numbers(s: pd.Series) -> np.ndarray:
             out[present] = values
             return out
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def duplicate_rows(df: pd.DataFrame) -> tuple[int, list[int]]:
+    """``(count, rows)``: how many rows repeat an earlier row exactly (every column equal) and the first
+    few of them (0-based). Duplicates are reported by the data stage, not refused: repeated events
+    can be real (the same item bought twice within a second)."""
+    dup = df.duplicated(keep="first").to_numpy()
+    return int(dup.sum()), np.flatnonzero(dup)[:5].tolist()
 
 
 def to_categorical(values) -> pd.Series:

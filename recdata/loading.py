@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,8 +78,16 @@ def resolve_cache_dir(cfg: DataConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
 
 
+class DuplicateRowsWarning(UserWarning):
+    """Some interaction rows repeat an earlier row exactly; they are kept (see ``load_dataset``)."""
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load (or generate) the dataset ``cfg`` names and check it against the data contract."""
+    """Load (or generate) the dataset ``cfg`` names and check it against the data contract.
+
+    Interactions read from files are checked for exact duplicate rows: they are kept (a repeated event
+    can be real) but reported, as ``dataset.extra["duplicate_rows"]`` (the count, shown by the CLI)
+    and a ``DuplicateRowsWarning`` naming example rows."""
     if cfg.source == "movielens-100k":
         from recdata.movielens import fetch_movielens_100k, load_movielens_100k
         path = Path(cfg.path).expanduser() if cfg.path else fetch_movielens_100k(resolve_cache_dir(cfg))
@@ -91,7 +100,22 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     else:
         from recdata.tabular import load_tabular
         dataset = load_tabular(cfg.path)
-    return dataset.validate()
+    dataset.validate()
+    if cfg.source != "synthetic":  # the generator drops its own repeats (extra["dropped_repeats"])
+        _report_duplicates(dataset)
+    return dataset
+
+
+def _report_duplicates(dataset: Dataset) -> None:
+    from recdata.columns import duplicate_rows
+
+    count, rows = duplicate_rows(dataset.interactions)
+    dataset.extra["duplicate_rows"] = count
+    if count:
+        warnings.warn(
+            f"{dataset.source or dataset.name}: {count} of {len(dataset.interactions)} interaction rows repeat an "
+            f"earlier row exactly (e.g. rows {rows}, 0-based); they are kept, each as one more interaction. "
+            "Deduplicate the source if they are not real repeats", DuplicateRowsWarning, stacklevel=3)
 
 
 def make_split(dataset: Dataset, cfg: DataConfig) -> S.Split:

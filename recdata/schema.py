@@ -6,7 +6,7 @@ interactions  one row per event, in source order (row order breaks timestamp tie
   user_id     str     source id as a string, never assumed dense
   item_id     str
   timestamp   int64   seconds since the epoch (or any monotone integer clock)
-  weight      float32 optional (absent column = all 1.0)
+  weight      float32 optional (absent column = all 1.0); finite, >= 0, not 0 in every row
 
 items         one row per item, ``item_id`` unique, plus one column per ``FeatureSpec``
 users         one row per user, ``user_id`` unique, plus one column per ``FeatureSpec``
@@ -89,6 +89,8 @@ class Dataset:
         for col in ("user_id", "item_id"):
             if self.interactions[col].isna().any():
                 raise ValueError(f"{where}: interactions.{col} has missing values; drop those rows")
+        if "weight" in self.interactions.columns:
+            check_weights(self.interactions["weight"], f"{where}: interactions.weight")
         unknown_items = ~_isin(self.interactions["item_id"], self.items["item_id"])
         if unknown_items.any():
             ex = self.interactions.loc[unknown_items, "item_id"].iloc[:5].tolist()
@@ -107,6 +109,34 @@ class Dataset:
                                     (self.users, self.user_features, "users")):
             _require_columns(table, [s.name for s in specs], f"{where}: {label}")
         return self
+
+
+def check_weights(weights, where: str) -> None:
+    """Refuse interaction weights a model cannot learn from: missing/infinite, negative, or 0 in every row.
+
+    ``where`` names the column (e.g. ``"events.csv: column 'rating' (weight)"``); rows are 0-based."""
+    w = pd.Series(weights).reset_index(drop=True)
+    if not (pd.api.types.is_numeric_dtype(w) or pd.api.types.is_bool_dtype(w)):
+        raise ValueError(f"{where} must be numeric, got dtype {w.dtype}; convert it to float in the loader")
+    w = w.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise ValueError(f"{where} has {int(bad.sum())} missing or infinite value(s) (rows {rows}); fill them "
+                         "(e.g. 1.0) or drop those rows")
+    negative = w < 0
+    if negative.any():
+        rows = np.flatnonzero(negative)[:5].tolist()
+        raise ValueError(
+            f"{where} has {int(negative.sum())} negative value(s) (e.g. {w[negative][:3].tolist()} at rows {rows}); "
+            "weights must be >= 0 (a weight scales its row's share of the loss, and a negative one rewards the "
+            "model for ranking that item low). Fix those rows, or drop the weight column (absent = every row 1.0)"
+        )
+    if len(w) and not w.any():
+        raise ValueError(
+            f"{where} is 0 in every row (rows 0-{len(w) - 1}); a model trained on it learns nothing. Point the "
+            "weight at the right column, or drop it (absent = every row 1.0)"
+        )
 
 
 def _isin(values: pd.Series, reference: pd.Series) -> pd.Series:

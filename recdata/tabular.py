@@ -37,7 +37,7 @@ import pandas as pd
 import yaml
 
 from recdata import columns as C
-from recdata.schema import Dataset, FeatureKind, FeatureSpec
+from recdata.schema import Dataset, FeatureKind, FeatureSpec, check_weights
 from core.strict import ConfigError, from_dict
 
 TableFormat = Literal["auto", "parquet", "csv"]
@@ -161,12 +161,9 @@ def _load_interactions(base: Path, t: InteractionsTable) -> pd.DataFrame:
                                         f"{path}: column {cols.timestamp!r} (timestamp)"),
     })
     if cols.weight is not None:
-        w = C.to_float(df[cols.weight], f"{path}: column {cols.weight!r} (weight)")
-        bad = ~np.isfinite(w)
-        if bad.any():
-            rows = np.flatnonzero(bad)[:5].tolist()
-            raise ValueError(f"{path}: column {cols.weight!r} (weight) has {int(bad.sum())} missing or infinite "
-                             f"value(s) (rows {rows}); fill them (e.g. 1.0) or drop those rows")
+        where = f"{path}: column {cols.weight!r} (weight)"
+        w = C.to_float(df[cols.weight], where)
+        check_weights(w, where)
         out["weight"] = w.astype(np.float32)
     return out
 

@@ -41,12 +41,17 @@ def cmd_data(args, extra) -> int:
     split = make_split(dataset, cfg.data)
     s = summarize(split, dataset.items["item_id"], head_mask(split, dataset, cfg))
     _say(f"dataset {dataset.name}: {dataset.num_users} users, {dataset.num_items} items, "
-         f"{len(dataset.interactions)} interactions")
+         f"{len(dataset.interactions)} interactions{_duplicates(dataset)}")
     _say(f"  item features: {[f'{f.name}:{f.kind}' for f in dataset.item_features]}")
     _say(f"  user features: {[f'{f.name}:{f.kind}' for f in dataset.user_features]}")
     for key, value in s.items():
         _say(f"  {key}: {value}")
     return 0
+
+
+def _duplicates(dataset) -> str:
+    count = dataset.extra.get("duplicate_rows", 0)
+    return f" ({count} exact duplicate row(s), kept)" if count else ""
 
 
 def cmd_train(args, extra) -> int:
@@ -185,7 +190,7 @@ def cmd_demo(args, extra) -> int:
     _say(f"[1/4] data: {cfg.data.source} → {run.data}")
     dataset, split = pipeline.stage_data(cfg, run)
     _say(f"      {dataset.num_users} users, {dataset.num_items} items; train {len(split.train)}, "
-         f"valid {len(split.valid)}, test {len(split.test)} interactions")
+         f"valid {len(split.valid)}, test {len(split.test)} interactions{_duplicates(dataset)}")
     _say("[2/4] train the towers")
     summary = pipeline.stage_train(cfg, run, dataset, split)
     _say(f"      {summary['epochs']} epochs, {summary['examples_per_second']} examples/s; "

@@ -26,6 +26,8 @@ def test_epoch_seconds_errors():
         C.to_epoch_seconds(pd.Series([1]), "weeks", "w")
     with pytest.raises(ValueError, match=r"w: timestamps hold infinite values"):
         C.to_epoch_seconds(pd.Series([np.inf]), "seconds", "w")
+    with pytest.raises(ValueError, match=r"w: timestamps hold infinite values \(1 at rows \[1\]\)"):
+        C.to_epoch_seconds(pd.Series([1.0, -np.inf]), "seconds", "w")
 
 
 def test_ids_and_uniqueness():
@@ -69,3 +71,30 @@ def test_read_table_errors(tmp_path):
         C.read_table(tmp_path / "x.parquet")
     with pytest.raises(ValueError, match=r"format 'json' is not one of"):
         C.read_table(tmp_path / "l1.csv", fmt="json")
+
+
+@pytest.mark.parametrize("values, fmt", [
+    (["1", str(2**63)], "seconds"),                     # text, one past int64 max
+    ([1.0, 1e19], "seconds"),                            # float
+    (np.array([1, 2**63], dtype=np.uint64), "seconds"),  # unsigned (e.g. Parquet uint64)
+    ([1, -2**64 * 1000], "milliseconds"),                # below int64 min after the unit conversion
+])
+def test_timestamps_beyond_int64_are_refused_with_the_row(values, fmt):
+    with np.errstate(all="raise"):  # no silent wrap-around and no RuntimeWarning on the way
+        with pytest.raises(ValueError, match=r"t: 1 timestamp\(s\) in " + fmt + r" are beyond the int64 range of "
+                                             r"seconds \(e\.g\. .* at rows \[1\]\); fix those rows"):
+            C.to_epoch_seconds(pd.Series(values), fmt, "t")
+
+
+def test_timestamps_at_the_int64_edges_are_kept():
+    top = np.iinfo(np.int64).max
+    assert C.to_epoch_seconds(pd.Series([str(top), "0"]), "seconds", "t").tolist() == [top, 0]
+    assert C.to_epoch_seconds(pd.Series(np.array([top], dtype=np.uint64)), "seconds", "t").tolist() == [top]
+    assert C.to_epoch_seconds(pd.Series([-5, 7]), "seconds", "t").tolist() == [-5, 7]
+
+
+def test_duplicate_rows_are_counted_not_refused():
+    df = pd.DataFrame({"user_id": ["u", "u", "v", "u", "u"], "item_id": ["a", "a", "a", "a", "b"],
+                       "timestamp": [1, 1, 1, 1, 1]})
+    assert C.duplicate_rows(df) == (2, [1, 3])  # rows 1 and 3 repeat row 0 exactly
+    assert C.duplicate_rows(df.iloc[[0, 2, 4]]) == (0, [])

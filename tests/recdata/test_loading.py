@@ -121,3 +121,19 @@ def test_hand_made_split_and_unsaveable_extra(tmp_path):
     ml.extra["model"] = object()
     with pytest.raises(TypeError, match=r"Dataset.extra\['model'\] \(object\) is neither JSON data nor a numpy array"):
         L.save_split(tmp_path / "b", ml, split)
+
+
+def test_exact_duplicate_rows_are_reported_not_refused(tmp_path):
+    # issue 13 item 11: repeated rows were neither refused nor mentioned.
+    (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\n1,a,5\n1,a,5\n2,a,5\n1,a,6\n1,a,5\n")
+    (tmp_path / "s.yaml").write_text("interactions: {path: e.csv}\n")
+    cfg = L.DataConfig(source="tabular", path=str(tmp_path / "s.yaml"))
+    with pytest.warns(L.DuplicateRowsWarning, match=r"s.yaml: 2 of 5 interaction rows repeat an earlier row exactly "
+                                                    r"\(e.g. rows \[1, 4\], 0-based\); they are kept"):
+        ds = L.load_dataset(cfg)
+    assert len(ds.interactions) == 5 and ds.extra["duplicate_rows"] == 2
+    (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\n1,a,5\n2,a,5\n")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", L.DuplicateRowsWarning)
+        assert L.load_dataset(cfg).extra["duplicate_rows"] == 0

@@ -161,3 +161,31 @@ def test_interactions_naming_unknown_items(tmp_path):
     events = pd.DataFrame({"customer": [7], "sku": ["zzz"], "ts": [1], "qty": [1]})
     with pytest.raises(ValueError, match=r"1 interaction\(s\) name items absent from the item table \(e.g. \['zzz'\]\)"):
         load_tabular(write(tmp_path, events=events))
+
+
+def test_negative_weights_are_refused_with_the_column_and_rows(tmp_path):
+    # issue 13 item 10: negative weights trained "happily" (loss -51.2, exit 0, model exported).
+    events = pd.DataFrame({"customer": [7, 8, 7, 8], "sku": ["a", "b", "b", "a"], "ts": [1, 2, 3, 4],
+                           "qty": [1.0, -2.0, 3.0, -0.5]})
+    with pytest.raises(ValueError, match=r"events.parquet: column 'qty' \(weight\) has 2 negative value\(s\) "
+                                         r"\(e.g. \[-2.0, -0.5\] at rows \[1, 3\]\); weights must be >= 0"):
+        load_tabular(write(tmp_path, events=events))
+
+
+def test_an_all_zero_weight_column_is_refused(tmp_path):
+    events = pd.DataFrame({"customer": [7, 8, 7], "sku": ["a", "b", "b"], "ts": [1, 2, 3], "qty": [0, 0, 0]})
+    with pytest.raises(ValueError, match=r"events.parquet: column 'qty' \(weight\) is 0 in every row \(rows 0-2\); "
+                                         r"a model trained on it learns nothing"):
+        load_tabular(write(tmp_path, events=events))
+    events["qty"] = [0, 0, 1]  # some zeros are fine (those rows simply do not count)
+    assert load_tabular(write(tmp_path, events=events)).interactions["weight"].tolist() == [0, 0, 1]
+
+
+def test_a_timestamp_beyond_int64_is_refused_with_its_row(tmp_path):
+    # issue 13 item 11: 2**63 silently became -9223372036854775808 (only a RuntimeWarning).
+    events = pd.DataFrame({"customer": ["7", "8", "7"], "sku": ["a", "b", "b"],
+                           "ts": ["1600000000000", "1600000000001", str(2**63 * 1000)], "qty": [1, 1, 1]})
+    with pytest.raises(ValueError, match=r"column 'ts' \(timestamp\): 1 timestamp\(s\) in milliseconds are beyond "
+                                         r"the int64 range of seconds \(e.g. \['9223372036854775808000'\] at rows "
+                                         r"\[2\]\)"):
+        load_tabular(write(tmp_path, events=events))
