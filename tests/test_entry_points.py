@@ -20,6 +20,11 @@ def _scaling(argv):
     return main(argv)
 
 
+def _ssl(argv):
+    from twotower.studies.ssl.__main__ import main
+    return main(argv)
+
+
 def _serving(argv):
     from serving.__main__ import main
     return main(argv)
@@ -46,6 +51,8 @@ BAD_VALUES = {
                  "train.epochs: expected int, got str 'many'"),
     "scaling": (_scaling, ["--grid", "{tmp}/nope.yaml", "--out", "{tmp}/out"], "python -m twotower.studies.scaling",
                 "grid file {tmp}/nope.yaml does not exist"),
+    "ssl": (_ssl, ["--grid", "{tmp}/nope.yaml", "--out", "{tmp}/out"], "python -m twotower.studies.ssl",
+            "SSL study grid {tmp}/nope.yaml does not exist"),
     "serving": (_serving, ["--run", "{tmp}/missing"], "python -m serving", "{tmp}/missing/model/query_tower does not exist"),
     "beam_jobs": (_beam_jobs, ["rollback", "--run", "{tmp}", "--to", "v9"], "python -m beam_jobs rollback", "v9"),
     "embed_items": (_embed, ["--run", "{tmp}/missing"], "python -m beam_jobs.embed_items", "{tmp}/missing/model/item_tower"),
@@ -58,6 +65,7 @@ BAD_FLAGS = {
     "twotower": (_twotower, ["trian"], "twotower"),
     "twotower-sub": (_twotower, ["serve", "--run", "r", "--port", "eighty"], "twotower serve"),
     "scaling": (_scaling, ["--out", "o"], "python -m twotower.studies.scaling"),
+    "ssl": (_ssl, ["--grid", "g.yaml"], "python -m twotower.studies.ssl"),
     "serving": (_serving, ["--run", "r", "--port", "eighty"], "python -m serving"),
     "beam_jobs": (_beam_jobs, ["rollback"], "python -m beam_jobs rollback"),
     "embed_items": (_embed, ["--num-shards", "many"], "python -m beam_jobs.embed_items"),
@@ -108,6 +116,7 @@ def _bug(*args, **kwargs):
 BUGS = {
     "twotower": (_twotower, ["train", "--run", "{tmp}/r"], "twotower.commands.resolve_config"),
     "scaling": (_scaling, ["--grid", "g.yaml", "--out", "{tmp}"], "twotower.studies.scaling.sweep.run_sweep"),
+    "ssl": (_ssl, ["--grid", "g.yaml", "--out", "{tmp}"], "twotower.studies.ssl.sweep.run_study"),
     "serving": (_serving, ["--run", "{tmp}"], "serving.app.serve"),
     "beam_jobs": (_beam_jobs, ["rollback", "--run", "{tmp}"], "beam_jobs.rebuild_index.rollback"),
     "embed_items": (_embed, ["--run", "{tmp}"], "beam_jobs.embed_items.run_embed"),

@@ -31,13 +31,13 @@ from typing import Any
 
 import yaml
 
-from core.strict import from_dict, read_yaml_mapping, replace_path, to_dict
+from core.strict import ConfigError, from_dict, read_yaml_mapping, replace_path, replace_paths, to_dict
 from eval.config import EvalConfig
 from recdata.loading import DataConfig
 from towers.config import TrainConfig
 
 SCHEMA = "twotower-ssl-point/1"
-EXAMPLE = "configs/ssl_movielens.yaml"
+EXAMPLE = "twotower/configs/ssl_movielens.yaml"
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,11 @@ class SSLPoint:
 
 
 def variant_config(recipe: TrainConfig, overrides: dict[str, Any], name: str = "") -> TrainConfig:
-    """``recipe`` with a variant's dotted overrides applied (``{"ssl.mode": "cfm"}``)."""
-    cfg = recipe
-    for key, value in overrides.items():
-        try:
-            cfg = replace_path(cfg, key, value)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"variant {name!r}: {exc}") from None
-    return cfg
+    """``recipe`` with a variant's dotted overrides applied together (``{"ssl.mode": "cfm"}``), then checked."""
+    try:
+        return replace_paths(recipe, list(overrides.items()))
+    except ConfigError as exc:
+        raise ConfigError(f"variant {name!r}: {exc}") from None
 
 
 def point_config(grid: SSLGrid, point: SSLPoint) -> TrainConfig:
@@ -149,12 +146,14 @@ def point_key(grid: SSLGrid, point: SSLPoint) -> str:
 
 
 def load_grid(path: str | Path) -> SSLGrid:
-    path = Path(path)
+    from twotower import resolve_config_path
+
+    path = resolve_config_path(path)  # a shipped grid may be named: ssl_movielens, ssl_synthetic
     data = read_yaml_mapping(path, "SSL study grid", EXAMPLE)
     try:
         return from_dict(SSLGrid, data)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def grid_to_yaml(grid: SSLGrid) -> str:

@@ -48,9 +48,9 @@ def test_bad_grids_are_refused_with_what_to_fix(patch, message):
 
 
 def test_shipped_grids_load():
-    from pathlib import Path
+    from twotower import CONFIG_DIR
 
-    root = Path(__file__).resolve().parents[4]
     for name in ("ssl_movielens.yaml", "ssl_synthetic.yaml"):
-        grid = load_grid(root / "configs" / name)
+        grid = load_grid(CONFIG_DIR / name)
         assert expand_points(grid)
+    assert load_grid("ssl_movielens") == load_grid(CONFIG_DIR / "ssl_movielens.yaml")  # a shipped grid by name

@@ -54,8 +54,12 @@ def study(tmp_path_factory):
     (out / "grid.yaml.in").write_text(yaml.safe_dump(GRID))
     import twotower.studies.ssl.sweep as sweep
 
-    sweep._load_data = lambda grid, name, log: (None, None)
-    outcome = run_study(out / "grid.yaml.in", out, run_point=fake_run_point, log=lambda m: None)
+    real = sweep._load_data  # restored below: a module-scoped fixture cannot use monkeypatch, and the
+    sweep._load_data = lambda grid, name, log: (None, None)  # fake must not leak into test_sweep's real run
+    try:
+        outcome = run_study(out / "grid.yaml.in", out, run_point=fake_run_point, log=lambda m: None)
+    finally:
+        sweep._load_data = real
     return out, from_dict(SSLGrid, GRID), outcome
 
 
