@@ -17,7 +17,6 @@ cluster, and checks the published indexes are byte-identical (``make dask-demo``
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -160,13 +159,17 @@ class DaskCluster:
 
 def demo(argv: list[str] | None = None) -> int:
     """Rebuild a tiny run on DirectRunner and on a local Dask cluster; exit 0 when the indexes match."""
-    parser = argparse.ArgumentParser(prog="python -m beam_jobs.dask_cluster demo",
-                                     description=demo.__doc__)
+    from core.cli import ArgumentParser, run_main
+
+    parser = ArgumentParser(prog="python -m beam_jobs.dask_cluster demo", description=demo.__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--dir", default=None, help="where to put the runs (a temporary directory by default)")
     args = parser.parse_args(argv)
+    return run_main(parser.prog, _demo, args)  # core.cli: one-line errors (exit 2), tracebacks for bugs
 
+
+def _demo(args) -> int:
     from beam_jobs.rebuild_index import RebuildConfig, run_rebuild
     from beam_jobs.testing import export_hashing_item_tower, synthetic_items
     from indexing.spec import IndexSpec

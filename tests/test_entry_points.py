@@ -45,6 +45,11 @@ def _rebuild(argv):
     return main(argv)
 
 
+def _dask_demo(argv):
+    from beam_jobs.dask_cluster import demo
+    return demo(argv)
+
+
 # (entry point, argv with a value argparse accepts but the command refuses, prog, words the message must hold)
 BAD_VALUES = {
     "twotower": (_twotower, ["train", "--run", "{tmp}/r", "--set", "train.epochs=many"], "twotower train",
@@ -70,6 +75,7 @@ BAD_FLAGS = {
     "beam_jobs": (_beam_jobs, ["rollback"], "python -m beam_jobs rollback"),
     "embed_items": (_embed, ["--num-shards", "many"], "python -m beam_jobs.embed_items"),
     "rebuild_index": (_rebuild, ["--recall-floor", "high"], "python -m beam_jobs.rebuild_index"),
+    "dask_demo": (_dask_demo, ["--workers", "many"], "python -m beam_jobs.dask_cluster demo"),
 }
 
 
@@ -121,6 +127,7 @@ BUGS = {
     "beam_jobs": (_beam_jobs, ["rollback", "--run", "{tmp}"], "beam_jobs.rebuild_index.rollback"),
     "embed_items": (_embed, ["--run", "{tmp}"], "beam_jobs.embed_items.run_embed"),
     "rebuild_index": (_rebuild, ["--run", "{tmp}"], "beam_jobs.rebuild_index.run_rebuild"),
+    "dask_demo": (_dask_demo, ["--dir", "{tmp}"], "beam_jobs.testing.export_hashing_item_tower"),
 }
 
 
