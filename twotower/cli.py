@@ -10,6 +10,7 @@
     twotower eval R                           recall etc. by popularity slice, exact vs index, with CIs
     twotower compare RUN_A RUN_B              paired bootstrap of the difference per metric and slice
     twotower scaling [--grid G] [--out O]     CLUE scaling-law sweep (resumable), power-law fits, plots, report
+    twotower study ssl --grid G --out O       SSL study: supervision sweep x SSL variants, gains per slice (resumable)
     twotower serve --run R [--port 8080]      HTTP: POST /topk, GET /healthz, GET /version; hot index reload
     twotower demo                             fetch MovieLens-100K and run every stage end to end
 
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--out", type=Path, default=Path("runs/scaling"), help="output directory")
     scaling.add_argument("--no-resume", action="store_true", help="rerun points that already finished")
     scaling.add_argument("--report-only", action="store_true", help="fit and report from finished points only")
+
+    study = sub.add_parser("study", help="resumable studies: ssl (SSL under scarce supervision)")
+    ssub = study.add_subparsers(dest="study", required=True, metavar="STUDY")
+    from twotower.studies.ssl.__main__ import build_parser as build_ssl_parser
+
+    build_ssl_parser(ssub.add_parser("ssl", help="SSL study: supervision fraction x SSL variant x seed, gains "
+                                     "per slice with paired-bootstrap intervals"))
 
     serve = sub.add_parser("serve", help="HTTP top-k service over the run's query tower and current index")
     from serving.__main__ import add_arguments as add_serving_arguments

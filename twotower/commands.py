@@ -214,6 +214,12 @@ def cmd_scaling(args, extra) -> int:
     return scaling_main(argv)
 
 
+def cmd_study(args, extra) -> int:
+    from twotower.studies.ssl.__main__ import run as run_ssl
+
+    return {"ssl": run_ssl}[args.study](args)
+
+
 def cmd_serve(args, extra) -> int:
     from serving.__main__ import run
 
@@ -222,7 +228,7 @@ def cmd_serve(args, extra) -> int:
 
 COMMANDS = {
     "data": cmd_data, "train": cmd_train, "embed": cmd_embed, "rebuild": cmd_rebuild, "rollback": cmd_rollback,
-    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "scaling": cmd_scaling, "serve": cmd_serve, "demo": cmd_demo,
+    "index": cmd_index, "eval": cmd_eval, "compare": cmd_compare, "scaling": cmd_scaling, "study": cmd_study, "serve": cmd_serve, "demo": cmd_demo,
 }
 
 
