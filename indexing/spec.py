@@ -9,7 +9,8 @@
                                                                dividing dim whose codes fit the budget
 
 Search effort is not fixed: with ``target_recall`` set (default 0.95) every build tunes nprobe / efSearch to
-the smallest value reaching it on held-out item vectors (``indexing.tuning``), because the recall a given
+the smallest value reaching it on the query set the build is given -- query-tower vectors of held-out
+users, falling back to held-out item vectors only when there is none (``indexing.tuning``) -- because the recall a given
 nprobe reaches depends on the vectors (IVF4096 nprobe 32 at 1M: recall@100 0.98 on clustered synthetic
 vectors, 0.895 on real item-tower vectors).
 
@@ -79,10 +80,13 @@ class IndexSpec:
     memory_budget_bytes  host memory the index may use; drives the "auto" choice.
     recall_k, recall_queries  size of the recall check run after every build (reported in the manifest).
     target_recall  when nprobe (IVF) / ef_search (HNSW) is left None, the build tunes it: the smallest value
-                   whose recall@recall_k on ``tune_queries`` held-out item vectors reaches this target with
-                   a 2-standard-error margin (``indexing.tuning``). None = no tuning, use the fixed defaults
-                   (default_nprobe, DEFAULT_EF_SEARCH). An explicit nprobe / ef_search is never tuned.
-    tune_queries   item vectors (seeded, disjoint from the recall-check sample when n allows) tuned on.
+                   whose recall@recall_k on ``tune_queries`` queries reaches this target with a 3-standard-error
+                   margin (``indexing.tuning``). The queries are the query set the build is given (query-tower
+                   vectors of held-out users), else held-out item vectors; the manifest says which
+                   (``query_source``). None = no tuning, use the fixed defaults (default_nprobe,
+                   DEFAULT_EF_SEARCH). An explicit nprobe / ef_search is never tuned.
+    tune_queries   queries tuned on (seeded, disjoint from the ``recall_queries`` recall-check queries when the
+                   query set / catalogue allows).
     """
 
     factory: str = "auto"

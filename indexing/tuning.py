@@ -31,6 +31,7 @@ import numpy as np
 
 from indexing import faiss_index as fi
 from indexing.recall import exact_top_k, per_query_recall
+from indexing.spec import IndexSpec
 
 # Standard errors subtracted from the mean tuning recall before comparing it with the target.
 Z = 3.0
@@ -56,6 +57,58 @@ class TuningResult:
         out = asdict(self)
         out["curve"] = [list(p) for p in self.curve]
         return out
+
+
+# query_source values recorded in the manifest (tuning and recall dicts):
+#   a caller's label (e.g. "query_tower_valid_users")  queries = the vectors the index will serve
+#   ITEM_HELD_OUT / ITEM_SAMPLE / ITEM_ALL              fallback: item vectors used as queries (no query set given)
+ITEM_HELD_OUT = "item_vectors_held_out"
+ITEM_SAMPLE = "item_vectors_sample"
+ITEM_ALL = "item_vectors_all"
+
+
+def sample_rows(n: int, size: int, seed) -> np.ndarray:
+    """Sorted rows int64 of a seeded sample of min(size, n) distinct rows out of 0..n-1."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False)).astype(np.int64)
+
+
+def split_queries(queries: np.ndarray, spec: IndexSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(tuning queries, recall-check queries) out of a given query set, disjoint whenever it has >= 2 rows.
+
+    A seeded permutation (spec.seed, 2) of the rows; the first ``spec.tune_queries`` tune, the next
+    ``spec.recall_queries`` check. When there are fewer than tune_queries + recall_queries rows they are split
+    in proportion (at least one row each). One row is used for both.
+    """
+    m = len(queries)
+    if m == 0:
+        raise ValueError("the query set is empty; pass at least one query vector or queries=None (item vectors "
+                         "are then used as queries)")
+    if m == 1:
+        return queries, queries
+    want_tune, want_check = spec.tune_queries, spec.recall_queries
+    if m >= want_tune + want_check:
+        n_tune, n_check = want_tune, want_check
+    else:
+        n_tune = min(m - 1, max(1, round(m * want_tune / (want_tune + want_check))))
+        n_check = m - n_tune
+    order = np.random.default_rng([spec.seed, 2]).permutation(m)
+    return queries[np.sort(order[:n_tune])], queries[np.sort(order[n_tune:n_tune + n_check])]
+
+
+def item_queries(vectors: np.ndarray, spec: IndexSpec) -> tuple[np.ndarray, str, np.ndarray, str]:
+    """The fallback when no query set exists: (tuning queries, their source, check queries, their source),
+    item vectors sampled with seed (spec.seed, 1) from the rows *not* in the recall-check sample (spec.seed),
+    so the recall reported after tuning is measured on held-out queries."""
+    n = len(vectors)
+    check_rows = sample_rows(n, spec.recall_queries, spec.seed)
+    held_out = np.setdiff1d(np.arange(n, dtype=np.int64), check_rows)
+    if len(held_out) >= 2:
+        tune_q = vectors[held_out[sample_rows(len(held_out), spec.tune_queries, [spec.seed, 1])]]
+        tune_source = ITEM_HELD_OUT
+    else:  # too few items to hold any out: tune on all of them
+        tune_q, tune_source = vectors, ITEM_ALL
+    return tune_q, tune_source, vectors[check_rows], ITEM_SAMPLE
 
 
 def ladder(low: int, high: int) -> list[int]:

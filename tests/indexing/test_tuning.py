@@ -140,3 +140,69 @@ def test_spec_rejects_bad_targets():
             IndexSpec(target_recall=bad)
     with pytest.raises(ValueError, match="tune_queries must be a positive int"):
         IndexSpec(tune_queries=0)
+
+
+# ------------------------------------------------------------------ tuning on the queries the index serves
+
+def between_cluster_queries(x, m, seed):
+    """Normalised sums of two random items: like query-tower vectors they are not item vectors and sit between
+    clusters, so their top-k spans more IVF lists than an item's own neighbourhood does."""
+    rng = np.random.default_rng(seed)
+    q = x[rng.integers(0, len(x), m)] + x[rng.integers(0, len(x), m)]
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tight():
+    x, _ = clustered_vectors(8000, 16, 0, seed=11, noise=0.3)  # tight clusters: item queries need few lists
+    return x, [f"i{i}" for i in range(len(x))], between_cluster_queries(x, 600, 5), between_cluster_queries(x, 300, 6)
+
+
+def test_query_set_tuning_picks_enough_nprobe_where_item_vector_tuning_is_too_small(tight, tmp_path):
+    x, ids, q, fresh = tight
+    by_items = ItemIndex.build(x, ids, SPEC, "mv")
+    assert by_items.tuning["query_source"] == "item_vectors_held_out"
+    assert by_items.recall["query_source"] == "item_vectors_sample" and by_items.recall["recall"] >= 0.95
+    # ... but on the queries the index serves, that nprobe misses the target by far
+    from indexing.recall import recall_against_exact
+    assert recall_against_exact(by_items, x, fresh, 20) < 0.9
+
+    by_queries = ItemIndex.build(x, ids, SPEC, "mv", queries=q, query_source="query_tower_valid_users")
+    assert by_queries.tuning["value"] > by_items.tuning["value"]
+    assert by_queries.tuning["query_source"] == "query_tower_valid_users" and by_queries.tuning["num_queries"] == 200
+    assert by_queries.recall["query_source"] == "query_tower_valid_users" and by_queries.recall["num_queries"] == 200
+    assert by_queries.recall["recall"] >= 0.95
+    assert recall_against_exact(by_queries, x, fresh, 20) >= 0.95  # queries neither tuned nor checked on
+    # the curve is the recall per nprobe tried, ending at the chosen value, and it is in the manifest
+    curve = by_queries.tuning["curve"]
+    assert [v for v, _ in curve] == ladder(1, by_queries.tuning["value"])
+    recalls = [r for _, r in curve]
+    assert recalls == sorted(recalls) and recalls[0] < 0.9 and recalls[-1] >= 0.95  # IVF-Flat: monotone in nprobe
+    manifest = save_index(by_queries, tmp_path / "v1")
+    assert manifest["tuning"]["query_source"] == manifest["recall"]["query_source"] == "query_tower_valid_users"
+    assert manifest["tuning"]["curve"] == [list(p) for p in curve]
+
+
+def test_split_queries_is_seeded_disjoint_and_proportional():
+    from indexing.tuning import split_queries
+    q = np.arange(1000, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    spec = IndexSpec(tune_queries=300, recall_queries=200)
+    a, b = split_queries(q, spec)
+    assert (len(a), len(b)) == (300, 200) and not set(a[:, 0]) & set(b[:, 0])
+    a2, _ = split_queries(q, spec)
+    np.testing.assert_array_equal(a, a2)
+    small_a, small_b = split_queries(q[:50], spec)  # fewer than asked: split 3:2, all used, disjoint
+    assert (len(small_a), len(small_b)) == (30, 20) and not set(small_a[:, 0]) & set(small_b[:, 0])
+    one_a, one_b = split_queries(q[:1], spec)
+    assert len(one_a) == len(one_b) == 1
+    with pytest.raises(ValueError, match="the query set is empty"):
+        split_queries(q[:0], spec)
+
+
+def test_measure_recall_refuses_an_empty_query_set(tight):
+    x, ids, q, _ = tight
+    index = ItemIndex.build(x, ids, SPEC, "mv", queries=q)
+    with pytest.raises(ValueError, match="empty query set"):
+        index.measure_recall(x, q[:0])
+    with pytest.raises(ValueError, match="queries"):
+        index.measure_recall(x, q[:, :3])
