@@ -41,7 +41,9 @@ def test_more_shards_than_items_writes_empty_shards(tmp_path):
     ids, x = sample(n=3)
     write_vectors(tmp_path / "v", ids, x, "m", num_shards=5)
     got_ids, got_x, manifest = read_vectors(tmp_path / "v")
-    assert got_ids.tolist() == ids and got_x.shape == (3, 12) and len(manifest["shards"]) == 5
+    assert got_ids.tolist() == ids and len(manifest["shards"]) == 5
+    np.testing.assert_array_equal(got_x, x)  # the vectors read back are the ones written, row for row
+    assert got_x.dtype == np.float32 and manifest["count"] == 3 and manifest["dim"] == 12
 
 
 def test_distributed_write_then_finalize(tmp_path):
@@ -51,6 +53,8 @@ def test_distributed_write_then_finalize(tmp_path):
     finalize_vectors(tmp_path / "v", "m", version="2024-06-01")
     got_ids, got_x, manifest = read_vectors(tmp_path / "v")
     assert got_ids.tolist() == ids and manifest["version"] == "2024-06-01"
+    np.testing.assert_array_equal(got_x, x)  # shard 1 written first still reads back in catalogue order
+    assert got_x.dtype == np.float32 and manifest["count"] == 10 and manifest["dim"] == 12
 
 
 def test_flipped_byte_and_truncation_are_refused(tmp_path):

@@ -88,7 +88,8 @@ def test_rfm_views_are_complementary_random_halves():
     aug = TwoViewAugmenter(names, (), "rfm", mask_ids=False)
     keep1, keep2 = (m.numpy() for m in aug.masks(tf.constant(64), tf.constant([1, 2], tf.int64)))
     assert keep1.shape == (64, 6)
-    np.testing.assert_array_equal(keep1[:, 0], 1) and np.testing.assert_array_equal(keep2[:, 0], 1)
+    np.testing.assert_array_equal(keep1[:, 0], 1)  # the id is kept in both views (mask_ids False)
+    np.testing.assert_array_equal(keep2[:, 0], 1)
     np.testing.assert_array_equal(keep1[:, 1:] + keep2[:, 1:], 1)
     np.testing.assert_array_equal((keep1[:, 1:] == 0).sum(axis=1), 2)  # ⌊5/2⌋ masked in view 1
     assert len({tuple(r) for r in keep1}) > 5  # per-example splits
@@ -96,7 +97,8 @@ def test_rfm_views_are_complementary_random_halves():
     assert (keep1[:, 1:] == 0).any(axis=0).all()
     with_ids = TwoViewAugmenter(names, (), "rfm", mask_ids=True)
     k1, k2 = (m.numpy() for m in with_ids.masks(tf.constant(64), tf.constant([1, 2], tf.int64)))
-    np.testing.assert_array_equal(k1 + k2, 1) and np.testing.assert_array_equal((k1 == 0).sum(axis=1), 3)
+    np.testing.assert_array_equal(k1 + k2, 1)  # the id is maskable too: complementary on all 6 columns
+    np.testing.assert_array_equal((k1 == 0).sum(axis=1), 3)  # ⌊6/2⌋ masked in view 1
 
 
 def test_value_and_sequence_dropout():
