@@ -41,19 +41,28 @@ def test_leave_last_out_small_example():
 
 def test_leave_last_out_matches_reference_on_random_data():
     rng = np.random.default_rng(0)
-    n = 3000
-    df = events({"user_id": rng.integers(0, 200, n).astype(str), "item_id": rng.integers(0, 50, n).astype(str),
+    users = np.concatenate([rng.integers(0, 200, 2700),             # ~13 events each
+                            np.repeat(np.arange(200, 350), 2)])     # users with 1..3 events, shuffled in below
+    users = rng.permutation(np.concatenate([users, np.arange(350, 400), np.repeat(np.arange(400, 450), 3)]))
+    n = len(users)
+    df = events({"user_id": users.astype(str), "item_id": rng.integers(0, 50, n).astype(str),
                  "timestamp": rng.integers(0, 40, n)})            # many ties
     s = leave_last_out(df)
+    # an independent per-user ordering (pandas, not the module's lexsort): each user's events by time, ties by
+    # source row; the last is test (users with >= 2 events), the one before valid (>= 3), the rest train
+    ordered = df.assign(row=np.arange(n)).sort_values(["user_id", "timestamp", "row"], kind="stable")
+    from_end = ordered.groupby("user_id").cumcount(ascending=False)
+    per_user = ordered["user_id"].map(df["user_id"].value_counts())
+    want = pd.Series(TRAIN, index=ordered["row"], dtype=np.int8)
+    want[((from_end == 0) & (per_user >= 2)).to_numpy()] = TEST
+    want[((from_end == 1) & (per_user >= 3)).to_numpy()] = VALID
+    want = want.sort_index().to_numpy()
+    assert np.array_equal(s.part, want)
+    assert (want == VALID).sum() > 100 and (want == TEST).sum() > 150  # the data exercises every part
+    for frame, code in ((s.train, TRAIN), (s.valid, VALID), (s.test, TEST)):  # frames hold those rows, in order
+        assert frame.values.tolist() == df[want == code].values.tolist()
     assert np.array_equal(s.part, slow_leave_last_out(df))
     assert sum(s.sizes().values()) == n
-    # no test event is in train (as a source row), and each test event is its user's last
-    train_rows = set(np.flatnonzero(s.part == TRAIN))
-    assert not train_rows & set(np.flatnonzero(s.part == TEST))
-    last = df.assign(row=np.arange(n)).sort_values(["timestamp", "row"]).groupby("user_id").tail(1)
-    multi = df["user_id"].value_counts()
-    expected = last[last["user_id"].map(multi) >= 2].sort_values("row")
-    assert s.test.values.tolist() == expected[["user_id", "item_id", "timestamp"]].values.tolist()
 
 
 def test_extra_columns_are_kept():
