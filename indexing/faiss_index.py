@@ -54,9 +54,14 @@ def train_sample(n: int, spec: IndexSpec) -> np.ndarray:
 
 def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec) -> None:
     """Train ``index`` (no-op if it needs none) on a seeded sample of ``vectors`` float32 (n, d)."""
+    train_rows(index, vectors, train_sample(len(vectors), spec))
+
+
+def train_rows(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray) -> None:
+    """Train ``index`` (no-op if it needs none) on ``vectors[rows]``."""
     if index.is_trained:
         return
-    sample = vectors[train_sample(len(vectors), spec)]
+    sample = vectors[rows]
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and len(sample) < ivf.nlist:
         raise ValueError(

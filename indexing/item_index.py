@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from indexing import faiss_index as fi
+from indexing import quantizer as qz
 from indexing import tuning as tn
 from indexing.arrays import as_float32_matrix, as_item_ids
 from indexing.gpu import GPU_MAX_K, GpuIndex, maybe_to_gpu
@@ -103,7 +104,8 @@ class ItemIndex:
     """
 
     def __init__(self, cpu_index: faiss.Index, item_ids, spec: IndexSpec, model_version: str, factory: str,
-                 recall: dict | None = None, *, search_params: dict | None = None, tuning: dict | None = None):
+                 recall: dict | None = None, *, search_params: dict | None = None, tuning: dict | None = None,
+                 quantizer: dict | None = None):
         if cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError("ItemIndex needs an inner-product FAISS index (METRIC_INNER_PRODUCT)")
         if not isinstance(model_version, str):
@@ -121,6 +123,7 @@ class ItemIndex:
         self._gpu: GpuIndex | None = maybe_to_gpu(cpu_index, spec, self._params)
         self.recall = recall
         self.tuning = tuning
+        self.quantizer = quantizer  # how the IVF coarse quantizer was chosen (indexing.quantizer), or None
         knob = tn.knob(cpu_index, spec.recall_k)
         self._tune_pending = (search_params is None and spec.target_recall is not None and knob is not None
                               and getattr(spec, knob[0]) is None)
@@ -142,23 +145,29 @@ class ItemIndex:
         if n == 0:
             raise ValueError("cannot build an index over 0 vectors")
         factory = spec.resolve_factory(n, dim)
-        index = fi.new_index(factory, dim, spec)
-        fi.train(index, vectors, spec)
+        if queries is not None:
+            queries = as_float32_matrix(queries, "queries", dim)
+            if len(queries) == 0:
+                raise ValueError("build got an empty query set (0 rows); pass query vectors or queries=None to "
+                                 "fall back to item vectors")
+        tune_q, tune_source = tn.tuning_queries(vectors, spec, queries, query_source)
+        index, chosen = qz.train_best(factory, vectors, spec, tune_q, tune_source)
         index.add(vectors)
         fi.zero_block_padding(index)
-        built = cls(index, item_ids, spec, model_version, factory)
+        built = cls(index, item_ids, spec, model_version, factory, quantizer=chosen)
         built.measure_recall(vectors, queries, query_source=query_source)
         return built
 
     @classmethod
     def from_faiss(cls, index: faiss.Index, item_ids, spec: IndexSpec, model_version: str,
-                   factory: str | None = None, recall: dict | None = None) -> "ItemIndex":
+                   factory: str | None = None, recall: dict | None = None, *,
+                   quantizer: dict | None = None) -> "ItemIndex":
         """Wrap an already-filled CPU index (e.g. from ``merge_shards``); its ids must be rows.
 
         ``factory`` defaults to ``spec.resolve_factory(ntotal, d)``, i.e. what ``build`` would have chosen.
         """
         factory = factory or spec.resolve_factory(int(index.ntotal), int(index.d))
-        return cls(index, item_ids, spec, model_version, factory, recall)
+        return cls(index, item_ids, spec, model_version, factory, recall, quantizer=quantizer)
 
     @property
     def tune_pending(self) -> bool:

@@ -41,26 +41,40 @@ import numpy as np
 
 from indexing import faiss_index as fi
 from indexing.arrays import as_float32_matrix
+from indexing.quantizer import train_best
 from indexing.spec import IndexSpec
+from indexing.tuning import tuning_queries
 
 
 def _as_vectors(x, name: str, dim: int | None = None) -> np.ndarray:
     return as_float32_matrix(x, name, dim)
 
 
-def train_empty(sample_vectors, spec: IndexSpec, n_items: int | None = None) -> bytes:
-    """Serialised trained, empty index for the catalogue.
+def train_empty(sample_vectors, spec: IndexSpec, n_items: int | None = None, *, queries=None,
+                query_source: str = "queries") -> bytes:
+    """Serialised trained, empty index for the catalogue (see ``train_empty_with_report``)."""
+    return train_empty_with_report(sample_vectors, spec, n_items, queries=queries, query_source=query_source)[0]
+
+
+def train_empty_with_report(sample_vectors, spec: IndexSpec, n_items: int | None = None, *, queries=None,
+                            query_source: str = "queries") -> tuple[bytes, dict | None]:
+    """(serialised trained, empty index, how its quantizer was chosen or None) for the catalogue.
 
     sample_vectors float32 (s, d): vectors to train on (subsampled to spec.train_size with spec.seed).
     n_items: catalogue size; required when spec.factory == "auto" (the choice depends on it).
+    queries float32 (m, d): the query set (as for ``ItemIndex.build``); its tuning part chooses among
+    ``spec.quantizer_restarts`` quantizers (``indexing.quantizer``); None = held-out sample vectors. Given the
+    same vectors and queries this trains exactly what ``ItemIndex.build`` trains.
     """
     vectors = _as_vectors(sample_vectors, "sample_vectors")
     if spec.factory == "auto" and n_items is None:
         raise ValueError("IndexSpec.factory='auto' depends on the catalogue size: pass n_items=<number of items>")
     factory = spec.resolve_factory(int(n_items or len(vectors)), vectors.shape[1])
-    index = fi.new_index(factory, vectors.shape[1], spec)
-    fi.train(index, vectors, spec)
-    return fi.serialize(index)
+    if queries is not None:
+        queries = _as_vectors(queries, "queries", vectors.shape[1])
+    tune_q, tune_source = tuning_queries(vectors, spec, queries, query_source)
+    index, report = train_best(factory, vectors, spec, tune_q, tune_source)
+    return fi.serialize(index), report
 
 
 def _is_ivf(index: faiss.Index) -> bool:

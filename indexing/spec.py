@@ -87,6 +87,9 @@ class IndexSpec:
                    DEFAULT_EF_SEARCH). An explicit nprobe / ef_search is never tuned.
     tune_queries   queries tuned on (seeded, disjoint from the ``recall_queries`` recall-check queries when the
                    query set / catalogue allows).
+    quantizer_restarts  IVF coarse quantizers trained (fixed seeds spec.seed + r, own training samples); the
+                   one needing the smallest nprobe for target_recall on the tuning queries is kept
+                   (``indexing.quantizer``). 1 = train once.
     """
 
     factory: str = "auto"
@@ -104,6 +107,7 @@ class IndexSpec:
     recall_queries: int = 1000
     target_recall: float | None = 0.95
     tune_queries: int = 1000
+    quantizer_restarts: int = 3
 
     def __post_init__(self):
         if not isinstance(self.factory, str) or not self.factory.strip():
@@ -125,7 +129,7 @@ class IndexSpec:
             raise ValueError(f"IndexSpec.target_recall must be a number in (0, 1] or None (= no tuning), got "
                              f"{self.target_recall!r}")
         for name in ("ef_construction", "train_size", "memory_budget_bytes", "recall_k", "recall_queries",
-                     "tune_queries"):
+                     "tune_queries", "quantizer_restarts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"IndexSpec.{name} must be a positive int, got {value!r}")

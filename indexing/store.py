@@ -4,7 +4,8 @@
     <index_root>/<version>/item_ids.parquet   one column item_id: string, in row order
     <index_root>/<version>/manifest.json      written last: kind, factory, metric, dim, count,
                                               model_version, spec, search_params, tuning (what build-time
-                                              tuning measured, or null), recall, faiss_version,
+                                              tuning measured, or null), quantizer (how the IVF coarse
+                                              quantizer was chosen, or null), recall, faiss_version,
                                               sha256 + bytes of every file
     <index_root>/current                      the published version (flipped with os.replace)
 
@@ -54,12 +55,13 @@ def save_index(index: ItemIndex, directory, extra_manifest: dict | None = None) 
     artifacts.atomic_write_bytes(directory / IDS_FILE, buffer.getvalue())
     fields = dict(extra_manifest or {})
     reserved = {"kind", "factory", "metric", "dim", "count", "model_version", "spec", "search_params",
-                "tuning", "recall", "faiss_version", "files"} & set(fields)
+                "tuning", "quantizer", "recall", "faiss_version", "files"} & set(fields)
     if reserved:
         raise ValueError(f"extra_manifest may not override {sorted(reserved)}")
     fields.update({"kind": KIND, "factory": index.factory, "metric": index.spec.metric, "dim": index.dim,
                    "count": index.ntotal, "model_version": index.model_version, "spec": to_dict(index.spec),
-                   "search_params": index.search_params, "tuning": index.tuning, "recall": index.recall,
+                   "search_params": index.search_params, "tuning": index.tuning, "quantizer": index.quantizer,
+                   "recall": index.recall,
                    "faiss_version": faiss.__version__})
     return artifacts.write_manifest(directory, fields)
 
@@ -88,7 +90,8 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
     params_changed = any(k in (spec_overrides or {}) for k in ("nprobe", "ef_search"))
     loaded = ItemIndex(cpu, ids, spec, manifest["model_version"], manifest["factory"],
                        None if params_changed else recall, search_params=manifest["search_params"],
-                       tuning=None if params_changed else manifest.get("tuning"))
+                       tuning=None if params_changed else manifest.get("tuning"),
+                       quantizer=manifest.get("quantizer"))
     if not params_changed and loaded.search_params != manifest["search_params"]:
         raise ValueError(f"{directory}: search params {loaded.search_params} differ from the saved "
                          f"{manifest['search_params']}")

@@ -111,6 +111,16 @@ def item_queries(vectors: np.ndarray, spec: IndexSpec) -> tuple[np.ndarray, str,
     return tune_q, tune_source, vectors[check_rows], ITEM_SAMPLE
 
 
+def tuning_queries(vectors: np.ndarray, spec: IndexSpec, queries: np.ndarray | None,
+                   query_source: str) -> tuple[np.ndarray, str]:
+    """The queries a build tunes on (and chooses its quantizer with): the tuning part of ``split_queries`` of
+    the given query set, else the held-out item vectors of ``item_queries``; with their source label."""
+    if queries is not None:
+        return split_queries(queries, spec)[0], query_source
+    tune_q, source, _, _ = item_queries(vectors, spec)
+    return tune_q, source
+
+
 def ladder(low: int, high: int) -> list[int]:
     """Increasing ints in [low, high]: 1..7, then steps of a quarter of a power of two (8, 10, 12, 14, 16, 20,
     24, 28, 32, 40, 48, 56, 64, 80, ...); ``low`` and ``high`` themselves are always included."""
