@@ -3,7 +3,7 @@
 The recall an IVF index reaches at a given nprobe depends heavily on its coarse quantizer: in issue 15 one
 fixed-seed training sample gave recall@100 0.705 at nprobe 8 on query-tower queries where three other samples
 gave 0.954-0.957 for the same catalogue. So ``train_best`` trains ``spec.quantizer_restarts`` candidates
-(restart r: k-means seed ``spec.seed + r`` and training sample seed (spec.seed, 3, r); restart 0 is exactly the
+(restart r: k-means seed ``kmeans_seed(spec, r)`` and training sample seed (spec.seed, 3, r); restart 0 is exactly the
 single training of earlier versions) and keeps the one that scans the fewest items to reach the recall target
 on the tuning queries: at each candidate's smallest nprobe meeting the target, the expected fraction of the
 catalogue in the probed lists (list sizes estimated on a seeded sample of SIZE_SAMPLE rows). Comparing
@@ -52,6 +52,14 @@ def restart_rows(n: int, spec: IndexSpec, restart: int) -> np.ndarray:
         return fi.train_sample(n, spec)
     rng = np.random.default_rng([spec.seed, 3, restart])
     return np.sort(rng.choice(n, size=spec.train_size, replace=False)).astype(np.int64)
+
+
+def kmeans_seed(spec: IndexSpec, restart: int) -> int:
+    """k-means seed of restart ``restart``: spec.seed for restart 0, else drawn from (spec.seed, 5, restart) (so
+    specs with neighbouring seeds do not share restarts)."""
+    if restart == 0:
+        return spec.seed
+    return int(np.random.default_rng([spec.seed, 5, restart]).integers(2**31 - 1))
 
 
 def _ivf_without_transform(index: faiss.Index):
@@ -125,7 +133,7 @@ def train_best(factory: str, vectors: np.ndarray, spec: IndexSpec, queries: np.n
     for restart in range(restarts):
         candidate = index if restart == 0 else fi.new_index(factory, dim, spec)
         if restart:
-            faiss.extract_index_ivf(candidate).cp.seed = spec.seed + restart
+            faiss.extract_index_ivf(candidate).cp.seed = kmeans_seed(spec, restart)
         fi.train_rows(candidate, vectors, restart_rows(len(vectors), spec, restart))
         curve = coarse_recall_curve(candidate, vectors, queries, exact_rows, values, size_rows)
         if fixed is not None:
@@ -137,7 +145,7 @@ def train_best(factory: str, vectors: np.ndarray, spec: IndexSpec, queries: np.n
             needed = at[0] if reached else None
             key = (needed is None, at[3], -at[1], restart)
         shown = [[v, round(r, 6), round(f, 6)] for v, r, _, f in curve if v <= at[0]]
-        candidates.append({"restart": restart, "kmeans_seed": spec.seed + restart, "nprobe_needed": needed,
+        candidates.append({"restart": restart, "kmeans_seed": kmeans_seed(spec, restart), "nprobe_needed": needed,
                            "scanned_fraction": round(at[3], 6), "curve": shown[-8:]})
         if best_key is None or key < best_key:
             best, best_key, chosen = candidate, key, restart

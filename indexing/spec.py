@@ -87,7 +87,7 @@ class IndexSpec:
                    DEFAULT_EF_SEARCH). An explicit nprobe / ef_search is never tuned.
     tune_queries   queries tuned on (seeded, disjoint from the ``recall_queries`` recall-check queries when the
                    query set / catalogue allows).
-    quantizer_restarts  IVF coarse quantizers trained (fixed seeds spec.seed + r, own training samples); the
+    quantizer_restarts  IVF coarse quantizers trained (fixed seeds, own training samples); the
                    one needing the smallest nprobe for target_recall on the tuning queries is kept
                    (``indexing.quantizer``). 1 = train once.
     """

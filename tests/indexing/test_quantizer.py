@@ -78,7 +78,8 @@ def test_restarts_are_deterministic_and_saved(data, tmp_path):
     a = ItemIndex.build(x, ids, SPEC, "mv", queries=q)
     b = ItemIndex.build(x, ids, SPEC, "mv", queries=q)
     assert a.quantizer == b.quantizer and fi.serialize(a.faiss_index) == fi.serialize(b.faiss_index)
-    assert [c["kmeans_seed"] for c in a.quantizer["candidates"]] == [0, 1, 2]
+    seeds = [c["kmeans_seed"] for c in a.quantizer["candidates"]]
+    assert seeds == [qz.kmeans_seed(SPEC, r) for r in range(3)] and seeds[0] == SPEC.seed and len(set(seeds)) == 3
     assert all(row[1] <= 1 and 0 < row[2] <= 1 for c in a.quantizer["candidates"] for row in c["curve"])
     manifest = save_index(a, tmp_path / "v")
     assert manifest["quantizer"] == a.quantizer and load_index(tmp_path / "v").quantizer == a.quantizer
