@@ -17,6 +17,7 @@ the server's own cost is the HTTP parsing (see bench/bench_serving.py for the la
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import signal
@@ -155,9 +156,22 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # listen backlog: bursts of new connections must not be dropped
 
-    def __init__(self, address, service: TopKService):
+    def __init__(self, address, service: TopKService | None):
         self.service = service
         super().__init__(address, _Handler)
+
+
+def bind(host: str, port: int) -> "_Server":
+    """A server listening on ``host:port`` (no service yet): done BEFORE the model is loaded, so a busy port
+    fails in one line at once. Raises ``OperationFailed`` when the address cannot be bound."""
+    from core.errors import OperationFailed
+
+    try:
+        return _Server((host, port), None)
+    except OSError as exc:
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise OperationFailed(f"cannot listen on {host}:{port}: {reason}; stop the process using it or pass "
+                              f"another --port (0 = any free port)") from None
 
 
 class RunningServer:
@@ -189,9 +203,13 @@ class RunningServer:
         self.close()
 
 
-def start(service: TopKService, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Serve ``service`` over HTTP on a background thread (``port=0``: any free port, see ``.port``)."""
-    return RunningServer(_Server((host, port), service), service)
+def start(service: TopKService, host: str = "127.0.0.1", port: int = 0, server: "_Server | None" = None
+          ) -> RunningServer:
+    """Serve ``service`` over HTTP on a background thread (``port=0``: any free port, see ``.port``);
+    ``server`` = a socket already bound by ``bind`` (then host and port are ignored)."""
+    server = server or bind(host, port)
+    server.service = service
+    return RunningServer(server, service)
 
 
 def make_config(options: dict | None) -> ServingConfig:
@@ -209,12 +227,13 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, **opti
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = make_config(options)
-    service = TopKService.open(run_dir, config)
+    server = bind(host, port)  # a busy port fails here, in one line, before ~20 s of model loading
     try:
-        running = start(service, host, port)
+        service = TopKService.open(run_dir, config)
     except BaseException:
-        service.close()
+        server.server_close()
         raise
+    running = start(service, server=server)
     stop = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():

@@ -15,8 +15,9 @@ is not busy (each hand-off costs a scheduler wake-up, milliseconds on a loaded m
 arrive meanwhile queue for the worker as usual.
 
 ``process(items) -> results`` gets the batch in submission order and returns one result per item; a
-result that is an ``Exception`` instance fails just that item's future. If ``process`` raises, every
-future of the batch fails with that exception. Futures cancelled before their batch starts are skipped.
+result that is an ``Exception`` instance fails just that item's future. If ``process`` raises on a batch of
+several items, each item is retried alone (``retried_batches`` counts these), so only the items that fail
+on their own get the exception: one bad request never fails the others in its batch. Futures cancelled before their batch starts are skipped.
 ``submit`` raises ``QueueFull`` when ``max_queue`` items are waiting and ``BatcherClosed`` after
 ``close()``; ``close()`` answers what is queued, then stops the worker.
 """
@@ -59,6 +60,7 @@ class MicroBatcher:
         self.items = 0            # items answered (including failed ones)
         self.inline_batches = 0   # of which run on the caller's thread
         self.largest_batch = 0
+        self.retried_batches = 0  # batches that raised and were retried item by item
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
@@ -126,11 +128,23 @@ class MicroBatcher:
         if not live:
             return
         try:
-            results = self._process([item for item, _ in live])
-            if len(results) != len(live):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
+            results = self._call([item for item, _ in live])
+        except Exception as exc:  # noqa: BLE001 - isolate the culprit(s): retry each item alone
+            if len(live) == 1:
+                log.exception("batch of 1 failed")
+                results = [exc]
+            else:
+                log.warning("batch of %d failed (%s: %s); retrying its items one by one", len(live),
+                            type(exc).__name__, exc)
+                self.retried_batches += 1
+                results = []
+                for item, _ in live:
+                    try:
+                        results.append(self._call([item])[0])
+                    except Exception as alone:  # noqa: BLE001 - this item's own failure
+                        log.exception("item failed alone")
+                        results.append(alone)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
-            log.exception("batch of %d failed", len(live))
             results = [exc] * len(live)
         for (_, fut), result in zip(live, results):
             if isinstance(result, BaseException):
@@ -140,3 +154,9 @@ class MicroBatcher:
         self.batches += 1
         self.items += len(live)
         self.largest_batch = max(self.largest_batch, len(live))
+
+    def _call(self, items: list) -> Sequence[Any]:
+        results = self._process(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        return results

@@ -5,12 +5,15 @@ one served, the watcher loads and verifies it in the background (``load(version)
 checks sha256s and the model version), then hands it to ``swap(state)``; the service replaces its state
 between batches, so in-flight batches finish on the old index. A version that belongs to another model
 (``VersionMismatch``) is refused once and for all (versions are immutable) and logged; any other failure
-(a half-pruned directory, a corrupt file) is logged and retried at the next poll. The old index keeps
-serving in both cases.
+(a half-pruned directory, a corrupt file) is logged and retried only when the version's files change
+(their names, sizes and mtimes) or after a back-off (``retry_s``, doubling per failure up to
+``max_retry_s``), so a corrupt 1M-item index is not re-read and re-hashed on every poll. The old index
+keeps serving in all cases; ``problem()`` says why the newest published version is not served.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -31,9 +34,12 @@ class IndexWatcher:
     """
 
     def __init__(self, index_root: str | Path, served: Callable[[], str], load: Callable[[str], IndexState],
-                 swap: Callable[[IndexState], None], interval_s: float):
+                 swap: Callable[[IndexState], None], interval_s: float, retry_s: float | None = None,
+                 max_retry_s: float = 600.0):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self.retry_s = float(interval_s if retry_s is None else retry_s)
+        self.max_retry_s = float(max_retry_s)
         self.index_root = Path(index_root)
         self.interval_s = float(interval_s)
         self._served = served
@@ -42,7 +48,9 @@ class IndexWatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one poll at a time (the thread, or a test calling poll_once)
         self.refused: dict[str, str] = {}
+        self.failed: dict[str, dict] = {}  # version -> {"error", "fingerprint", "attempts", "next_try"}
         self.last_error: str | None = None
+        self.loads = 0  # load attempts (each verifies every file's sha256)
         self.reloads = 0
         self._thread: threading.Thread | None = None
 
@@ -72,22 +80,58 @@ class IndexWatcher:
                 return "unchanged"
             if version in self.refused:
                 return "refused"
+            fingerprint = self._fingerprint(version)
+            failed = self.failed.get(version)
+            if failed is not None and failed["fingerprint"] == fingerprint and time.monotonic() < failed["next_try"]:
+                return "failed"  # same files, back-off not over: do not re-read and re-hash them
             started = time.perf_counter()
+            self.loads += 1
             try:
                 state = self._load(version)
             except VersionMismatch as exc:
                 self.refused[version] = str(exc)
+                self.failed.pop(version, None)
                 self.last_error = f"refused index {version}: {exc}"
                 log.error("not serving index %s, still serving %s: %s", version, self._served(), exc)
                 return "refused"
-            except Exception as exc:  # noqa: BLE001 - keep serving the old index, retry next poll
+            except Exception as exc:  # noqa: BLE001 - keep serving the old index, retry later
+                attempts = 1 if failed is None else failed["attempts"] + 1
+                wait = min(self.retry_s * 2 ** (attempts - 1), self.max_retry_s)
                 self.last_error = f"could not load index {version}: {type(exc).__name__}: {exc}"
-                log.error("could not load index %s (will retry), still serving %s: %s", version, self._served(), exc)
+                self.failed[version] = {"error": self.last_error, "fingerprint": fingerprint, "attempts": attempts,
+                                        "next_try": time.monotonic() + wait}
+                log.error("could not load index %s (retrying when its files change or in %.0f s), still serving "
+                          "%s: %s", version, wait, self._served(), exc)
                 return "failed"
             old = self._served()
             self._swap(state)
             self.reloads += 1
             self.last_error = None
+            self.failed.pop(version, None)
             log.info("now serving index %s (was %s): %s, %d items, loaded in %.1f s", version, old,
                      state.index.factory, state.index.ntotal, time.perf_counter() - started)
             return "swapped"
+
+    def _fingerprint(self, version: str) -> tuple:
+        """(name, size, mtime_ns) of every file under the version directory: what a retry needs to differ."""
+        root = self.index_root / version
+        out = []
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                out.append((os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns))
+        return tuple(sorted(out))
+
+    def problem(self) -> str | None:
+        """Why the newest published version is not the one served (refused / failed to load), or None."""
+        version = artifacts.current_version(self.index_root)
+        if version is None or version == self._served():
+            return None
+        if version in self.refused:
+            return f"the newest published index {version} is refused: {self.refused[version]}"
+        if version in self.failed:
+            return f"the newest published index {version} failed to load: {self.failed[version]['error']}"
+        return None

@@ -12,6 +12,9 @@ Two shapes are accepted (JSON object, UTF-8):
 
 Common fields: k (required, int 1..max_k); exclude_seen (bool, default ``ServingConfig.default_exclude_seen``:
 the user's items from the data, or the given history); timestamp (int seconds, default: now).
+Every number's range is checked here, before the request joins a micro-batch (one bad value must never
+reach the shared batch): timestamps and history timestamps are ints in [0, MAX_TIMESTAMP] (up to
+9999-12-31, far inside int64), numeric features finite and within float32, k in 1..max_k.
 Feature values by kind: categorical str (ints are turned into str), text str, numeric number,
 multi_categorical list of str; null = missing. Item and user ids may be str or int (ids are str).
 Every problem is reported as ``RequestError(status, message)`` with a message naming the field, what
@@ -27,6 +30,8 @@ from typing import Any, Sequence
 from recdata.schema import FeatureSpec
 
 FIELDS = ("user_id", "k", "exclude_seen", "features", "history", "history_timestamps", "timestamp")
+MAX_TIMESTAMP = 253_402_300_799          # 9999-12-31T23:59:59Z in seconds; the tower takes int64
+FLOAT32_MAX = 3.4028234663852886e38      # numeric features go to the tower as float32
 
 
 class RequestError(ValueError):
@@ -92,6 +97,11 @@ def decode_json(body: bytes) -> dict:
         raise RequestError(400, f"body is not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
         raise RequestError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an int literal above Python's 4300-digit conversion limit
+        raise RequestError(400, f"body is not acceptable JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "body is nested too deeply: a /topk request is a flat JSON object whose values "
+                                "are at most a list or an object of scalars") from None
     if not isinstance(data, dict):
         raise RequestError(400, f"body must be a JSON object, got a JSON {_type_name(data)}")
     return data
@@ -108,9 +118,8 @@ def parse_topk(data: dict, user_specs: Sequence[FeatureSpec], *, max_k: int, max
     if not isinstance(exclude_seen, bool):
         raise RequestError(400, f"exclude_seen must be true or false, got {_type_name(exclude_seen)} {exclude_seen!r}")
     timestamp = data.get("timestamp")
-    if timestamp is not None and (not _is_int(timestamp) or timestamp < 0):
-        raise RequestError(400, f"timestamp must be a non-negative int (seconds since the epoch), got "
-                                f"{_type_name(timestamp)} {timestamp!r}")
+    if timestamp is not None:
+        _check_timestamp(timestamp, "timestamp")
     user_id = _id(data["user_id"], "user_id") if data.get("user_id") is not None else None
     raw = "features" in data or "history" in data
     if not raw:
@@ -132,9 +141,9 @@ def _parse_k(data: dict, max_k: int) -> int:
         raise RequestError(400, f"missing k: say how many items to return, e.g. \"k\": 10 (1..{max_k})")
     k = data["k"]
     if not _is_int(k) or k < 1:
-        raise RequestError(400, f"k must be a positive int, got {_type_name(k)} {k!r}")
+        raise RequestError(400, f"k must be a positive int, got {_type_name(k)} {_short(k)}")
     if k > max_k:
-        raise RequestError(400, f"k={k} is above the largest allowed k ({max_k}, ServingConfig.max_k)")
+        raise RequestError(400, f"k={_short(k)} is above the largest allowed k ({max_k}, ServingConfig.max_k)")
     return k
 
 
@@ -165,8 +174,11 @@ def _feature_value(value: Any, name: str, kind: str):
     if kind == "numeric":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RequestError(400, f"{where} must be a number or null, got {_type_name(value)} {value!r}")
-        if math.isinf(value):
+        if isinstance(value, float) and math.isinf(value):
             raise RequestError(400, f"{where} must be finite, got {value!r} (use null for a missing value)")
+        if not (isinstance(value, float) and math.isnan(value)) and abs(value) > FLOAT32_MAX:
+            raise RequestError(400, f"{where} must lie within +-{FLOAT32_MAX:.4g} (the tower takes float32), got "
+                                    f"{_short(value)}")
         return float(value)
     if kind == "multi_categorical":
         if not isinstance(value, list):
@@ -204,6 +216,20 @@ def _parse_history_timestamps(values: Any, length: int) -> tuple[int, ...] | Non
         raise RequestError(400, f"history_timestamps has {len(values)} entries but history has {length}; "
                                 "give one timestamp per history item, or leave history_timestamps out")
     for i, v in enumerate(values):
-        if not _is_int(v) or v < 0:
-            raise RequestError(400, f"history_timestamps[{i}] must be a non-negative int, got {_type_name(v)} {v!r}")
+        _check_timestamp(v, f"history_timestamps[{i}]")
     return tuple(values)
+
+
+def _check_timestamp(value: Any, where: str) -> None:
+    if not _is_int(value) or not 0 <= value <= MAX_TIMESTAMP:
+        got = f"{_type_name(value)} {_short(value)}"
+        raise RequestError(400, f"{where} must be an int in [0, {MAX_TIMESTAMP}] (seconds since the epoch, up to "
+                                f"9999-12-31), got {got}")
+
+
+def _short(value: Any) -> str:
+    """repr of ``value``, cut to 60 characters (a 10,000-digit int must not fill the error message)."""
+    if _is_int(value) and abs(value) >= 10 ** 60:  # (str() of a > 4300-digit int raises)
+        return f"an int of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -23,6 +23,7 @@ Timestamps left out of a request are the time the request arrives (seconds).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -45,6 +46,8 @@ from core.rundir import RunDir
 log = logging.getLogger(__name__)
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+# an absolute POSIX path of at least two components (not preceded by a word character, "<" or ">")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w<>.])/(?:[^\s'\"/]+/)+([^\s'\"/,;:)]*)")
 
 
 class _Pending:
@@ -212,11 +215,35 @@ class TopKService:
                 "last_reload_error": None}
         if self.watcher is not None:
             info.update(reloads=self.watcher.reloads, refused_index_versions=sorted(self.watcher.refused),
-                        last_reload_error=self.watcher.last_error)
+                        last_reload_error=self.public(self.watcher.last_error))
         return info
 
+    def public(self, text: str | None) -> str | None:
+        """``text`` without absolute paths (for answers to clients): paths under the run directory become
+        ``<run>/...``, any other absolute path just its last component (``.../name``)."""
+        if text is None:
+            return None
+        for root in sorted({str(self.run.root), str(self.run.root.resolve())}, key=len, reverse=True):
+            text = text.replace(root, "<run>")
+        return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(1), text)
+
+    def problem(self) -> str | None:
+        """Why the newest published index is not served (refused or failed to load), paths removed; or None."""
+        if self.watcher is None:
+            return None
+        problem = self.watcher.problem()
+        if problem is None:
+            return None
+        return self.public(f"{problem}; still serving index {self._state.version}")
+
     def health(self) -> dict:
-        return {"status": "ok", "model_version": self.tower.model_version, "index_version": self._state.version,
+        """Liveness: "ok", or "degraded" with ``reason`` while the newest published index is refused or
+        fails to load (the service still answers from the version it serves)."""
+        problem = self.problem()
+        health = {"status": "ok" if problem is None else "degraded"}
+        if problem is not None:
+            health["reason"] = problem
+        return {**health, "model_version": self.tower.model_version, "index_version": self._state.version,
                 "uptime_s": round(time.time() - self.started_at, 1), "queued": self.batcher.queued(),
                 "batches": self.batcher.batches, "inline_batches": self.batcher.inline_batches,
                 "requests": self.batcher.items,

@@ -8,12 +8,17 @@ from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
 
 
 class Recorder:
+    """A batch function that records its batches; ``entered`` is set as soon as a batch starts (the barrier
+    tests wait on, instead of sleeping), ``gate`` (if given) holds every batch until it is set."""
+
     def __init__(self, delay=0.0, gate: threading.Event | None = None):
         self.batches = []
         self.delay = delay
         self.gate = gate
+        self.entered = threading.Event()
 
     def __call__(self, items):
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(5)
         self.batches.append(list(items))
@@ -40,7 +45,7 @@ def test_requests_queued_while_a_batch_runs_form_the_next_batch_in_order():
     rec = Recorder(gate=gate)
     batcher = MicroBatcher(rec, max_batch=4, max_wait_s=0.0, max_queue=100, inline_lone=False)
     first = batcher.submit(0)
-    time.sleep(0.05)  # the worker holds [0] and waits at the gate
+    assert rec.entered.wait(5)  # the worker holds [0] and waits at the gate
     rest = [batcher.submit(i) for i in range(1, 7)]
     gate.set()
     assert [f.result(5) for f in [first, *rest]] == [0, 10, 20, 30, 40, 50, 60]
@@ -49,12 +54,13 @@ def test_requests_queued_while_a_batch_runs_form_the_next_batch_in_order():
 
 
 def test_a_lone_item_runs_on_the_callers_thread_and_items_meanwhile_go_to_the_worker():
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     threads = []
 
     def process(items):
         threads.append((threading.current_thread().name, list(items)))
         if items == [0]:
+            entered.set()
             gate.wait(5)
         return [i * 10 for i in items]
 
@@ -63,7 +69,7 @@ def test_a_lone_item_runs_on_the_callers_thread_and_items_meanwhile_go_to_the_wo
     lone: list = []
     caller = threading.Thread(target=lambda: lone.append(batcher.submit(0)), name="caller")
     caller.start()
-    time.sleep(0.05)  # the caller is now running [0] itself, held at the gate
+    assert entered.wait(5)  # the caller is now running [0] itself, held at the gate
     queued = [batcher.submit(i) for i in (1, 2, 3)]
     assert batcher.queued() == 3
     gate.set()
@@ -101,6 +107,34 @@ def test_per_item_and_per_batch_failures():
     batcher.close()
 
 
+def test_a_failing_batch_is_retried_item_by_item_so_only_the_bad_item_fails():
+    # issue 13 item 1: one poisonous request used to fail every request of its batch
+    gate, entered = threading.Event(), threading.Event()
+    calls = []
+
+    def process(items):
+        calls.append(list(items))
+        if items == [0]:
+            entered.set()
+            gate.wait(5)
+        if any(i < 0 for i in items):
+            raise OverflowError(f"poison in {items}")
+        return [i * 10 for i in items]
+
+    batcher = MicroBatcher(process, max_batch=8, max_wait_s=0.0, max_queue=100, inline_lone=False)
+    first = batcher.submit(0)
+    assert entered.wait(5)  # the worker is inside batch [0], held at the gate
+    futures = [batcher.submit(i) for i in (1, 2, -3, 4)]
+    gate.set()
+    assert first.result(5) == 0
+    assert [f.result(5) for f in futures[:2] + futures[3:]] == [10, 20, 40]
+    with pytest.raises(OverflowError, match=r"poison in \[-3\]"):
+        futures[2].result(5)
+    batcher.close()
+    assert calls == [[0], [1, 2, -3, 4], [1], [2], [-3], [4]]
+    assert batcher.retried_batches == 1 and batcher.items == 5
+
+
 def test_wrong_result_count_fails_the_batch():
     batcher = MicroBatcher(lambda items: [], max_batch=1, max_wait_s=0.0, max_queue=10)
     with pytest.raises(RuntimeError, match="returned 0 results for 1 items"):
@@ -113,7 +147,7 @@ def test_queue_full_cancelled_and_close():
     rec = Recorder(gate=gate)
     batcher = MicroBatcher(rec, max_batch=1, max_wait_s=0.0, max_queue=2, inline_lone=False)
     busy = batcher.submit(0)
-    time.sleep(0.05)
+    assert rec.entered.wait(5)  # [0] is being processed; the queue is empty again
     queued = [batcher.submit(1), batcher.submit(2)]
     with pytest.raises(QueueFull, match=r"2 requests are already waiting \(max_queue=2\)"):
         batcher.submit(3)

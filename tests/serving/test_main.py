@@ -36,6 +36,24 @@ def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert "'other-model'" in err and run.model_version() in err and "twotower rebuild --run" in err
 
 
+def test_a_busy_port_fails_in_one_line_before_the_model_is_loaded(tmp_path, capsys):
+    # issue 13 item 5: a traceback after ~20 s of model loading. The run does not even exist here: the port
+    # is checked first, so the error is about the port, not the run.
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        assert main(["--run", str(tmp_path / "no-such-run"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.search(rf"cannot listen on 127.0.0.1:{port}: the port is already in use; stop the process using it or "
+                     r"pass another --port \(0 = any free port\)", err), err
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.slow
 def test_module_entry_point_serves_and_stops_on_sigterm():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -14,16 +14,19 @@ def fake_state(version):
 
 
 class Harness:
-    def __init__(self, root, bad=(), flaky=()):
+    def __init__(self, root, bad=(), flaky=(), retry_s=0.0):
         self.root = root
         self.served = fake_state("v1")
         self.bad, self.flaky = set(bad), dict.fromkeys(flaky, 1)
         self.loads = []
-        self.watcher = IndexWatcher(root, lambda: self.served.version, self.load, self.swap, interval_s=0.01)
+        self.watcher = IndexWatcher(root, lambda: self.served.version, self.load, self.swap, interval_s=0.01,
+                                    retry_s=retry_s)
 
     def load(self, version):
         self.loads.append(version)
-        if version in self.bad:
+        if version in self.bad or version.startswith("corrupt"):
+            if version.startswith("corrupt"):
+                raise OSError(f"{version}: sha256 of index.faiss does not match the manifest")
             raise VersionMismatch(f"{version} was built from model m2")
         if self.flaky.get(version):
             self.flaky[version] -= 1
@@ -55,6 +58,37 @@ def test_unchanged_swapped_refused_failed(tmp_path, caplog):
     assert "could not load index v4" in h.watcher.last_error and "vanished" in h.watcher.last_error
     assert h.watcher.poll_once() == "swapped" and h.served.version == "v4"  # retried at the next poll
     assert h.watcher.last_error is None and h.watcher.reloads == 2
+
+
+def test_a_failed_version_is_not_reloaded_until_its_files_change_or_the_back_off_ends(tmp_path):
+    # issue 13 item 4: a refused (corrupt) version was re-read and re-hashed on every poll
+    h = Harness(tmp_path, retry_s=3600)
+    (tmp_path / "corrupt-v7").mkdir()
+    (tmp_path / "corrupt-v7" / "index.faiss").write_bytes(b"x" * 10)
+    h.publish("corrupt-v7")
+    assert [h.watcher.poll_once() for _ in range(5)] == ["failed"] * 5
+    assert h.loads == ["corrupt-v7"] and h.watcher.loads == 1  # hashed once, not five times
+    assert h.watcher.problem().startswith("the newest published index corrupt-v7 failed to load: could not load")
+    (tmp_path / "corrupt-v7" / "index.faiss").write_bytes(b"y" * 11)  # its files changed: worth another look
+    assert h.watcher.poll_once() == "failed" and h.loads == ["corrupt-v7"] * 2
+    assert h.watcher.failed["corrupt-v7"]["attempts"] == 2
+    h.watcher.failed["corrupt-v7"]["next_try"] = 0.0  # the back-off is over: retried with the same files
+    assert h.watcher.poll_once() == "failed" and h.loads == ["corrupt-v7"] * 3
+    h.publish("v1")
+    assert h.watcher.problem() is None  # current names the served version again
+
+
+def test_back_off_doubles_up_to_the_cap(tmp_path):
+    h = Harness(tmp_path, retry_s=10)
+    h.watcher.max_retry_s = 25
+    h.publish("corrupt-v8")
+    waits = []
+    for _ in range(4):
+        before = time.monotonic()
+        h.watcher.failed.get("corrupt-v8", {})["next_try"] = 0.0
+        assert h.watcher.poll_once() == "failed"
+        waits.append(round(h.watcher.failed["corrupt-v8"]["next_try"] - before))
+    assert waits == [10, 20, 25, 25]
 
 
 def test_the_thread_polls_until_stopped(tmp_path):

@@ -40,6 +40,10 @@ def test_raw_request_fills_missing_features_and_turns_int_ids_into_strings():
     (b"{not json", 400, "body is not valid JSON: Expecting property name"),
     (b"\xff\xfe", 400, "not UTF-8|not valid JSON"),
     (b"[1, 2]", 400, "body must be a JSON object, got a JSON list"),
+    # issue 13 item 2: 100k-deep nesting was a RecursionError (500)
+    (b"[" * 100_000 + b"]" * 100_000, 400, r"body is nested too deeply: a /topk request is a flat JSON object"),
+    (b'{"k": ' + b"9" * 5000 + b"}", 400, r"body is not acceptable JSON: Exceeds the limit \(4300 digits\)"),
+    (b'{"k": ' + b"{\"a\": " * 100_000 + b"1" + b"}" * 100_001, 400, "body is nested too deeply"),
 ])
 def test_decode_errors(body, status, message):
     with pytest.raises(RequestError, match=message) as err:
@@ -59,8 +63,20 @@ def test_decode_errors(body, status, message):
     ({"user_id": "", "k": 1}, r"user_id must be a non-empty string or an int id, got an empty string"),
     ({"user_id": [1], "k": 1}, r"user_id must be a non-empty string or an int id, got list"),
     ({"user_id": "1", "k": 1, "exclude_seen": "yes"}, r"exclude_seen must be true or false, got string 'yes'"),
-    ({"user_id": "1", "k": 1, "timestamp": -5}, r"timestamp must be a non-negative int"),
-    ({"user_id": "1", "k": 1, "timestamp": "now"}, r"timestamp must be a non-negative int .* got string"),
+    ({"user_id": "1", "k": 1, "timestamp": -5}, r"timestamp must be an int in \[0, 253402300799\] .*got int -5"),
+    ({"user_id": "1", "k": 1, "timestamp": "now"}, r"timestamp must be an int in \[0, 253402300799\] .* got string"),
+    # issue 13 item 1: 2**63 passed validation and overflowed inside the shared micro-batch
+    ({"user_id": "1", "k": 1, "timestamp": 2 ** 63}, r"timestamp must be an int in \[0, 253402300799\] \(seconds "
+                                                      r"since the epoch, up to 9999-12-31\), got int 9223372036854775808"),
+    ({"user_id": "1", "k": 1, "timestamp": 253402300800}, r"timestamp must be an int in \[0, 253402300799\]"),
+    ({"user_id": "1", "k": 1, "timestamp": 10 ** 5000}, r"timestamp .* got int an int of about 5001 digits"),
+    ({"user_id": "1", "k": 10 ** 30}, r"k=1000000000000000000000000000000 is above the largest allowed k"),
+    ({"history": ["1"], "history_timestamps": [2 ** 64], "k": 1},
+     r"history_timestamps\[0\] must be an int in \[0, 253402300799\] .*got int 18446744073709551616"),
+    ({"history": ["1", "2"], "history_timestamps": [5, -1], "k": 1}, r"history_timestamps\[1\] must be an int in"),
+    ({"features": {"age": 1e39}, "k": 1}, r"features.age \(numeric\) must lie within \+-3.403e\+38 \(the tower takes "
+                                          r"float32\), got 1e\+39"),
+    ({"features": {"age": -(10 ** 400)}, "k": 1}, r"features.age \(numeric\) must lie within .* got an int of about 401 digits"),
     ({"user_id": "1", "k": 1, "history_timestamps": [1]}, r"history_timestamps needs a history list"),
     ({"features": [1], "k": 1}, r"features must be a JSON object \{name: value\}, got list"),
     ({"features": {"agee": 3, "x": 1}, "k": 1},
@@ -77,7 +93,7 @@ def test_decode_errors(body, status, message):
     ({"history": ["50", True], "k": 1}, r"history\[1\] must be a non-empty string or an int id, got bool"),
     ({"history": ["1"] * 6, "k": 1}, r"history has 6 items, more than the 5 allowed"),
     ({"history": ["1"], "history_timestamps": [1, 2], "k": 1}, r"history_timestamps has 2 entries but history has 1"),
-    ({"history": ["1"], "history_timestamps": ["x"], "k": 1}, r"history_timestamps\[0\] must be a non-negative int"),
+    ({"history": ["1"], "history_timestamps": ["x"], "k": 1}, r"history_timestamps\[0\] must be an int in"),
     ({"history": ["1"], "history_timestamps": 5, "k": 1}, r"history_timestamps must be a list of ints, got int"),
 ])
 def test_each_bad_field_is_a_400_naming_it(data, message):

@@ -1,5 +1,7 @@
 """TopKService on a tiny real run, against the slow reference (tests/serving_fixtures.Reference)."""
 import dataclasses
+import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -90,9 +92,20 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(service, r
     sequential = {u: ids_and_scores(service.topk(TopKRequest(k=5, exclude_seen=True, user_id=u, timestamp=T)))
                   for u in uids}
     batches_before = service.batcher.batches
+    barrier = threading.Barrier(16)
+    threads = set()
+
+    def ask(u):  # 16 callers at once, each blocking on its own answer (issue 19: they used to run in turn)
+        threads.add(threading.current_thread().name)
+        try:
+            barrier.wait(30)
+        except threading.BrokenBarrierError:
+            pass  # the last 8 of 40 requests have no 15 partners left
+        return service.topk(TopKRequest(k=5, exclude_seen=True, user_id=u, timestamp=T))
+
     with ThreadPoolExecutor(16) as pool:
-        futures = [service.submit(TopKRequest(k=5, exclude_seen=True, user_id=u, timestamp=T)) for u in uids]
-        answers = [f.result(30) for f in futures]
+        answers = list(pool.map(ask, uids))
+    assert len(threads) == 16
     assert service.batcher.batches - batches_before < len(uids)  # answered in fewer batches than requests
     for u, answer in zip(uids, answers):
         ids, scores = ids_and_scores(answer)
@@ -143,12 +156,96 @@ def test_swap_serves_the_new_index_and_refuses_another_model(tmp_path):
             time.sleep(0.02)
         assert svc.state.version == new and bad in svc.version_info()["refused_index_versions"]
         assert "another-model" in svc.version_info()["last_reload_error"]
+        # issue 13 item 4: degraded while the newest published index is refused, and no absolute paths out
+        health = svc.health()
+        assert health["status"] == "degraded" and health["index_version"] == new
+        assert health["reason"].startswith(f"the newest published index {bad} is refused: the index <run>/index/"
+                                           f"{bad} was built from model version 'another-model'")
+        assert health["reason"].endswith(f"still serving index {new}")
+        for answer in (health, svc.version_info()):
+            text = json.dumps(answer)
+            assert str(run.root) not in text and str(tmp_path) not in text and "/tmp/" not in text, text
         with pytest.raises(ValueError, match="built from model version 'another-model'"):
             svc.swap(dataclasses.replace(svc.state, version=bad, index=_with_model(svc.state.index, "another-model")))
     finally:
         svc.close()
     with pytest.raises(RequestError, match="shutting down"):
         svc.submit(TopKRequest(k=1, exclude_seen=True, user_id="x"))
+
+
+class GatedEncoder:
+    """Wraps a service's encoder: ``entered`` is set when a batch reaches the tower, which then waits for
+    ``gate`` (so a test can hold the one running batch)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.entered, self.gate = encoder, threading.Event(), threading.Event()
+
+    def __call__(self, features):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.encoder(features)
+
+
+@pytest.fixture
+def held_service():
+    svc = TopKService.open(tiny_run().root, ServingConfig(reload_interval_s=None, max_queue=1, inline_lone=False,
+                                                          request_timeout_s=0.3))
+    svc.encoder = GatedEncoder(svc.encoder)
+    yield svc
+    svc.encoder.gate.set()
+    svc.close()
+
+
+def test_a_full_queue_is_a_503_saying_so(held_service):
+    # issue 19: 503 on a full queue had no test
+    running = held_service.submit(TopKRequest(k=3, exclude_seen=True, user_id="a"))
+    assert held_service.encoder.entered.wait(30)  # the batcher is busy with it
+    queued = held_service.submit(TopKRequest(k=3, exclude_seen=True, user_id="b"))
+    with pytest.raises(RequestError, match=r"overloaded: 1 requests are already waiting \(max_queue=1\); retry "
+                                           r"later") as err:
+        held_service.submit(TopKRequest(k=3, exclude_seen=True, user_id="c"))
+    assert err.value.status == 503
+    held_service.encoder.gate.set()
+    assert len(running.result(30)["items"]) == 3 and len(queued.result(30)["items"]) == 3
+
+
+def test_a_request_not_answered_in_time_is_a_503_saying_so(held_service):
+    # issue 19: 503 on a request timeout had no test
+    with pytest.raises(RequestError, match=r"no answer within 0.3 s \(request_timeout_s\); the service is "
+                                           r"overloaded or stuck") as err:
+        held_service.topk(TopKRequest(k=3, exclude_seen=True, user_id="a"))
+    assert err.value.status == 503 and held_service.encoder.entered.is_set()
+    held_service.encoder.gate.set()
+    assert len(held_service.topk(TopKRequest(k=2, exclude_seen=True, user_id="a"))["items"]) == 2
+
+
+def test_a_poisoned_batch_fails_only_the_poisoned_request(monkeypatch):
+    # issue 13 item 1: one request failing inside the shared batch failed every request of that batch
+    from serving import service as service_module
+
+    real = service_module.batch_inputs
+
+    def fragile(queries, specs, max_history):
+        if any(q.user_id == "poison" for q in queries):
+            raise OverflowError("Python int too large to convert to C long")
+        return real(queries, specs, max_history)
+
+    monkeypatch.setattr(service_module, "batch_inputs", fragile)
+    svc = TopKService.open(tiny_run().root, ServingConfig(reload_interval_s=None, inline_lone=False))
+    svc.encoder = GatedEncoder(svc.encoder)
+    try:
+        first = svc.submit(TopKRequest(k=3, exclude_seen=True, user_id="warm"))
+        assert svc.encoder.entered.wait(30)  # held: the next three queue up and form one batch
+        batch = [svc.submit(TopKRequest(k=3, exclude_seen=True, user_id=u)) for u in ("u1", "poison", "u2")]
+        svc.encoder.gate.set()
+        assert len(first.result(30)["items"]) == 3
+        assert [len(batch[i].result(30)["items"]) for i in (0, 2)] == [3, 3]
+        with pytest.raises(OverflowError, match="too large"):
+            batch[1].result(30)
+        assert svc.batcher.retried_batches == 1
+    finally:
+        svc.encoder.gate.set()
+        svc.close()
 
 
 def _with_model(index, model_version):
