@@ -60,6 +60,8 @@ from beam_jobs.versioned_root import (InjectedCrash, JobLock, check_crash_at, ch
                                       clean_staging, crash_point, new_version)
 from core import artifacts, strict
 from core.rundir import RunDir
+from core.storage import open_storage
+from core.version_cache import is_url
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +306,11 @@ class WriteDeadLetters(beam.DoFn):
     def finish_bundle(self):
         if self._lines:
             name = f"{DEAD_LETTER}-{uuid.uuid4().hex}.jsonl"
-            artifacts.atomic_write_bytes(Path(self._directory) / name, ("\n".join(self._lines) + "\n").encode("utf-8"))
+            data = ("\n".join(self._lines) + "\n").encode("utf-8")
+            if is_url(self._directory):
+                open_storage(self._directory).write_bytes(name, data)  # whole objects appear atomically
+            else:
+                artifacts.atomic_write_bytes(Path(self._directory) / name, data)
             self._lines = []
 
 

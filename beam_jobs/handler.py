@@ -132,7 +132,7 @@ def read_item_tower_info(path: str | Path, verify: bool = True) -> ItemTowerInfo
     With ``verify`` the export's manifest (``<model dir>/manifest.json``: sha256 of every file) is
     checked first, as ``towers.export.load_tower`` does.
     """
-    path = Path(path)
+    path = local_tower(path)
     info_path = path / TOWER_INFO
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path} is missing: {path} is not an item tower exported by "
@@ -144,14 +144,29 @@ def read_item_tower_info(path: str | Path, verify: bool = True) -> ItemTowerInfo
                          tuple(FeatureSpec(f["name"], f["kind"]) for f in info["features"]), int(info["output_dim"]))
 
 
+def local_tower(path: str | Path) -> Path:
+    """A local path of the exported tower at ``path``. A tower on object storage (``s3://.../model/item_tower``)
+    is copied first, with its whole export (``model/``: the directory its manifest covers), into the local
+    cache (``core.version_cache.cached_directory``: every file's sha256 checked while downloading, keyed
+    by the manifest's hash, so each worker downloads a given export once)."""
+    from core.version_cache import cached_directory, is_url
+
+    if not is_url(path):
+        return Path(path)
+    url = str(path).rstrip("/")
+    parent, name = url.rsplit("/", 1)
+    return cached_directory(parent) / name
+
+
 def open_item_tower(path: str | Path, verify: bool = True):
     """``towers.export.load_tower``: the exported tower (``.model_version``, ``.features``, ``__call__``).
 
-    With ``verify`` the export's manifest (sha256 of every file) is checked first.
+    With ``verify`` the export's manifest (sha256 of every file) is checked first. A tower at a URL is
+    loaded from the local cache (``local_tower``), TensorFlow never reads object storage itself.
     """
     from towers.export import load_tower  # imports TensorFlow: only where a model is needed
 
-    return load_tower(path, verify=verify)
+    return load_tower(local_tower(path), verify=verify)
 
 
 class ItemTowerHandler(ModelHandler[dict, PredictionResult, Any]):

@@ -6,13 +6,15 @@ position of its first row, so every item keeps its POSITION in the source (files
 order, then row order) however the runner schedules the reads. That position decides the item's
 row in the vectors artifact, which is how a re-run reproduces the same catalogue order.
 
-URLs (gs://, s3://, hdfs://) are matched and opened through Beam's ``FileSystems`` where the matching
-Beam filesystem is installed; only local paths are exercised here (no object store in this setup).
+URLs (``s3://``, ``gs://``) are listed and read through ``core.storage`` (``Storage.list`` for matching,
+``Storage.open_read`` — ranged reads pinned to one object version — for footers and row groups), the
+same interface every other artifact uses; tested against SeaweedFS and fake-gcs-server.
 """
 from __future__ import annotations
 
 import glob as _glob
 import os
+import re
 import pickle
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -23,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_jobs.beam_env import beam
-from apache_beam.io.filesystems import FileSystems
 
+from core.storage import join_url, open_storage, scheme_of
 from recdata.schema import FeatureSpec
 
 DEFAULT_ROWS_PER_UNIT = 65_536
@@ -55,11 +57,11 @@ class ItemSource:
 def match_parquet(spec: str) -> list[str]:
     """Parquet files named by ``spec``: a file, a directory (its ``*.parquet``) or a glob; sorted."""
     spec = str(spec)
-    if "://" not in spec and os.path.isdir(spec):
-        spec = os.path.join(spec, "*.parquet")
-    if "://" in spec:
-        paths = [m.path for r in FileSystems.match([spec]) for m in r.metadata_list]
+    if scheme_of(spec) != "file":
+        paths = _match_url(spec)
     else:
+        if os.path.isdir(spec):
+            spec = os.path.join(spec, "*.parquet")
         paths = _glob.glob(spec)
     paths = sorted(p for p in paths if not os.path.basename(p).startswith((".", "_")))
     if not paths:
@@ -70,8 +72,65 @@ def match_parquet(spec: str) -> list[str]:
     return paths
 
 
+def _match_url(spec: str) -> list[str]:
+    """URLs of the objects ``spec`` names: one object, a "directory" (its ``*.parquet`` objects, not
+    recursive) or a glob matched against whole URLs as ``glob`` does: ``*`` and ``?`` stay within one
+    ``/`` segment, ``**`` crosses them, ``[...]`` is a character set."""
+    spec = spec.rstrip("/")
+    scheme, rest = spec.split("://", 1)
+    glob_at = min((rest.find(c) for c in "*?[" if c in rest), default=-1)
+    if glob_at >= 0:
+        base = rest[:glob_at].rsplit("/", 1)[0] if "/" in rest[:glob_at] else rest[:glob_at]
+        base_url = f"{scheme}://{base}"
+        pattern = _glob_regex(spec)
+        return [join_url(base_url, key) for key in open_storage(base_url).list()
+                if pattern.fullmatch(join_url(base_url, key))]
+    parent, name = _split_url(spec)
+    if name and open_storage(parent).exists(name):
+        return [spec]
+    return [join_url(spec, key) for key in open_storage(spec).list() if "/" not in key and key.endswith(".parquet")]
+
+
+def _glob_regex(spec: str) -> "re.Pattern":
+    out, i = [], 0
+    while i < len(spec):
+        if spec.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif spec.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif spec[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif spec[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif spec[i] == "[" and "]" in spec[i + 2:]:
+            j = spec.index("]", i + 2)
+            body = spec[i + 1:j]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(spec[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """(parent URL, last key segment)."""
+    scheme, rest = url.rstrip("/").split("://", 1)
+    if "/" not in rest:
+        return url, ""
+    parent, name = rest.rsplit("/", 1)
+    return f"{scheme}://{parent}", name
+
+
 def _parquet_file(path: str) -> pq.ParquetFile:
-    return pq.ParquetFile(FileSystems.open(path) if "://" in path else path)
+    if scheme_of(path) == "file":
+        return pq.ParquetFile(path)
+    parent, name = _split_url(path)
+    return pq.ParquetFile(open_storage(parent).open_read(name))  # seekable; footer and row groups by range
 
 
 def plan_item_source(spec: str, rows_per_unit: int = DEFAULT_ROWS_PER_UNIT) -> ItemSource:

@@ -49,6 +49,8 @@ from indexing.store import publish_index
 from indexing.vectors import read_vectors
 from core import artifacts, strict
 from core.rundir import RunDir
+from core.storage import open_storage
+from core.version_cache import is_url
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,14 @@ class ShardTask:
 
 
 def read_shard_vectors(path: str, dim: int, expected_rows: int) -> np.ndarray:
-    """float32 (rows, dim) of one vectors shard (the ``vector`` column only)."""
-    column = pq.read_table(path, columns=["vector"]).column("vector").combine_chunks()
+    """float32 (rows, dim) of one vectors shard (the ``vector`` column only); ``path`` may be a URL."""
+    if is_url(path):
+        parent, name = str(path).rsplit("/", 1)
+        with open_storage(parent).open_read(name) as stream:  # ranged reads: only the vector column's pages
+            table = pq.read_table(stream, columns=["vector"])
+    else:
+        table = pq.read_table(path, columns=["vector"])
+    column = table.column("vector").combine_chunks()
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     if len(column) != expected_rows or vectors.size != expected_rows * dim:
         raise ValueError(f"{path}: {len(column)} vectors / {vectors.size} floats, expected {expected_rows} x {dim}; "
@@ -153,7 +161,10 @@ class AddShard(beam.DoFn):
         vectors = read_shard_vectors(task.path, self._dim, task.count)
         rows = np.arange(task.first_row, task.first_row + task.count, dtype=np.int64)
         blob = add_shard(trained, vectors, rows)
-        artifacts.atomic_write_bytes(Path(self._work_dir) / shard_blob_name(task.index), blob)
+        if is_url(self._work_dir):
+            open_storage(self._work_dir).write_bytes(shard_blob_name(task.index), blob)
+        else:
+            artifacts.atomic_write_bytes(Path(self._work_dir) / shard_blob_name(task.index), blob)
         yield task.index
 
 

@@ -9,19 +9,100 @@
       index/<version>/         FAISS index + manifest.json
       index/current
       eval/                    metrics.json, report.md, *.png
+
+The root may be a local path or a URL (``s3://bucket/runs/x``, ``gs://...``): then ``root`` and every
+property are ``UrlPath``s (joined with ``/`` like a Path, read through ``core.storage``), and readers that
+need local files copy artifacts into the local cache first (``core.version_cache``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.storage import Storage, join_url, open_storage, scheme_of
+
+
+class UrlPath:
+    """A location on object storage, used like a read-only ``pathlib.Path``: ``/``, ``name``, ``parent``,
+    ``exists``, ``is_file``, ``read_bytes``, ``read_text``; ``str()`` is the URL. It has no ``__fspath__``,
+    so code that only knows local files fails at once (``TypeError``) instead of writing a local ``s3:`` dir."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str):
+        if scheme_of(url) == "file":
+            raise ValueError(f"UrlPath needs a URL with a scheme (s3://, gs://), got {url!r}")
+        scheme, rest = str(url).split("://", 1)
+        self.url = f"{scheme}://{rest.strip('/')}"
+
+    def __truediv__(self, key) -> "UrlPath":
+        return UrlPath(join_url(self.url, str(key)))
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"UrlPath({self.url!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, UrlPath) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def name(self) -> str:
+        rest = self.url.split("://", 1)[1]
+        return rest.rsplit("/", 1)[-1] if "/" in rest else ""
+
+    @property
+    def parent(self) -> "UrlPath":
+        scheme, rest = self.url.split("://", 1)
+        return UrlPath(f"{scheme}://{rest.rsplit('/', 1)[0]}") if "/" in rest else self
+
+    def _split(self) -> tuple[Storage, str]:
+        """(storage rooted at the parent, this name): one object key, so no listing is needed."""
+        return open_storage(self.parent.url), self.name
+
+    def is_file(self) -> bool:
+        storage, key = self._split()
+        return storage.exists(key)
+
+    def is_dir(self) -> bool:
+        return bool(open_storage(self.url).list())
+
+    def exists(self) -> bool:
+        return self.is_file() or self.is_dir()
+
+    def read_bytes(self) -> bytes:
+        storage, key = self._split()
+        return storage.read_bytes(key)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+
+def as_location(root) -> "Path | UrlPath":
+    """A ``UrlPath`` for a URL, else a ``Path``."""
+    if isinstance(root, (Path, UrlPath)):
+        return root
+    return UrlPath(str(root)) if scheme_of(root) != "file" else Path(root)
+
 
 @dataclass(frozen=True)
 class RunDir:
-    root: Path
+    root: Path | UrlPath
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", as_location(self.root))
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.root, UrlPath)
+
+    def storage(self) -> Storage:
+        """The run directory as a ``core.storage.Storage`` (keys ``model/...``, ``index/current``...)."""
+        return open_storage(str(self.root))
 
     @property
     def config(self) -> Path:

@@ -11,10 +11,17 @@ every index and evaluation built from it. A directory without manifest.json is u
 
 In-process writers call ``write_vectors``; a distributed writer (Beam) calls ``write_shard`` once per
 shard from its workers and ``finalize_vectors`` once at the end.
+
+``directory`` may be a local path or a URL (``s3://...``, ``gs://...``, through ``core.storage``): shards
+are then written as whole objects, ``finalize_vectors`` hashes each shard from the bytes it reads anyway
+and writes the manifest object last, and ``read_vectors`` checks every object's size and sha256 against
+the manifest from the bytes it downloads, before parsing them.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -25,6 +32,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import artifacts
+from core.storage import Storage, join_url, open_storage, scheme_of
+
+
+def _remote(directory) -> Storage | None:
+    """The storage of ``directory`` when it is a URL (s3://, gs://); None for a local path."""
+    return open_storage(str(directory)) if scheme_of(directory) != "file" else None
+
+
+def _digest(data: bytes) -> dict:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 KIND = "item_vectors"
 SCHEMA = pa.schema([("item_id", pa.string()), ("vector", pa.list_(pa.float32())),
@@ -85,19 +102,26 @@ def write_shard(directory, shard_index: int, num_shards: int, item_ids, vectors,
     buffer = io.BytesIO()
     pq.write_table(table, buffer, **_PARQUET_OPTIONS)
     name = shard_name(shard_index, num_shards)
-    artifacts.atomic_write_bytes(Path(directory) / name, buffer.getvalue())
+    storage = _remote(directory)
+    if storage is not None:
+        storage.write_bytes(name, buffer.getvalue())  # one whole object: readers never see a part of it
+    else:
+        artifacts.atomic_write_bytes(Path(directory) / name, buffer.getvalue())
     return name
 
 
-def _read_shard(path: Path, expected_model_version: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _read_shard(path, expected_model_version: str | None, data: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(item ids object ndarray of str (s,), vectors float32 (s, d)) of one shard."""
-    ids, vectors = _read_shard_arrow(path, expected_model_version)
+    ids, vectors = _read_shard_arrow(path, expected_model_version, data)
     return ids.to_numpy(zero_copy_only=False).astype(object), vectors
 
 
-def _read_shard_arrow(path: Path, expected_model_version: str | None) -> tuple[pa.Array, np.ndarray]:
+def _read_shard_arrow(path, expected_model_version: str | None, data: bytes | None = None
+                      ) -> tuple[pa.Array, np.ndarray]:
+    """``path`` names the shard in messages; ``data`` (its bytes, already downloaded) is parsed instead of
+    reading ``path`` when given."""
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data) if data is not None else path)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: not a readable Parquet vectors shard: {exc}") from None
     missing = {"item_id", "vector", "model_version"} - set(table.column_names)
@@ -136,13 +160,16 @@ def finalize_vectors(directory, model_version: str, version: str | None = None, 
     extra_manifest: more JSON fields for the manifest (e.g. the embed job's dead-letter counts); they
         may not replace the artifact's own fields (``RESERVED_FIELDS``).
     """
-    directory = Path(directory)
+    storage = _remote(directory)
+    directory = Path(directory) if storage is None else str(directory).rstrip("/")
     extra = dict(extra_manifest or {})
     clash = sorted(RESERVED_FIELDS & set(extra))
     if clash:
         raise ValueError(f"extra_manifest may not set {clash}: finalize_vectors writes those itself; rename "
                          "the extra field(s)")
-    names = sorted(p.name for p in directory.iterdir() if _SHARD.match(p.name))
+    objects = ([k for k in storage.list() if "/" not in k] if storage is not None
+               else [p.name for p in directory.iterdir()])
+    names = sorted(n for n in objects if _SHARD.match(n))
     if not names:
         raise ValueError(f"{directory} holds no part-XXXXX-of-XXXXX.parquet shards; write them first")
     totals = {int(_SHARD.match(n).group(2)) for n in names}
@@ -150,12 +177,16 @@ def finalize_vectors(directory, model_version: str, version: str | None = None, 
     if expected != names:
         raise ValueError(f"{directory}: shards {names} are not one complete set part-i-of-N (leftovers from an "
                          "earlier attempt, or a shard is missing); remove the directory and rewrite it")
-    count, dim, id_arrays = 0, None, []
+    count, dim, id_arrays, digests = 0, None, [], {}
     for name in names:
-        ids, vectors = _read_shard_arrow(directory / name, model_version)
+        data = storage.read_bytes(name) if storage is not None else None
+        if data is not None:
+            digests[name] = _digest(data)  # hashed from the bytes read anyway: one download per shard
+        ids, vectors = _read_shard_arrow(_join(directory, name), model_version, data)
+        del data
         if len(ids):
             if dim is not None and vectors.shape[1] != dim:
-                raise ValueError(f"{directory / name}: dimension {vectors.shape[1]}, other shards have {dim}")
+                raise ValueError(f"{_join(directory, name)}: dimension {vectors.shape[1]}, other shards have {dim}")
             dim = vectors.shape[1]
         id_arrays.append(ids.cast(pa.string()))
         count += len(ids)
@@ -168,9 +199,20 @@ def finalize_vectors(directory, model_version: str, version: str | None = None, 
     if expected_count is not None and count != expected_count:
         raise ValueError(f"{directory}: the shards hold {count} vectors but {expected_count} were expected (a "
                          "shard piece was lost or written twice); the manifest was not written, rerun the job")
-    fields = {**extra, "kind": KIND, "version": version or directory.name, "model_version": model_version,
-              "count": count, "dim": dim, "shards": names}
-    return artifacts.write_manifest(directory, fields)
+    fields = {**extra, "kind": KIND, "version": version or str(directory).rstrip("/").rsplit("/", 1)[-1],
+              "model_version": model_version, "count": count, "dim": dim, "shards": names}
+    if storage is None:
+        return artifacts.write_manifest(directory, fields)
+    for name in objects:  # any other object in the version (none today) is listed too
+        if name not in digests and name != artifacts.MANIFEST:
+            digests[name] = _digest(storage.read_bytes(name))
+    manifest = {**fields, "files": dict(sorted(digests.items()))}
+    storage.write_bytes(artifacts.MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return manifest
+
+
+def _join(directory, name: str) -> str | Path:
+    return directory / name if isinstance(directory, Path) else join_url(str(directory), name)
 
 
 def write_vectors(directory, item_ids, vectors, model_version: str, num_shards: int = 4) -> dict:
@@ -179,17 +221,28 @@ def write_vectors(directory, item_ids, vectors, model_version: str, num_shards: 
     ``directory`` is the version directory (``<root>/<version>``); it must not already hold a finished
     artifact. Returns the manifest.
     """
-    directory = Path(directory)
-    if (directory / artifacts.MANIFEST).exists():
-        raise FileExistsError(f"{directory} already holds a finished vectors artifact; versions are immutable, "
-                              "write to a new version directory")
+    storage = _remote(directory)
+    if storage is not None:
+        if storage.exists(artifacts.MANIFEST):
+            raise FileExistsError(f"{directory} already holds a finished vectors artifact; versions are immutable, "
+                                  "write to a new version directory")
+    else:
+        directory = Path(directory)
+        if (directory / artifacts.MANIFEST).exists():
+            raise FileExistsError(f"{directory} already holds a finished vectors artifact; versions are immutable, "
+                                  "write to a new version directory")
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"num_shards must be a positive int, got {num_shards!r}")
     ids, vectors = _check_inputs(item_ids, vectors, model_version)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.iterdir():  # an interrupted earlier attempt (no manifest) may have left shards
-        if _SHARD.match(stale.name):
-            os.unlink(stale)
+    if storage is not None:
+        for key in storage.list():  # an interrupted earlier attempt (no manifest) may have left shards
+            if _SHARD.match(key):
+                storage.delete(key)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.iterdir():  # an interrupted earlier attempt (no manifest) may have left shards
+            if _SHARD.match(stale.name):
+                os.unlink(stale)
     bounds = np.linspace(0, len(ids), num_shards + 1).round().astype(int)
     for i in range(num_shards):
         lo, hi = bounds[i], bounds[i + 1]
@@ -203,19 +256,28 @@ def read_vectors(directory) -> tuple[np.ndarray, np.ndarray, dict]:
     Raises ValueError for a corrupt/truncated file, a wrong kind, mismatched counts or dims, mixed model
     versions, or NaN/inf vectors (naming the shard and item).
     """
-    directory = Path(directory)
-    manifest = artifacts.verify_manifest(directory)
+    storage = _remote(directory)
+    if storage is None:
+        directory = Path(directory)
+        manifest = artifacts.verify_manifest(directory)
+    else:
+        directory = str(directory).rstrip("/")
+        manifest = _remote_manifest(storage, directory)
     if manifest.get("kind") != KIND:
         raise ValueError(f"{directory} holds a {manifest.get('kind')!r} artifact, not {KIND!r}")
     all_ids, all_vectors = [], []
     for name in manifest["shards"]:
-        ids, vectors = _read_shard(directory / name, manifest["model_version"])
+        data = None
+        if storage is not None:  # verified against the manifest before it is parsed, one shard at a time
+            data = _verified_object(storage, directory, name, manifest["files"].get(name))
+        ids, vectors = _read_shard(_join(directory, name), manifest["model_version"], data)
+        del data
         if len(ids) and vectors.shape[1] != manifest["dim"]:
-            raise ValueError(f"{directory / name}: dimension {vectors.shape[1]}, manifest says {manifest['dim']}")
+            raise ValueError(f"{_join(directory, name)}: dimension {vectors.shape[1]}, manifest says {manifest['dim']}")
         finite = np.isfinite(vectors).all(axis=1)
         if not finite.all():
             j = int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"{directory / name}: {int((~finite).sum())} vectors contain NaN/inf, first is item "
+            raise ValueError(f"{_join(directory, name)}: {int((~finite).sum())} vectors contain NaN/inf, first is item "
                              f"{ids[j]!r}; re-embed those items")
         all_ids.append(ids)
         all_vectors.append(vectors.reshape(-1, manifest["dim"]))
@@ -224,3 +286,41 @@ def read_vectors(directory) -> tuple[np.ndarray, np.ndarray, dict]:
     if len(item_ids) != manifest["count"]:
         raise ValueError(f"{directory}: shards hold {len(item_ids)} vectors, manifest says {manifest['count']}")
     return item_ids, vectors, manifest
+
+
+def _remote_manifest(storage: Storage, directory: str) -> dict:
+    """The manifest of a vectors artifact on object storage, after every non-shard object it lists was
+    verified (the shards are verified as they are read)."""
+    try:
+        manifest = json.loads(storage.read_bytes(artifacts.MANIFEST))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{_join(directory, artifacts.MANIFEST)} is missing: {directory} is not a finished "
+                                "artifact (it was never completed, or was written by an interrupted job); rebuild it"
+                                ) from None
+    except ValueError:
+        raise ValueError(f"{_join(directory, artifacts.MANIFEST)} is not readable JSON; rebuild the artifact") from None
+    shards = set(manifest.get("shards", ()))
+    for name, meta in manifest.get("files", {}).items():
+        if name not in shards:
+            _verified_object(storage, directory, name, meta)
+    return manifest
+
+
+def _verified_object(storage: Storage, directory: str, name: str, meta: dict | None) -> bytes:
+    """The bytes of ``name``, checked against its manifest entry (size, sha256) before anyone parses them."""
+    url = _join(directory, name)
+    if meta is None:
+        raise ValueError(f"{url}: named by the manifest but not listed with a sha256; the artifact is damaged, "
+                         "rebuild it")
+    try:
+        data = storage.read_bytes(name)
+    except FileNotFoundError:
+        raise ValueError(f"{url}: listed in the manifest but missing; the artifact is incomplete, rebuild it") from None
+    got = _digest(data)
+    if got["bytes"] != meta["bytes"]:
+        raise ValueError(f"{url}: size {got['bytes']} bytes, manifest says {meta['bytes']}; the object is "
+                         "truncated or was modified after publishing; rebuild it or roll back")
+    if got["sha256"] != meta["sha256"]:
+        raise ValueError(f"{url}: sha256 {got['sha256'][:12]}… does not match the manifest {meta['sha256'][:12]}…; "
+                         "the object is corrupt or was modified after publishing; rebuild it or roll back")
+    return data

@@ -144,3 +144,37 @@ def test_tower_info_is_read_without_loading_the_model_and_matches_the_loaded_tow
     assert (info.model_version, info.features, info.output_dim) == (tower.model_version, tower.features, 16)
     with pytest.raises(FileNotFoundError, match="is not an item tower exported by towers.export"):
         read_item_tower_info(model_dir)
+
+
+def upload_dir(local, url):
+    from core.storage import open_storage
+
+    store = open_storage(url)
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            store.write_bytes(p.relative_to(local).as_posix(), p.read_bytes())
+
+
+def test_a_tower_on_object_storage_is_loaded_from_the_verified_local_cache(model_dir, tower, rows, s3_url, tmp_path,
+                                                                          monkeypatch):
+    from beam_jobs.handler import local_tower, read_item_tower_info
+    from core.storage import open_storage
+
+    monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
+    upload_dir(model_dir, f"{s3_url}/model")
+    url = f"{s3_url}/model/item_tower"
+    info = read_item_tower_info(url)
+    assert (info.model_version, info.features) == ("hash-v1", DEFAULT_ITEM_FEATURES)
+    local = local_tower(url)
+    assert local.is_relative_to(tmp_path / "cache") and local.name == "item_tower"
+    handler = ItemTowerHandler(url)
+    loaded = handler.load_model()
+    batch = batch_features(rows[:20], loaded.features)
+    np.testing.assert_allclose(loaded(batch), tower(batch), atol=TOL, rtol=0)
+    # a truncated variables file on the store is refused before TensorFlow reads anything
+    store = open_storage(f"{s3_url}/model")
+    key = next(k for k in store.list() if k.startswith("item_tower/variables/") and k.endswith(".data-00000-of-00001"))
+    store.write_bytes(key, store.read_bytes(key)[:-1])
+    store.write_bytes("manifest.json", store.read_bytes("manifest.json") + b" ")  # a new export: a new cache key
+    with pytest.raises(ValueError, match=rf"{key}: \d+ bytes, the manifest says \d+; the object is truncated"):
+        ItemTowerHandler(url).load_model()

@@ -84,3 +84,26 @@ def test_block_coder_encodes_only_the_slice_and_estimates_without_encoding():
     assert (back.source, back.start) == ("f.parquet", 5000) and back.table.equals(block.table)
     assert len(encoded) < table.nbytes / 20  # the slice, not the whole row group it views
     assert coder.estimate_size(block) == block.table.nbytes + len("f.parquet") + 16
+
+
+@pytest.mark.parametrize("backend", ["s3", "gcs"])
+def test_items_on_object_storage_plan_and_read_like_the_local_files(two_files, backend, request):
+    from core.storage import open_storage
+
+    url = request.getfixturevalue("s3_url" if backend == "s3" else "gcs_url")
+    store = open_storage(url)
+    for name in ("a.parquet", "b.parquet", "_SUCCESS"):
+        store.write_bytes(f"items/{name}", (two_files / name).read_bytes())
+    store.write_bytes("items/nested/c.parquet", (two_files / "a.parquet").read_bytes())  # not in the directory
+    local = plan_item_source(str(two_files), rows_per_unit=2)
+    for spec in (f"{url}/items", f"{url}/items/", f"{url}/items/*.parquet"):
+        remote = plan_item_source(spec, rows_per_unit=2)
+        assert remote.paths == (f"{url}/items/a.parquet", f"{url}/items/b.parquet")
+        assert [(u.row_group, u.offset, u.num_rows, u.start) for u in remote.units] == \
+            [(u.row_group, u.offset, u.num_rows, u.start) for u in local.units]
+        assert remote.columns == local.columns
+        assert read_all(remote, 3)[1] == read_all(local, 3)[1]
+    assert match_parquet(f"{url}/items/b.parquet") == [f"{url}/items/b.parquet"]
+    assert match_parquet(f"{url}/items/**/c.parquet") == [f"{url}/items/nested/c.parquet"]
+    with pytest.raises(FileNotFoundError, match=r"no Parquet files match '.*/nothing'"):
+        match_parquet(f"{url}/nothing")

@@ -170,3 +170,26 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="not a step of this job"):
         run_rebuild(RebuildConfig(run="r"), DIRECT, crash_at="upload")
     assert RebuildConfig(run="r").resolved().index_root == "r/index"
+
+
+def test_the_add_step_reads_shards_and_writes_blobs_on_object_storage(s3_url):
+    import numpy as np
+
+    from beam_jobs.rebuild_index import AddShard, ShardTask, read_shard_vectors, shard_blob_name
+    from core.storage import open_storage
+    from indexing.sharded import add_shard, train_empty
+    from indexing.spec import IndexSpec
+    from indexing.vectors import write_vectors
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    manifest = write_vectors(f"{s3_url}/vectors/v1", [f"i{i}" for i in range(300)], x, "m", num_shards=2)
+    shard = f"{s3_url}/vectors/v1/{manifest['shards'][1]}"
+    np.testing.assert_array_equal(read_shard_vectors(shard, 8, 150), x[150:])
+    with pytest.raises(ValueError, match=r"150 vectors / 1200 floats, expected 151 x 8"):
+        read_shard_vectors(shard, 8, 151)
+    trained = train_empty(x, IndexSpec(factory="IVF4,Flat", train_size=300), n_items=300)
+    assert list(AddShard(f"{s3_url}/work", 8).process(ShardTask(1, shard, 150, 150), trained)) == [1]
+    blob = open_storage(f"{s3_url}/work").read_bytes(shard_blob_name(1))
+    assert blob == add_shard(trained, x[150:], np.arange(150, 300, dtype=np.int64))

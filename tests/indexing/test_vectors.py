@@ -144,3 +144,62 @@ def test_finalize_records_extra_fields_and_refuses_a_count_other_than_expected(t
     _, _, read_back = read_vectors(tmp_path / "v")
     assert read_back == manifest and {k: read_back[k] for k in extra} == extra
     assert (read_back["count"], read_back["kind"]) == (10, "item_vectors")
+
+
+# ------------------------------------------------------------------ on object storage (S3 / GCS servers)
+
+@pytest.fixture(params=["s3", "gcs"])
+def remote_dir(request):
+    return request.getfixturevalue("s3_url" if request.param == "s3" else "gcs_url") + "/v1"
+
+
+def test_vectors_on_object_storage_are_the_same_bytes_and_manifest_as_on_disk(remote_dir, tmp_path):
+    ids, x = sample()
+    local = write_vectors(tmp_path / "v1", ids, x, "model-3", num_shards=3)
+    remote = write_vectors(remote_dir, ids, x, "model-3", num_shards=3)
+    assert remote == local  # same fields, same sha256 and size of every shard
+    got_ids, got_x, got_manifest = read_vectors(remote_dir)
+    assert got_ids.tolist() == ids and got_manifest == local
+    np.testing.assert_array_equal(got_x, x)
+    from core.storage import open_storage
+    assert open_storage(remote_dir).list() == sorted([*local["files"], "manifest.json"])
+
+
+def test_shards_written_by_workers_then_finalized_on_object_storage(s3_url, tmp_path):
+    from core.storage import open_storage
+    ids, x = sample(50)
+    url = s3_url + "/staging"
+    write_shard(url, 1, 2, ids[25:], x[25:], "m")
+    with pytest.raises(ValueError, match=r"shards \['part-00001-of-00002.parquet'\] are not one complete set"):
+        finalize_vectors(url, "m", "v9")
+    write_shard(url, 0, 2, ids[:25], x[:25], "m")
+    with pytest.raises(ValueError, match=r"the shards hold 50 vectors but 49 were expected"):
+        finalize_vectors(url, "m", "v9", expected_count=49)
+    assert not open_storage(url).exists("manifest.json")
+    manifest = finalize_vectors(url, "m", "v9", expected_count=50)
+    assert manifest["version"] == "v9" and manifest["count"] == 50
+    assert read_vectors(url)[1].shape == (50, 12)
+
+
+def test_a_truncated_or_altered_shard_on_object_storage_is_refused_before_parsing(s3_url):
+    from core.storage import open_storage
+    ids, x = sample()
+    url = s3_url + "/v1"
+    write_vectors(url, ids, x, "m", num_shards=2)
+    store = open_storage(url)
+    name = shard_name(1, 2)
+    good = store.read_bytes(name)
+    store.write_bytes(name, good[:-10])
+    with pytest.raises(ValueError, match=rf"{name}: size {len(good) - 10} bytes, manifest says {len(good)}; the "
+                                         r"object is truncated"):
+        read_vectors(url)
+    altered = bytearray(good)
+    altered[len(good) // 2] ^= 0xFF
+    store.write_bytes(name, bytes(altered))
+    with pytest.raises(ValueError, match=rf"{name}: sha256 .* does not match the manifest"):
+        read_vectors(url)
+    store.delete(name)
+    with pytest.raises(ValueError, match=rf"{name}: listed in the manifest but missing"):
+        read_vectors(url)
+    with pytest.raises(FileNotFoundError, match=r"manifest.json is missing: .* not a finished artifact"):
+        read_vectors(s3_url + "/nothing")
