@@ -3,6 +3,7 @@
     spec.py        IndexSpec + the "auto" factory rule
     item_index.py  ItemIndex: build, search with per-query exclusions, recall
     sharded.py     train_empty / add_shard / merge_shards for the Beam rebuild
+    sharded_index.py  ShardedItemIndex (N shards by item range, fan-out search), save/load, load_any
     gpu.py         optional GPU clone (faiss-gpu builds)
     vectors.py     the item-vectors artifact (Parquet shards + manifest)
     store.py       save / load / publish index artifacts

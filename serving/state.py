@@ -4,7 +4,7 @@ An ``IndexState`` is immutable once built. The service answers each batch from o
 published index is swapped in by replacing the state object between batches, so a batch never sees
 half of an old and half of a new index.
 
-    index          the ``ItemIndex`` (rows = catalogue rows of the index version)
+    index          the ``ItemIndex`` or ``ShardedItemIndex`` (rows = catalogue rows of the index version)
     version        the index version directory name (what ``<run>/index/current`` pointed to)
     item_rows      pandas Index item id → row, for exclusions of raw histories
     seen_indptr, seen_rows   known users' seen items as rows of this index (CSR, see KnownUsers.seen_rows)
@@ -78,13 +78,13 @@ def load_state(index_root: Path, version: str, tower_version: str, tower_dim: in
                run_root: Path, spec_overrides: dict | None = None) -> IndexState:
     """Verify and load ``index_root/version``; refuse it (``VersionMismatch``) when it does not belong to
     the query tower. The manifest's model version is checked before the (possibly large) index is read."""
-    from indexing.store import load_index
+    from indexing.sharded_index import load_any  # a single or a sharded index, the same search API
     from core import artifacts
 
     directory = Path(index_root) / version
     manifest = artifacts.read_manifest(directory)
     check_versions(tower_version, directory, str(manifest.get("model_version")), run_root)
-    index = load_index(directory, spec_overrides or None)
+    index = load_any(directory, spec_overrides or None)
     check_versions(tower_version, directory, index.model_version, run_root)
     if index.dim != tower_dim:
         raise VersionMismatch(f"the index {directory} holds {index.dim}-d vectors but the query tower emits "

@@ -127,7 +127,7 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     from eval.baselines import baseline_results
     from eval.evaluate import evaluate_vectors
     from eval.report import write_report
-    from indexing.store import load_current
+    from indexing.sharded_index import load_current_any
     from indexing.vectors import read_vectors
     from recdata.splits import train_counts
     from towers.export import load_tower
@@ -160,7 +160,7 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
 
     index = None
     if artifacts.current_version(run.index):
-        index = load_current(run.index)
+        index = load_current_any(run.index)
         if index.model_version != run.model_version():
             check_model_version(run, index.model_version, f"index {artifacts.current_dir(run.index)}")
     result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, counts, cfg.eval,
