@@ -1,0 +1,230 @@
+"""Equal-recall comparison of the default index against the best CPU peers (issue 15), in one run:
+
+    python -m bench.bench_index_peers --n 1000000 --dim 64 --queries 1000 --threads 2      # the reported run
+    python -m bench.bench_index_peers --n 100000 --queries 500 --skip scann                 # quick look
+
+Families, all on the same vectors and queries, all timed as the bare library search of one batch of every
+query on --threads threads (best of --repeats interleaved rounds, ``bench.bench_index.Rounds``):
+  ivf-flat      the ``auto`` choice at n (IVF{nlist},Flat, flat coarse quantizer) over a fine nprobe ladder
+  ivf-hnsw      the same lists with an HNSW32 coarse quantizer ("IVF{nlist}_HNSW32,Flat"), the quantizer's
+                efSearch = max(--quantizer-ef-min, 2 * nprobe)
+  ivf-flat-2x   IVF with twice the lists (a finer partition), same ladder
+  hnswlib       hnswlib M in --hnsw-ms, efConstruction --ef-construction, ef ladder --efs
+  scann         ScaNN (tree --scann-leaves, AH 2-d, reorder) over leaves_to_search, run by
+                bench/scann_peer.py in the benchmark-only venv --scann-python (its wheel breaks TFRS, so it
+                is never installed in the project venv); skipped with a note when that venv is absent
+For each family the recall/QPS points form a frontier (best QPS at >= recall); the table reports every
+family's QPS interpolated at recall@k 0.95 and 0.98 and its ratio to hnswlib's.
+
+Vectors: ``indexing.synthetic.clustered_vectors`` (queries: fresh draws of the same process, not item
+vectors), or --vectors / --query-vectors .npy files (e.g. a run's item vectors and its query tower's vectors
+of validation users). Built indices are cached under --cache.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench.bench_index
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.bench_index import Rounds, hnswlib_qps_at, ints, load_average  # noqa: E402
+from indexing import faiss_index as fi  # noqa: E402
+from indexing.recall import exact_top_k, recall_from_results  # noqa: E402
+from indexing.spec import IndexSpec, choose_nlist  # noqa: E402
+from indexing.synthetic import clustered_vectors  # noqa: E402
+
+TARGETS = (0.95, 0.98)
+SCANN_PEER = Path(__file__).with_name("scann_peer.py")
+
+
+def cached_faiss(cache: Path, factory: str, x: np.ndarray, seed: int) -> tuple[faiss.Index, float]:
+    """A trained, filled CPU index for ``factory`` (project seeds, ``indexing.faiss_index``), cached."""
+    path = cache / (factory.replace(",", "_") + f"-s{seed}.faiss")
+    if path.is_file():
+        return faiss.read_index(str(path)), json.loads(path.with_suffix(".json").read_text())["build_seconds"]
+    spec = IndexSpec(factory=factory, gpu="never", seed=seed)
+    start = time.perf_counter()
+    index = fi.new_index(factory, x.shape[1], spec)
+    fi.train(index, x, spec)
+    index.add(x)
+    seconds = time.perf_counter() - start
+    faiss.write_index(index, str(path))
+    path.with_suffix(".json").write_text(json.dumps({"build_seconds": seconds}))
+    return index, seconds
+
+
+def frontier_qps(recall: float, points: list[tuple[float, float]]) -> float | None:
+    """QPS at ``recall`` on the frontier of [(recall, qps)]: interpolated between the measured points around it
+    (``bench.bench_index.hnswlib_qps_at``), or -- when every point is above it (hnswlib searches with
+    max(ef, k), so its recall cannot go below that of ef = k) -- the best QPS measured at >= ``recall``.
+    None when no point reaches it."""
+    if not points:
+        return None
+    inside = hnswlib_qps_at(recall, points)
+    if inside is not None:
+        return inside
+    above = [q for r, q in points if r >= recall]
+    return max(above) if above else None
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--vectors", default="", help=".npy item vectors (n, d) instead of synthetic ones")
+    p.add_argument("--query-vectors", default="", help=".npy query vectors (m, d) to go with --vectors")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--nprobes", type=ints, default=ints("6,8,10,12,14,16,20,24,28,32,40,48,64"))
+    p.add_argument("--quantizer-ef-min", type=int, default=32)
+    p.add_argument("--efs", type=ints, default=ints("100,128,160,200,256,320,400"))
+    p.add_argument("--hnsw-ms", type=ints, default=ints("32"))
+    p.add_argument("--ef-construction", type=int, default=100)
+    p.add_argument("--scann-python", default="/work/scann-venv/bin/python")
+    p.add_argument("--scann-leaves", type=int, default=2048)
+    p.add_argument("--scann-search", type=ints, default=ints("32,64,96,128,192,256"))
+    p.add_argument("--scann-reorder", type=ints, default=ints("200,400"))
+    p.add_argument("--cache", default="/tmp/index-peers")
+    p.add_argument("--skip", default="", help="comma list of families to skip (ivf-hnsw,ivf-flat-2x,hnswlib,scann)")
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+    skip = set(args.skip.split(","))
+    faiss.omp_set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    if args.vectors:
+        x = np.ascontiguousarray(np.load(args.vectors), dtype=np.float32)
+        q = np.ascontiguousarray(np.load(args.query_vectors), dtype=np.float32)[:args.queries]
+        tag, what = f"npy-{Path(args.vectors).stem}-{len(x)}", f"{x.shape} from {args.vectors}, {len(q)} queries from {args.query_vectors}"
+    else:
+        x, q = clustered_vectors(args.n, args.dim, args.queries, seed=args.seed)
+        tag, what = f"synthetic-n{args.n}-d{args.dim}-s{args.seed}", (
+            f"{args.n} x {args.dim} clustered synthetic vectors, {len(q)} fresh synthetic queries (not item vectors)")
+    cache = Path(args.cache) / tag
+    cache.mkdir(parents=True, exist_ok=True)
+    print(f"# data: {what}; k={args.k}, threads={args.threads}, faiss {faiss.__version__}, load {load_average()} "
+          f"({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    start = time.perf_counter()
+    exact_scores, _ = exact_top_k(x, q, args.k)
+    exact_s = time.perf_counter() - start
+    rows: list[dict] = []
+    rounds = Rounds(len(q))
+
+    def add(family, params, found, fn, build_s):
+        recall = recall_from_results(found, x, q, exact_scores, args.k)
+        rows.append({"family": family, "params": params, "recall": recall, "build_s": build_s})
+        print(f"  {family:<26} {params:<22} recall@{args.k}={recall:.4f}", flush=True)
+        rounds.add(rows[-1], fn)
+
+    nlist = choose_nlist(len(x))
+    factories = {"ivf-flat": f"IVF{nlist},Flat"}
+    if "ivf-hnsw" not in skip:
+        factories["ivf-hnsw"] = f"IVF{nlist}_HNSW32,Flat"
+    if "ivf-flat-2x" not in skip:
+        factories["ivf-flat-2x"] = f"IVF{2 * nlist},Flat"
+    for family, factory in factories.items():
+        index, build_s = cached_faiss(cache, factory, x, args.seed)
+        ivf = faiss.extract_index_ivf(index)
+        print(f"  {family} = {factory}: built in {build_s:.0f}s (load {load_average()})", flush=True)
+        for nprobe in args.nprobes:
+            def search(index=index, ivf=ivf, nprobe=nprobe, hnsw="HNSW" in factory):
+                ivf.nprobe = nprobe
+                if hnsw:
+                    faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(args.quantizer_ef_min, 2 * nprobe)
+                return index.search(q, args.k)
+            add(family, f"nprobe={nprobe}", search()[1], search, build_s)
+
+    if "hnswlib" not in skip:
+        import hnswlib
+        for m in args.hnsw_ms:
+            peer = hnswlib.Index(space="ip", dim=x.shape[1])
+            path = cache / f"hnswlib-M{m}-efc{args.ef_construction}-s{args.seed}.bin"
+            if path.is_file():
+                peer.load_index(str(path), max_elements=len(x))
+                build_s = json.loads(path.with_suffix(".json").read_text())["build_seconds"]
+            else:
+                start = time.perf_counter()
+                peer.init_index(max_elements=len(x), M=m, ef_construction=args.ef_construction, random_seed=args.seed)
+                peer.add_items(x, np.arange(len(x)), num_threads=args.threads)
+                build_s = time.perf_counter() - start
+                peer.save_index(str(path))
+                path.with_suffix(".json").write_text(json.dumps({"build_seconds": build_s}))
+            print(f"  hnswlib M={m} efC={args.ef_construction}: built in {build_s:.0f}s (load {load_average()})",
+                  flush=True)
+            for ef in args.efs:
+                def search(peer=peer, ef=ef):
+                    peer.set_ef(ef)
+                    return peer.knn_query(q, k=args.k, num_threads=args.threads)
+                add("hnswlib", f"M={m},ef={ef}", search()[0].astype(np.int64), search, build_s)
+
+    print(f"timing {len(rounds.entries)} configs in {args.repeats} interleaved rounds (load {load_average()})",
+          flush=True)
+    load_before = load_average()
+    rounds.run(args.repeats)
+    load_after = load_average()
+
+    scann_note = ""
+    if "scann" not in skip:
+        if not Path(args.scann_python).is_file():
+            scann_note = f"ScaNN skipped: no benchmark venv at {args.scann_python}"
+        else:
+            np.save(cache / "x.npy", x)
+            np.save(cache / "q.npy", q)
+            np.save(cache / "exact_kth.npy", exact_scores[:, -1])
+            cmd = [args.scann_python, str(SCANN_PEER), str(cache / "x.npy"), str(cache / "q.npy"),
+                   "--k", str(args.k), "--threads", str(args.threads), "--repeats", str(args.repeats),
+                   "--leaves", str(args.scann_leaves), "--search", ",".join(map(str, args.scann_search)),
+                   "--reorder", ",".join(map(str, args.scann_reorder))]
+            print("running " + " ".join(cmd), flush=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                scann_note = f"ScaNN failed (rc {done.returncode}): {done.stderr.strip()[-500:]}"
+            else:
+                peer = json.loads(done.stdout.strip().splitlines()[-1])
+                for r in peer["rows"]:
+                    found = np.load(r.pop("found"))
+                    r["recall"] = recall_from_results(found, x, q, exact_scores, args.k)
+                    rows.append({"family": "scann", **r})
+                scann_note = f"ScaNN {peer['version']} (tree build {peer['build_s']:.0f}s)"
+        if scann_note:
+            print(scann_note, flush=True)
+
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    curves = {f: [(r["recall"], r["qps"]) for r in rows if r["family"] == f] for f in families}
+    print(f"\nload average (1/5/15 min) before timing {load_before}, after {load_after}; exact top-{args.k} "
+          f"(FAISS Flat) {len(q) / exact_s:.0f} q/s")
+    print(f"| family | params | recall@{args.k} | QPS | build s |\n|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['family']} | {r['params']} | {r['recall']:.4f} | {r['qps']:.0f} | {r.get('build_s') or 0:.0f} |")
+    print(f"\n| family | " + " | ".join(f"QPS @ recall {t}" for t in TARGETS) + " | "
+          + " | ".join(f"vs hnswlib @ {t}" for t in TARGETS) + " |")
+    print("|---|" + "---:|" * (2 * len(TARGETS)))
+    summary = {}
+    for f in families:
+        at = [frontier_qps(t, curves[f]) for t in TARGETS]
+        peer = [frontier_qps(t, curves.get("hnswlib", [])) for t in TARGETS]
+        summary[f] = {str(t): a for t, a in zip(TARGETS, at)}
+        cells = [f"{a:.0f}" if a else "not reached" for a in at]
+        ratios = [f"{a / b:.2f}x" if a and b else "-" for a, b in zip(at, peer)]
+        print(f"| {f} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "what": what, "rows": rows, "summary": summary,
+                                               "load_before": load_before, "load_after": load_after,
+                                               "scann": scann_note}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
