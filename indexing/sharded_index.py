@@ -28,7 +28,7 @@ Saved layout (``save_sharded``)::
 
     <dir>/shard-00000/ ...                   a saved ItemIndex (``indexing.store.save_index``, own manifest)
     <dir>/manifest.json                      written last: kind "sharded_item_index", count, dim, factory,
-                                             model_version, spec, search_params, tuning, recall, and
+                                             model_version, spec, search_params, tuning, quantizer, recall, and
                                              "shards": [{path, start, count, manifest_sha256, index_sha256,
                                              index_bytes}] -- each shard's own manifest holds the sha256 of
                                              its files, and the top manifest the sha256 of that manifest
@@ -53,7 +53,7 @@ from indexing import tuning as tn
 from indexing.arrays import as_float32_matrix
 from indexing.item_index import DEFAULT_BATCH, Exclusions, ItemIndex
 from indexing.recall import exact_top_k, per_query_recall, recall_against_exact
-from indexing.sharded import train_empty
+from indexing.sharded import train_empty_with_report
 from indexing.spec import IndexSpec
 from indexing.store import KIND as SINGLE_KIND
 from indexing.store import load_index, save_index
@@ -126,13 +126,22 @@ class ShardedItemIndex:
             raise ValueError(f"item_ids has {len(item_ids)} entries for {n} vectors; pass one id per row")
         bounds = shard_bounds(n, num_shards)
         factory = spec.resolve_factory(n, dim)
-        trained = train_empty(vectors, dataclasses.replace(spec, factory=factory), n_items=n)
+        if queries is not None:
+            queries = as_float32_matrix(queries, "queries", dim)
+            if len(queries) == 0:
+                raise ValueError("build got an empty query set (0 rows); pass query vectors or queries=None to "
+                                 "fall back to item vectors")
+        # one training for every shard; its IVF quantizer chosen among spec.quantizer_restarts on the tuning
+        # part of the query set, exactly as ItemIndex.build chooses it (indexing.quantizer)
+        trained, chosen = train_empty_with_report(vectors, dataclasses.replace(spec, factory=factory), n_items=n,
+                                                  queries=queries, query_source=query_source)
         shards = []
         for start, stop in bounds:
             index = fi.deserialize(trained, "trained index")
             index.add(vectors[start:stop])
             fi.zero_block_padding(index)
-            shards.append(ItemIndex(index, item_ids[start:stop], spec, model_version, factory, search_params={}))
+            shards.append(ItemIndex(index, item_ids[start:stop], spec, model_version, factory, search_params={},
+                                    quantizer=chosen))
         built = cls(shards)
         built.measure_recall(vectors, queries, query_source=query_source, tune_first=True)
         return built
@@ -174,6 +183,11 @@ class ShardedItemIndex:
     @property
     def spec(self) -> IndexSpec:
         return self._shards[0].spec
+
+    @property
+    def quantizer(self) -> dict | None:
+        """How the shared IVF coarse quantizer was chosen (``indexing.quantizer``), or None."""
+        return self._shards[0].quantizer
 
     @property
     def is_exact(self) -> bool:
@@ -332,7 +346,7 @@ def save_sharded(index: ShardedItemIndex, directory, extra_manifest: dict | None
         raise FileExistsError(f"{directory} already holds a saved index; versions are immutable")
     fields = dict(extra_manifest or {})
     reserved = {"kind", "factory", "metric", "dim", "count", "model_version", "spec", "search_params",
-                "tuning", "recall", "faiss_version", "files", "shards", "num_shards"} & set(fields)
+                "tuning", "quantizer", "recall", "faiss_version", "files", "shards", "num_shards"} & set(fields)
     if reserved:
         raise ValueError(f"extra_manifest may not override {sorted(reserved)}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -347,7 +361,8 @@ def save_sharded(index: ShardedItemIndex, directory, extra_manifest: dict | None
     fields.update({"kind": KIND, "factory": index.factory, "metric": index.spec.metric, "dim": index.dim,
                    "count": index.ntotal, "num_shards": index.num_shards, "model_version": index.model_version,
                    "spec": to_dict(index.spec), "search_params": index.search_params, "tuning": index.tuning,
-                   "recall": index.recall, "faiss_version": faiss.__version__, "shards": listed, "files": {}})
+                   "quantizer": index.quantizer, "recall": index.recall, "faiss_version": faiss.__version__,
+                   "shards": listed, "files": {}})
     artifacts.atomic_write_json(directory / artifacts.MANIFEST, fields)
     return fields
 

@@ -117,6 +117,8 @@ def test_build_tunes_the_merged_search_on_the_query_set(tied):
     assert sharded.tuning["num_queries"] == sharded.recall["num_queries"] == 30
     assert sharded.tuning["reached"] and sharded.recall["search_params"] == {"nprobe": sharded.tuning["value"]}
     assert all(s.search_params == sharded.search_params for s in sharded.shards)
+    # the shared quantizer was chosen among the restarts on the same query set
+    assert sharded.quantizer["query_source"] == "query_tower_valid_users" and sharded.quantizer["restarts"] == 3
     # the chosen value is the first on the curve whose merged recall clears the bound; one lower does not
     curve = sharded.tuning["curve"]
     assert curve[-1][0] == sharded.tuning["value"] and len(curve) >= 2
@@ -134,6 +136,7 @@ def test_save_load_same_results_and_load_any(tied, tmp_path):
     assert all(len(e["manifest_sha256"]) == 64 and len(e["index_sha256"]) == 64 for e in manifest["shards"])
     on_disk = json.loads((tmp_path / "v1" / "manifest.json").read_text())
     assert on_disk["shards"] == manifest["shards"] and on_disk["recall"] == sharded.recall
+    assert on_disk["quantizer"] == sharded.quantizer is not None
     loaded = load_any(tmp_path / "v1")
     assert isinstance(loaded, ShardedItemIndex) and loaded.recall == sharded.recall
     excl = exclusions(len(q), len(x), 8)
