@@ -10,13 +10,11 @@ the loss of example b is the softmax cross-entropy of row b of
 where the correction term is present only with ``loss.logq`` on: q(c) = p(c) (per-draw training
 frequency: ``towers.frequency``, from counts or the streaming estimator, which is updated with the
 batch's positives at every training step before it is read) or, with MNS, the mixed-pool
-probability (B·p(c) + B′/N) / (B + B′) (``towers.negatives``). The correction is applied by TFRS
-``Retrieval(candidate_sampling_probability=…)``, which computes ``S − log(clip(q, 1e-6, 1))``; q is
-divided by its batch maximum first (a shift of log q that leaves the softmax unchanged), so only
-ratios beyond 10⁶ within one batch are capped. Candidates sharing the positive's item id (in
-batch or MNS) are removed from the softmax ("accidental hits"; 64-bit id fingerprints);
-``loss.hard_negatives`` = k keeps the k highest-scoring negatives per row. The batch loss is the
-(weighted) sum over examples / B.
+probability (B·p(c) + B′/N) / (B + B′). Candidates sharing the positive's item id (in batch or
+MNS) are removed from the softmax ("accidental hits"); ``loss.hard_negatives`` = k keeps the k
+highest-scoring negatives per row. The batch loss is the (weighted) sum over examples / B. Each
+part is a named unit of ``towers.loss`` (logQ correction, accidental hits, mixed-pool probability,
+hard negatives), composed by ``towers.loss.RetrievalLoss``.
 
 Total = retrieval_weight · retrieval + Σ α·SSL (item side, query side) + Σ auxiliary + Keras
 regularisation losses. Reported metrics (epoch means, weighted by batch size): "loss" (retrieval
@@ -54,17 +52,11 @@ import numpy as np
 
 from towers.feature_masking import FeatureCorrelation, TwoViewAugmenter, feature_correlation
 from towers.frequency import CountFrequency, StreamingFrequencyEstimator
-from towers.negatives import STREAM_MNS, ItemCorpus, mixed_sampling_probability, step_seed
+from towers.loss import RetrievalLoss, item_fingerprints, mixed_sampling_probability
+from towers.negatives import STREAM_MNS, ItemCorpus, step_seed
 from towers.objectives import RetrievalLossConfig, SSLConfig
 from towers.ssl import ItemSSL, QuerySSL
 from towers.tf_env import tf, tfrs
-
-_ID_HASH_BUCKETS = 2**63 - 1
-
-
-def _fingerprints(item_ids: tf.Tensor) -> tf.Tensor:
-    # 64-bit fingerprints compare ~25x faster than strings (B² comparisons); collide w.p. ~B²/2⁶³
-    return tf.strings.to_hash_bucket_fast(item_ids, _ID_HASH_BUCKETS)
 
 
 class TwoTowerModel(tfrs.Model):
@@ -98,13 +90,8 @@ class TwoTowerModel(tfrs.Model):
         self.ssl_config = ssl
         self.seed = int(seed)
         self.retrieval_weight = float(retrieval_weight)
-        self.task = tfrs.tasks.Retrieval(
-            # SUM (divided by the batch below): tf.distribute refuses SUM_OVER_BATCH_SIZE in custom steps
-            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
-            temperature=temperature,
-            remove_accidental_hits=loss.remove_accidental_hits,
-            num_hard_negatives=loss.hard_negatives or None,
-        )
+        self.retrieval = RetrievalLoss(temperature, remove_hits=loss.remove_accidental_hits,
+                                       hard_negatives=loss.hard_negatives, name="retrieval_loss")
 
         needs_corpus = [why for why, on in (("loss.mns_negatives > 0", loss.mns_negatives > 0),
                                             ("loss.logq 'counts'", loss.logq == "counts"),
@@ -203,16 +190,12 @@ class TwoTowerModel(tfrs.Model):
         if self.frequency is not None:
             if training:
                 self.frequency.update(item_ids)  # the batch's positives: the training stream
-            p = self.frequency.probability(all_ids, batch)
+            probability = self.frequency.probability(all_ids, batch)
             if cfg.mns_negatives:
-                p = mixed_sampling_probability(p, batch, cfg.mns_negatives, self.corpus.size)
-            log_q = tf.math.log(tf.maximum(p, 1e-30))
-            probability = tf.exp(log_q - tf.reduce_max(log_q))  # max 1: TFRS' clip to [1e-6, 1] rarely binds
-        candidate_ids = _fingerprints(all_ids) if cfg.remove_accidental_hits else None
-        total = self.task(query, candidate, sample_weight=inputs.get("weight"),
-                          candidate_sampling_probability=probability, candidate_ids=candidate_ids,
-                          compute_metrics=False, compute_batch_metrics=False)
-        return total / tf.cast(batch, total.dtype)
+                probability = mixed_sampling_probability(probability, batch, cfg.mns_negatives, self.corpus.size)
+        candidate_ids = item_fingerprints(all_ids) if cfg.remove_accidental_hits else None
+        return self.retrieval(query, candidate, sample_weight=inputs.get("weight"),
+                              sampling_probability=probability, candidate_ids=candidate_ids)
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         """The retrieval loss alone (unweighted), as TFRS' ``Model.compute_loss`` contract says."""

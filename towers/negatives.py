@@ -15,8 +15,9 @@ unigram distribution with weight B / (B + B′) and from the uniform one with we
 
     q_mix(c) = (B · p(c) + B′ / N) / (B + B′),      logit(q, c) = s(q, c)/τ − log q_mix(c),
 
-applied to in-batch and uniform candidates alike (p(c) per draw, ``towers.frequency``). With
-B′ = 0 it is p(c), the plain logQ correction. Without logQ the pool is used uncorrected.
+applied to in-batch and uniform candidates alike (p(c) per draw, ``towers.frequency``;
+q_mix is ``towers.loss.mixed_sampling_probability``). With B′ = 0 it is p(c), the plain logQ
+correction. Without logQ the pool is used uncorrected.
 """
 from __future__ import annotations
 
@@ -40,19 +41,6 @@ def step_seed(seed: int, step: tf.Tensor, stream: int) -> tf.Tensor:
     if ctx is not None and ctx.num_replicas_in_sync > 1:
         offset += tf.cast(ctx.replica_id_in_sync_group, tf.int64) * (1 << 40)
     return tf.stack([tf.constant(seed, tf.int64), offset])
-
-
-def mixed_sampling_probability(p: tf.Tensor, batch_size, num_uniform: int, corpus_size: int) -> tf.Tensor:
-    """Per-draw probability of a candidate in the mixed pool, q_mix = (B·p + B′/N) / (B + B′).
-
-    p float32 [n] (unigram per-draw probability); batch_size B (int or scalar tensor); num_uniform
-    B′ >= 0; corpus_size N >= 1. Returns float32 [n]; equals p when B′ = 0.
-    """
-    if num_uniform == 0:
-        return tf.cast(p, tf.float32)
-    b = tf.cast(batch_size, tf.float32)
-    uniform = float(num_uniform) / float(corpus_size)
-    return (b * tf.cast(p, tf.float32) + uniform) / (b + float(num_uniform))
 
 
 class ItemCorpus:

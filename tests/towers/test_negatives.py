@@ -1,18 +1,8 @@
 import numpy as np
 import pytest
 
-from towers.negatives import ItemCorpus, mixed_sampling_probability, step_seed
+from towers.negatives import ItemCorpus, step_seed
 from towers.tf_env import tf
-
-
-def test_mixed_sampling_probability_by_hand():
-    # B = 4 in-batch (unigram p), B′ = 2 uniform over N = 10: q = (4p + 2/10) / 6
-    got = mixed_sampling_probability(tf.constant([0.5, 0.1]), 4, 2, 10).numpy()
-    np.testing.assert_allclose(got, [(2.0 + 0.2) / 6, (0.4 + 0.2) / 6], rtol=1e-6)
-    np.testing.assert_allclose(mixed_sampling_probability(tf.constant([0.5, 0.1]), 4, 0, 10).numpy(), [0.5, 0.1])
-    # a mixture of two distributions is a distribution
-    p = np.random.default_rng(0).dirichlet(np.ones(10)).astype(np.float32)
-    assert mixed_sampling_probability(tf.constant(p), 8, 3, 10).numpy().sum() == pytest.approx(1.0, rel=1e-5)
 
 
 def test_corpus_draws_are_uniform_deterministic_and_gathered():
