@@ -30,10 +30,12 @@ def rollback_main(argv: Sequence[str]) -> int:
 
 
 def _rollback(args) -> int:
-    from beam_jobs.rebuild_index import rollback
+    from indexing.store import rollback_index
 
     run = RunDir(args.run)
-    version = rollback(run.index, args.to, vectors_root=run.vectors)
+    model = run.model_version() if run.model_version_file.is_file() else None
+    version = rollback_index(run.index, args.to, vectors_root=run.vectors, model_version=model,
+                             model_source=f"the run's model {run.model}")
     print(f"{run.index}/current -> {version}")
     return 0
 

@@ -7,10 +7,10 @@
       │ RunInference(ItemBatchHandler: one ItemBatch = one model call -> float32 (m, D))
       │ SplitByShard: NumPy pieces keyed by shard = position * S // rows;  GroupByKey
       ▼ WriteShard (rows sorted by position; NaN/zero vectors -> dead letters)
-                                      <root>/.staging-<v>-*/part-0000s-of-0000S.parquet
+                                      <root>/<v>/part-0000s-of-0000S.parquet  (staged: no manifest yet)
     driver: dead-letter share and bad vectors checked, indexing.vectors.finalize_vectors writes
-            manifest.json LAST (with the dead-letter counts), the staging dir is promoted to
-            <root>/<v>, <root>/current flipped (optional), old versions pruned.
+            manifest.json LAST (with the dead-letter counts): the version is finished; then
+            <root>/current flipped (optional) and old versions pruned (core.lifecycle.VersionedRoot).
 
 Row order of the artifact = order of the items table (files sorted by path, then row order) minus
 dead-lettered rows, whatever order the runner processes things in. Shards are contiguous row ranges.
@@ -56,9 +56,10 @@ from beam_jobs.item_blocks import ValidateItemBlocks
 from beam_jobs.item_rows import DEAD_LETTER, DEFAULT_ID_PATTERN, RowValidator
 from beam_jobs.item_source import DEFAULT_ROWS_PER_UNIT, ItemSource, ReadItemBlocks, plan_item_source
 from indexing.vectors import finalize_vectors, shard_name, write_shard
-from beam_jobs.versioned_root import (InjectedCrash, JobLock, check_crash_at, check_version_name,
-                                      clean_staging, crash_point, new_version)
 from core import artifacts, strict
+from core.guard import require_same_model
+from core.lifecycle import (InjectedCrash, Lease, VersionedRoot, check_crash_at, check_version_name, crash_point,
+                            new_version, version_sort_key)
 from core.rundir import RunDir
 from core.storage import open_storage
 from core.version_cache import is_url
@@ -69,8 +70,8 @@ DEAD_LETTER_DIR = "dead_letter"
 ROWS_PER_AUTO_SHARD = 131_072
 MAX_AUTO_SHARDS = 64
 # Steps after which ``crash_at`` can kill run_embed (tests): the Beam pipeline wrote the shards; the
-# manifest is written in staging; the version is promoted but ``current`` not yet flipped.
-EMBED_STEPS = ("pipeline", "manifest", "promote")
+# manifest is written (the version is finished) but ``current`` not yet flipped.
+EMBED_STEPS = ("pipeline", "manifest")
 BAD_VECTOR = "bad vector"
 
 
@@ -341,34 +342,34 @@ def build_embed_pipeline(pipeline: beam.Pipeline, source: ItemSource, handler: I
 
 
 def run_embed(config: EmbedConfig, pipeline_args: Sequence[str] | None = None, *,
-              crash_at: str | None = None) -> EmbedResult:
+              crash_at: str | None = None, lease: Lease | None = None) -> EmbedResult:
     """Run the embed job; returns the finished version (published unless ``config.publish`` is False).
 
     pipeline_args: Beam options, e.g. ``["--runner", "DirectRunner"]`` (the default runner). With a
     remote runner, ``run``/``output`` must be on storage both this process and the workers can write
     (e.g. a shared mount), since shards are written by workers and the manifest by this process.
+    lease: the output root's job lease when the caller holds it (the rebuild); else it is taken here.
     Raises ``DeadLetterShareExceeded`` / ``BadVectors`` (both ``ValueError``) and publishes nothing
     when the rows or the vectors are not good enough; the dead letters are kept for inspection.
     """
     check_crash_at(crash_at, EMBED_STEPS)
     t0 = time.perf_counter()
     cfg = config.resolved()
-    root = Path(cfg.output)
-    with JobLock(root, "the embed job"):
-        clean_staging(root)
-        version = cfg.version or new_version(root)
-        if (root / version).exists():
-            raise FileExistsError(f"{root / version} already exists; versions are immutable, choose a new name")
-        return _embed_locked(cfg, version, pipeline_args, crash_at, t0)
+    if lease is not None:
+        return _embed_locked(cfg, lease.root, pipeline_args, crash_at, t0)
+    root = VersionedRoot(cfg.output)
+    with root.lock("the embed job"):
+        return _embed_locked(cfg, root, pipeline_args, crash_at, t0)
 
 
-def _embed_locked(cfg: EmbedConfig, version: str, pipeline_args, crash_at, t0: float) -> EmbedResult:
-    root = Path(cfg.output)
+def _embed_locked(cfg: EmbedConfig, root: VersionedRoot, pipeline_args, crash_at, t0: float) -> EmbedResult:
+    version = cfg.version or new_version(root)
     tower = read_item_tower_info(cfg.item_tower)  # verifies the export's manifest; no TensorFlow here
     model_version = tower.model_version
-    if cfg.model_version and cfg.model_version != model_version:
-        raise ValueError(f"{cfg.item_tower} carries model version {model_version!r}, not the requested "
-                         f"{cfg.model_version!r}; export that model or drop model_version")
+    if cfg.model_version:
+        require_same_model(cfg.model_version, model_version, expected_from="the requested model_version",
+                           found_from=f"the item tower {cfg.item_tower}",
+                           fix="export that model, or drop model_version")
     validator = RowValidator(tower.features, cfg.item_id_pattern)
     source = plan_item_source(cfg.items, cfg.rows_per_read)
     _check_columns(source, [f.name for f in validator.features], cfg.items)
@@ -377,31 +378,32 @@ def _embed_locked(cfg: EmbedConfig, version: str, pipeline_args, crash_at, t0: f
     options = pipeline_options(pipeline_args)
     log.info("embedding %d item rows from %s with %s (model %s) into %s shards on %s", source.num_rows,
              cfg.items, cfg.item_tower, model_version, num_shards, runner_name(options))
-    staging = artifacts.staging_dir(root, version)
+    stage = root.stage(version)
+    staging = stage.path
+    local_root = Path(cfg.output)
     try:
         with beam.Pipeline(options=options) as pipeline:
             build_embed_pipeline(pipeline, source, handler, validator, str(staging), num_shards, model_version,
                                  cfg.batch_size)
         crash_point("pipeline", crash_at)
-        dead_path, dead_count, reasons = _collect_dead_letters(staging, root, version)
+        dead_path, dead_count, reasons = _collect_dead_letters(staging, local_root, version)
         _check_dead_letters(dead_count, reasons, source.num_rows, cfg, dead_path)
         _fill_empty_shards(staging, num_shards, model_version)
         manifest = finalize_vectors(staging, model_version, version, expected_count=source.num_rows - dead_count,
                                     extra_manifest=_embed_manifest_fields(cfg, source.num_rows, dead_count, reasons,
-                                                                          dead_path, root))
-        crash_point("manifest", crash_at)
-        final = artifacts.promote(staging, root, version)
+                                                                          dead_path, local_root))
+        root.finish(stage)
     except InjectedCrash:
-        raise  # like a killed job: the staging dir stays behind; the next run's clean_staging removes it
+        raise  # like a killed job: the unfinished version stays behind; the next job's lease removes it
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        stage.abandon()
         raise
-    crash_point("promote", crash_at)
+    crash_point("manifest", crash_at)
     if cfg.publish:
-        artifacts.publish(root, version)
+        root.publish(version)
         prune_versions(root, cfg.keep_versions)
-    return EmbedResult(version, final, manifest["count"], manifest["dim"], model_version, source.num_rows, dead_count,
-                       dead_path, cfg.publish, time.perf_counter() - t0)
+    return EmbedResult(version, staging, manifest["count"], manifest["dim"], model_version, source.num_rows,
+                       dead_count, dead_path, cfg.publish, time.perf_counter() - t0)
 
 
 def _embed_manifest_fields(cfg: EmbedConfig, source_rows: int, dead_count: int, reasons: Counter,
@@ -470,15 +472,17 @@ def _fill_empty_shards(staging: Path, num_shards: int, model_version: str) -> No
             write_shard(staging, s, num_shards, [], np.zeros((0, 0), np.float32), model_version)
 
 
-def prune_versions(root: str | Path, keep: int) -> list[str]:
-    """``artifacts.prune`` plus the dead-letter files of versions older than every kept one."""
-    root = Path(root)
-    removed = artifacts.prune(root, keep)
-    kept = artifacts.list_versions(root)
-    folder = root / DEAD_LETTER_DIR
-    if kept and folder.is_dir():
+def prune_versions(root: VersionedRoot | str | Path, keep: int, protect=()) -> list[str]:
+    """``VersionedRoot.prune`` plus the dead-letter files of versions older than every kept one (in version
+    order, ``core.lifecycle.version_sort_key``: ``v9`` is older than ``v10``)."""
+    root = root if isinstance(root, VersionedRoot) else VersionedRoot(root)
+    removed = root.prune(keep, protect)
+    kept = root.versions()
+    folder = root.local_dir(DEAD_LETTER_DIR)
+    if kept and folder is not None and folder.is_dir():
+        oldest = version_sort_key(kept[0])
         for f in folder.glob("*.jsonl"):
-            if f.name[: -len(".jsonl")] < kept[0]:
+            if version_sort_key(f.name[: -len(".jsonl")]) < oldest:
                 f.unlink()
     return removed
 

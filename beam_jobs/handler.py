@@ -36,6 +36,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from recdata.schema import FeatureSpec
 from core import artifacts
+from core.guard import require_same_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,10 +192,10 @@ class ItemTowerHandler(ModelHandler[dict, PredictionResult, Any]):
 
     def load_model(self):
         tower = open_item_tower(self.item_tower, verify=False)  # the driver verified the export once
-        if self.model_version is not None and tower.model_version != self.model_version:
-            raise ValueError(f"{self.item_tower} now holds model version {tower.model_version!r}, but this job "
-                             f"started with {self.model_version!r}: the model was re-exported while the job "
-                             "ran; run the job again")
+        if self.model_version is not None:
+            require_same_model(self.model_version, tower.model_version, expected_from="the model this job started with",
+                               found_from=f"the item tower now in {self.item_tower}",
+                               fix="the model was re-exported while the job ran; run the job again")
         return tower
 
     def run_inference(self, batch: Sequence[dict], model, inference_args: dict | None = None

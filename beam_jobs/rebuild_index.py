@@ -4,18 +4,22 @@
     2 train     indexing.train_empty on a seeded sample (spec.train_size, spec.seed) -> trained empty index
     3 add       Beam: one task per vectors shard; each worker reads its shard and calls
                 indexing.add_shard(trained, vectors, rows) on a copy of the trained index (the trained
-                index arrives as a side input); the blobs land in a staging dir
+                index arrives as a side input); the blobs land in the index root's scratch space
     4 merge     indexing.merge_shards in row order -> one index (== a single-process build)
-    5 validate  count == catalogue, no NaN/inf/zero or unnormalised vectors, dim and model version
-                agree, recall@K vs exact search on seeded sample queries >= recall_floor
-    6 publish   indexing.store.publish_index: staging dir, fsync, manifest last, promote, flip
-                index/current with os.replace, keep the newest keep_versions; then vectors/current
+    5 validate  the publish gate (indexing.gate.check_publishable): count == catalogue, no NaN/inf/zero,
+                unnormalised or all-identical vectors, dim and model version agree, recall@K vs exact
+                search on seeded sample queries >= recall_floor
+    6 stage     indexing.store.stage_index: index/<v>/ written, manifest last (finished, not current)
+    7 publish   flip vectors/current, then index/current (conditional writes), prune both roots
 
-A failure at any step raises (the CLI exits non-zero with the message) and publishes nothing:
-``current`` keeps serving the previous version. A job killed at any point leaves only hidden
-``.staging-*`` directories (no manifest), which ``list_versions`` ignores and the next run removes.
-One rebuild at a time per index root (``JobLock``). ``crash_at=<step>`` raises ``InjectedCrash``
-right after that step, for tests (like FAISS ``contrib/big_batch_search.py``).
+Everything goes through the one publish lifecycle (core.lifecycle.VersionedRoot). A failure at any step
+raises (the CLI exits non-zero with the message) and publishes nothing: ``current`` keeps serving the
+previous version. A job killed at any point leaves only unfinished versions (no manifest), which
+``versions()`` ignores and the next job removes once it holds the lease. The job holds the leases of
+both roots (vectors/ and index/) for its whole run. Readers take the vectors through the published
+index's manifest (``vectors_version``), so a kill between the two flips cannot put them out of step.
+``crash_at=<step>`` raises ``InjectedCrash`` right after that step, for tests (like FAISS
+``contrib/big_batch_search.py``).
 
 Determinism: the training sample and k-means are seeded, shards are contiguous row ranges merged in
 row order, so the same vectors give a byte-identical index. Re-embedding reproduces the vectors up
@@ -27,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,23 +42,22 @@ import pyarrow.parquet as pq
 
 from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from beam_jobs.embed_items import EmbedConfig, EmbedResult, prune_versions, run_embed
-from beam_jobs.versioned_root import (InjectedCrash, JobLock, check_crash_at, check_version_name,
-                                      clean_staging, crash_point, new_version)
-from beam_jobs import versioned_root
+from indexing.gate import DEFAULT_RECALL_FLOOR, IndexValidationError, check_publishable
 from indexing.item_index import ItemIndex
 from indexing.sharded import add_shard, merge_shards, train_empty
 from indexing.spec import IndexSpec
-from indexing.store import publish_index
+from indexing.store import rollback_index, stage_index
 from indexing.vectors import read_vectors
 from core import artifacts, strict
+from core.lifecycle import (InjectedCrash, VersionedRoot, check_crash_at, check_version_name, crash_point,
+                            new_version)
 from core.rundir import RunDir
 from core.storage import open_storage
 from core.version_cache import is_url
 
 log = logging.getLogger(__name__)
 
-REBUILD_STEPS = ("embed", "train", "add", "merge", "validate")
-NORM_TOLERANCE = 1e-3
+REBUILD_STEPS = ("embed", "train", "add", "merge", "validate", "stage", "publish-vectors")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class RebuildConfig:
     vectors_version: str = ""
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     index: IndexSpec = field(default_factory=IndexSpec)
-    recall_floor: float = 0.95
+    recall_floor: float = DEFAULT_RECALL_FLOOR
     keep_versions: int = 3
 
     def __post_init__(self):
@@ -114,10 +116,6 @@ class RebuildResult:
     num_shards: int
     seconds: dict          # step -> wall seconds
     embed: EmbedResult | None
-
-
-class IndexValidationError(ValueError):
-    """The rebuilt index failed a pre-publish check; nothing was published."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,49 +201,15 @@ def add_shards_with_beam(tasks: Sequence[ShardTask], trained: bytes, dim: int, w
 
 
 # --------------------------------------------------------------------------------------------
-# Step 5: validation
+# Step 5: validation is the publish gate every publishing path runs (indexing.gate)
 
 
 def validate_index(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarray, vectors_manifest: dict,
                    expected_model_version: str | None, recall_floor: float,
                    catalogue_rows: int | None = None) -> dict:
-    """Pre-publish checks; returns the measured recall dict, raises ``IndexValidationError`` listing failures.
-
-    vectors float32 (n, d) and item_ids (n,): what the index was built from, in row order.
-    catalogue_rows: rows of the items table minus dead letters, when known (embedded in this run).
-    """
-    problems = []
-    n = len(item_ids)
-    if index.ntotal != n or vectors_manifest["count"] != n or (catalogue_rows is not None and catalogue_rows != n):
-        problems.append(f"item count: index holds {index.ntotal}, vectors artifact {vectors_manifest['count']}, "
-                        f"item ids {n}" + (f", catalogue {catalogue_rows}" if catalogue_rows is not None else ""))
-    finite = np.isfinite(vectors).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
-    for mask, what in ((~finite, "contain NaN/inf"), (finite & (norms == 0), "are all zeros"),
-                       (finite & (norms > 0) & (np.abs(norms - 1) > NORM_TOLERANCE),
-                        f"are not L2-normalised (|norm - 1| > {NORM_TOLERANCE})")):
-        if mask.any():
-            problems.append(f"{int(mask.sum())} vectors {what} (e.g. items {item_ids[mask][:3].tolist()})")
-    if index.dim != vectors_manifest["dim"] or vectors.shape[1] != index.dim:
-        problems.append(f"dimension: index {index.dim}, vectors artifact {vectors_manifest['dim']}, "
-                        f"vectors {vectors.shape[1]}")
-    versions = {"index": index.model_version, "vectors": vectors_manifest["model_version"]}
-    if expected_model_version is not None:
-        versions["run's model"] = expected_model_version
-    if len(set(versions.values())) != 1:
-        problems.append(f"model version mismatch: {versions}; re-embed the items with the current model")
-    recall = None
-    if finite.all() and not problems:
-        recall = index.measure_recall(vectors)
-        if recall["recall"] < recall_floor:
-            problems.append(
-                f"recall@{recall['k']} = {recall['recall']:.4f} over {recall['num_queries']} sampled queries is "
-                f"below recall_floor={recall_floor} (factory {index.factory}, search params "
-                f"{recall['search_params']}); raise index.nprobe / ef_search, choose a larger factory, or "
-                "lower recall_floor")
-    if problems:
-        raise IndexValidationError("index validation failed, nothing was published:\n  - " + "\n  - ".join(problems))
-    return recall
+    """``indexing.gate.check_publishable`` (kept under this name for the rebuild's callers)."""
+    return check_publishable(index, vectors, item_ids, vectors_manifest, expected_model_version, recall_floor,
+                             catalogue_rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,33 +222,37 @@ def run_rebuild(config: RebuildConfig, pipeline_args: Sequence[str] | None = Non
 
     pipeline_args: Beam options for both Beam steps (embed, add), e.g. ``["--runner", "DirectRunner",
     "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]``.
-    Raises ``IndexValidationError``, ``DeadLetterShareExceeded``, ``BadVectors`` (all ``ValueError``) or
-    the underlying error, having published nothing.
+    Raises ``IndexValidationError``, ``DeadLetterShareExceeded``, ``BadVectors`` (all ``ValueError``),
+    ``LockHeld`` (another job holds a lease) or the underlying error, having published nothing.
     """
     check_crash_at(crash_at, REBUILD_STEPS)
     cfg = config.resolved()
-    index_root = Path(cfg.index_root)
-    vectors_root = Path(cfg.embed.output)
-    with JobLock(index_root, "the index rebuild"):
-        clean_staging(index_root)
+    index_root = VersionedRoot(cfg.index_root)
+    vectors_root = VersionedRoot(cfg.embed.output)
+    with vectors_root.lock("the index rebuild") as vectors_lease, index_root.lock("the index rebuild") as index_lease:
         version = cfg.version or new_version(index_root, vectors_root)
-        if (index_root / version).exists():
-            raise FileExistsError(f"{index_root / version} already exists; versions are immutable, choose a new name")
-        work = artifacts.staging_dir(index_root, f"{version}-shards")
+        if index_root.storage.list(version):
+            raise FileExistsError(f"{index_root.url}/{version} already exists; versions are immutable, choose a "
+                                  "new name")
+        scratch = index_root.scratch(version)
+        work = Path(scratch.local_path())
+        work.mkdir(parents=True, exist_ok=True)
         try:
-            result = _rebuild_locked(cfg, version, work, pipeline_args, crash_at)
+            result = _rebuild_locked(cfg, version, work, pipeline_args, crash_at, index_lease, vectors_lease)
         except InjectedCrash:
-            raise  # like a killed job: the staging dir stays behind; the next run's clean_staging removes it
+            raise  # like a killed job: the scratch space stays behind; the next job's lease removes it
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            index_root.drop_scratch(version)
             raise
-        shutil.rmtree(work, ignore_errors=True)
+        index_root.drop_scratch(version)
         return result
 
 
-def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args, crash_at) -> RebuildResult:
+def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args, crash_at, index_lease,
+                    vectors_lease) -> RebuildResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
+    index_root, vectors_root = index_lease.root, vectors_lease.root
 
     def step_done(step: str) -> None:
         nonlocal clock
@@ -292,19 +260,21 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
         seconds[step] = round(now - clock, 3)
         clock = now
         log.info("rebuild %s: %s done in %.1f s", version, step, seconds[step])
+        index_lease.renew()
+        vectors_lease.renew()
         if step in REBUILD_STEPS:
             crash_point(step, crash_at)
 
-    vectors_root = Path(cfg.embed.output)
     embedded: EmbedResult | None = None
     if cfg.vectors_version:
-        vv = artifacts.current_version(vectors_root) if cfg.vectors_version == "current" else cfg.vectors_version
+        vv = vectors_root.current() if cfg.vectors_version == "current" else cfg.vectors_version
         if vv is None:
-            raise FileNotFoundError(f"{vectors_root / artifacts.CURRENT} does not exist; embed first or pass a "
+            raise FileNotFoundError(f"{vectors_root.url}/current does not exist; embed first or pass a "
                                     "vectors version")
-        vectors_dir = vectors_root / vv
+        vectors_dir = Path(vectors_root.local_dir(vv))
     else:
-        embedded = run_embed(dataclasses.replace(cfg.embed, version=version, publish=False), pipeline_args)
+        embedded = run_embed(dataclasses.replace(cfg.embed, version=version, publish=False), pipeline_args,
+                             lease=vectors_lease)
         vectors_dir = embedded.directory
     step_done("embed")
 
@@ -331,7 +301,7 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
     run_model = RunDir(cfg.run).model_version_file if cfg.run else None
     expected_mv = run_model.read_text().strip() if run_model is not None and run_model.is_file() else None
     catalogue = embedded.source_rows - embedded.dead_letter_count if embedded else None
-    recall = validate_index(index, vectors, item_ids, vmanifest, expected_mv, cfg.recall_floor, catalogue)
+    recall = check_publishable(index, vectors, item_ids, vmanifest, expected_mv, cfg.recall_floor, catalogue)
     step_done("validate")
 
     extra = {"vectors_version": vmanifest["version"], "vectors_dir": str(vectors_dir),
@@ -339,27 +309,37 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
              "runner": runner_name(pipeline_options(pipeline_args))}
     if embedded is not None:
         extra.update(source_rows=embedded.source_rows, dead_letter_count=embedded.dead_letter_count)
-    index_dir = publish_index(cfg.index_root, index, version, keep=cfg.keep_versions, extra_manifest=extra)
+    stage = stage_index(index_root, index, version, extra)
+    step_done("stage")
+    # Vectors flip first, then the index. Readers take the vectors through the index's manifest
+    # (``vectors_version``, see core.rundir.RunDir.published_vectors), so a kill between the two flips leaves
+    # the published index with the vectors it was built from (still kept: prune protects them).
     if embedded is not None:
-        artifacts.publish(vectors_root, embedded.version)
-        prune_versions(vectors_root, cfg.keep_versions)
+        vectors_root.publish(embedded.version)
+    step_done("publish-vectors")
+    index_root.publish(version)
+    index_root.prune(cfg.keep_versions)
+    if embedded is not None:
+        prune_versions(vectors_root, cfg.keep_versions, protect=vectors_in_use(index_root))
     step_done("publish")
-    return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
+    return RebuildResult(version, stage.path, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
                          len(tasks), seconds, embedded)
 
 
-def rollback(index_root: str | Path, to_version: str | None = None, vectors_root: str | Path | None = None) -> str:
-    """Flip ``index_root/current`` back (default: to the version before the current one); returns it.
+def vectors_in_use(index_root: VersionedRoot) -> set[str]:
+    """Vectors versions named by the kept index versions (rollback keeps index and vectors in step)."""
+    used = set()
+    for v in index_root.versions():
+        vv = index_root.manifest(v).get("vectors_version")
+        if vv:
+            used.add(vv)
+    return used
 
-    With ``vectors_root``, ``vectors/current`` follows to the vectors version that index was built from
-    (when it is still kept).
-    """
-    version = versioned_root.rollback(index_root, to_version)
-    if vectors_root is not None:
-        vv = artifacts.read_manifest(Path(index_root) / version).get("vectors_version")
-        if vv and vv in artifacts.list_versions(vectors_root):
-            artifacts.publish(vectors_root, vv)
-    return version
+
+def rollback(index_root: str | Path, to_version: str | None = None, vectors_root: str | Path | None = None,
+             model_version: str | None = None) -> str:
+    """``indexing.store.rollback_index`` (no Beam needed; kept here for the rebuild's callers)."""
+    return rollback_index(index_root, to_version, vectors_root=vectors_root, model_version=model_version)
 
 
 # --------------------------------------------------------------------------------------------

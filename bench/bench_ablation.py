@@ -73,7 +73,7 @@ def run_one(config: str, overrides: list[str], run_root: Path, baselines: bool =
     from indexing.vectors import write_vectors
     from towers.export import load_tower
     from towers.inputs import item_features_batch
-    from core import artifacts, pipeline
+    from core import artifacts, lifecycle, pipeline
     from twotower.config import load_config
     from core.rundir import RunDir
 
@@ -89,7 +89,7 @@ def run_one(config: str, overrides: list[str], run_root: Path, baselines: bool =
     version = "v1"
     write_vectors(run.vectors / version, dataset.items["item_id"].to_numpy(dtype=object), vectors,
                   item_tower.model_version)
-    artifacts.publish(run.vectors, version)
+    lifecycle.VersionedRoot(run.vectors).publish(version)
     results = pipeline.stage_eval(cfg, run, baselines=baselines)
     model = results[0]
     metrics = {f"{name}_R@{k}": model.value(f"recall@{k}", key) for name, key in SLICES.items() for k in KS}

@@ -52,6 +52,7 @@ HOST = "127.0.0.1"
 def prepare_run(source: Path, workdir: Path, n: int, seed: int) -> Path:
     """workdir/run: links to source's model/ and data/, plus a published n-item index of the same model."""
     from core import artifacts
+    from core import lifecycle
     from core.rundir import RunDir
 
     src = RunDir(source)
@@ -64,7 +65,7 @@ def prepare_run(source: Path, workdir: Path, n: int, seed: int) -> Path:
         if not link.exists():
             link.symlink_to((src.root / name).resolve(), target_is_directory=True)
     model_version = src.model_version()
-    current = artifacts.current_version(run.index)
+    current = lifecycle.current_version(run.index)
     if current:
         manifest = artifacts.read_manifest(run.index / current)
         if manifest["model_version"] == model_version and manifest["count"] == n:
@@ -81,8 +82,9 @@ def build_index(src, run, n: int, seed: int, model_version: str) -> None:
     from indexing.synthetic import clustered_vectors
     from indexing.vectors import read_vectors
     from core import artifacts
+    from core import lifecycle
 
-    real_ids, real_vectors, _ = read_vectors(artifacts.current_dir(src.vectors))
+    real_ids, real_vectors, _ = read_vectors(lifecycle.current_dir(src.vectors))
     if n <= len(real_ids):
         raise ValueError(f"--n {n} must exceed the run's {len(real_ids)} real items")
     t0 = time.perf_counter()

@@ -1,28 +1,21 @@
-"""Atomic files, checksums, manifests and the ``current`` pointer of a versioned directory.
+"""Atomic files, checksums and manifests of a local artifact directory.
 
 Every artifact the project writes (SavedModels, vectors, indices, metrics) goes through these
-helpers: write to a temporary name in the same directory, fsync, then ``os.replace``. A
-versioned artifact root looks like::
-
-    root/
-      <version>/ ... files ...  manifest.json   (manifest written last)
-      current                                  (text file holding the published version name)
-
-A directory without ``manifest.json`` is unfinished and is never treated as a version.
-Only the standard library is used, so every layer (including ``indexing/``) may import this.
+helpers: write to a temporary name in the same directory, fsync, then ``os.replace``; a directory's
+``manifest.json`` (sha256 + size of every file) is written last, and a directory without it is
+unfinished. Versioned roots (stage → manifest last → flip ``current`` → prune → rollback, the job
+lease) are ``core.lifecycle``. Only the standard library is used, so every layer may import this.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 MANIFEST = "manifest.json"
-CURRENT = "current"
 
 
 def _umask() -> int:
@@ -152,74 +145,3 @@ def verify_manifest(directory: str | os.PathLike) -> dict:
                 "corrupt or was modified after publishing; rebuild it or roll back"
             )
     return manifest
-
-
-def staging_dir(root: str | os.PathLike, version: str) -> Path:
-    """A fresh hidden staging directory inside ``root`` for building ``version``."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp gives 0700; readers (Beam workers, servers) need the usual mode
-    return staging
-
-
-def promote(staging: str | os.PathLike, root: str | os.PathLike, version: str) -> Path:
-    """Move a finished staging dir (with manifest) to ``root/version`` atomically."""
-    staging, root = Path(staging), Path(root)
-    if not (staging / MANIFEST).is_file():
-        raise ValueError(f"{staging} has no {MANIFEST}; refusing to promote an unfinished artifact")
-    final = root / version
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; versions are immutable, choose a new version name")
-    for p in staging.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-    os.replace(staging, final)
-    fsync_dir(root)
-    return final
-
-
-def publish(root: str | os.PathLike, version: str) -> None:
-    """Flip ``root/current`` to ``version`` (which must hold a manifest) with ``os.replace``."""
-    root = Path(root)
-    read_manifest(root / version)
-    atomic_write_text(root / CURRENT, version + "\n")
-
-
-def current_version(root: str | os.PathLike) -> str | None:
-    path = Path(root) / CURRENT
-    if not path.is_file():
-        return None
-    return path.read_text().strip() or None
-
-
-def current_dir(root: str | os.PathLike) -> Path:
-    version = current_version(root)
-    if version is None:
-        raise FileNotFoundError(
-            f"{Path(root) / CURRENT} does not exist: nothing has been published under {root} yet"
-        )
-    return Path(root) / version
-
-
-def list_versions(root: str | os.PathLike) -> list[str]:
-    """Finished versions (directories holding a manifest), oldest first by name."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and (p / MANIFEST).is_file())
-
-
-def prune(root: str | os.PathLike, keep: int) -> list[str]:
-    """Delete finished versions beyond the newest ``keep`` (never the current one); returns their names."""
-    root = Path(root)
-    cur = current_version(root)
-    versions = list_versions(root)
-    removed = []
-    for v in versions[: max(0, len(versions) - keep)]:
-        if v != cur:
-            shutil.rmtree(root / v)
-            removed.append(v)
-    return removed

@@ -152,6 +152,21 @@ class RunDir:
             )
         return path.read_text().strip()
 
+    def published_vectors(self) -> Path:
+        """The vectors version that goes with the published index: the one its manifest names
+        (``vectors_version``), else ``vectors/current``. The rebuild flips vectors/current and index/current
+        one after the other; resolving through the index keeps a reader in step even if a job died between
+        the two flips (the lifecycle never prunes vectors a kept index names)."""
+        from core.lifecycle import VersionedRoot
+
+        index, vectors = VersionedRoot(self.index), VersionedRoot(self.vectors)
+        version = index.current()
+        if version is not None:
+            named = index.manifest(version).get("vectors_version")
+            if named and named in vectors.versions():
+                return self.vectors / named
+        return self.vectors / vectors.current_or_raise()
+
     def require(self, path: Path, how: str) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; {how}")

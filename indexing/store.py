@@ -7,17 +7,19 @@
                                               tuning measured, or null), quantizer (how the IVF coarse
                                               quantizer was chosen, or null), recall, faiss_version,
                                               sha256 + bytes of every file
-    <index_root>/current                      the published version (flipped with os.replace)
+    <index_root>/current                      the published version (core.lifecycle pointer)
 
 ``load_index`` verifies every sha256 and size before FAISS reads a byte, so a flipped byte or a
-truncated file is refused with a ValueError naming the file. ``publish_index`` builds in a hidden
-staging directory, writes the manifest last, promotes it with one rename, flips ``current`` and prunes
-old versions (never the current one), all via ``core.artifacts``.
+truncated file is refused with a ValueError naming the file. ``publish_index`` / ``stage_index`` /
+``rollback_index`` go through the one publish lifecycle (``core.lifecycle.VersionedRoot``): job lease,
+stage, manifest last, conditional flip of ``current``, prune (never the current one).
 """
 from __future__ import annotations
 
 import io
 import shutil
+import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import faiss
@@ -28,6 +30,8 @@ from indexing import faiss_index as fi
 from indexing.item_index import ItemIndex
 from indexing.spec import IndexSpec
 from core import artifacts
+from core.lifecycle import (InjectedCrash, Lease, Stage, VersionedRoot, check_version_name, current_dir,
+                            new_version)
 from core.strict import from_dict, to_dict
 
 KIND = "item_index"
@@ -98,29 +102,68 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
     return loaded
 
 
-def publish_index(index_root, index: ItemIndex, version: str, keep: int = 3,
-                  extra_manifest: dict | None = None) -> Path:
-    """Save ``index`` as ``index_root/version``, flip ``current`` to it, keep the newest ``keep`` versions."""
-    if not version or "/" in version or version.startswith(".") or version == artifacts.CURRENT:
-        raise ValueError(f"version must be a plain directory name, got {version!r}")
+def stage_index(root: VersionedRoot, index: ItemIndex, version: str, extra_manifest: dict | None = None) -> Stage:
+    """Write ``index`` as the finished (not yet current) version ``root/version``; the caller holds the lease."""
+    stage = root.stage(version)
+    try:
+        if stage.path is not None:
+            save_index(index, stage.path, {**(extra_manifest or {}), "version": version})
+        else:
+            with tempfile.TemporaryDirectory(prefix="twotower-index-") as tmp:
+                save_index(index, tmp, {**(extra_manifest or {}), "version": version})
+                for name in (INDEX_FILE, IDS_FILE, artifacts.MANIFEST):  # manifest last
+                    with open(Path(tmp) / name, "rb") as fh, stage.storage.open_write(name) as out:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+        root.finish(stage)
+    except InjectedCrash:
+        raise
+    except BaseException:
+        stage.abandon()
+        raise
+    return stage
+
+
+def publish_index(index_root, index: ItemIndex, version: str | None = None, keep: int = 3,
+                  extra_manifest: dict | None = None, *, lease: Lease | None = None) -> Path | str:
+    """Save ``index`` as a new version of ``index_root``, flip ``current`` to it, keep the newest ``keep``.
+
+    ``version`` defaults to ``core.lifecycle.new_version``. Takes the root's job lease unless the caller holds
+    it (``lease``). Returns the version's local directory (its URL on object storage). Callers that publish
+    what a user built run ``indexing.gate.check_publishable`` first (the rebuild and ``twotower index`` do).
+    """
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the published version is always kept), got {keep}")
-    root = Path(index_root)
-    if (root / version).exists():
-        raise FileExistsError(f"{root / version} already exists; versions are immutable, choose a new name")
-    staging = artifacts.staging_dir(root, version)
-    try:
-        save_index(index, staging, {**(extra_manifest or {}), "version": version})
-        final = artifacts.promote(staging, root, version)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    artifacts.publish(root, version)
-    artifacts.prune(root, keep)
-    return final
+    root = lease.root if lease is not None else VersionedRoot(index_root)
+    if version is not None:
+        check_version_name(version)
+    with (nullcontext(lease) if lease is not None else root.lock("publishing an index")):
+        version = version or new_version(root)
+        stage = stage_index(root, index, version, extra_manifest)
+        root.publish(version)
+        root.prune(keep)
+    return stage.path if stage.path is not None else stage.storage.url
+
+
+def rollback_index(index_root, to_version: str | None = None, *, vectors_root=None,
+                   model_version: str | None = None, model_source: str = "the run's model") -> str:
+    """Flip ``index_root/current`` back (default: to the version before the current one); returns it.
+
+    The target is verified (sha256) and, with ``model_version``, must have been built by that model
+    (``core.guard.ModelVersionMismatch`` otherwise). With ``vectors_root``, ``vectors/current`` follows to the
+    vectors version the index was built from (when it is still kept). Holds both roots' leases. No Beam.
+    """
+    root = VersionedRoot(index_root)
+    vroot = VersionedRoot(vectors_root) if vectors_root is not None else None
+    with root.lock("twotower rollback"), (vroot.lock("twotower rollback") if vroot is not None else nullcontext()):
+        version = root.rollback(to_version, model_version=model_version, model_source=model_source)
+        if vroot is not None:
+            vv = root.manifest(version).get("vectors_version")
+            if vv and vv in vroot.versions() and vroot.current() != vv:
+                vroot.publish(vv)
+    return version
 
 
 def load_current(index_root, spec_overrides: dict | None = None) -> ItemIndex:
     """Load the version ``index_root/current`` points to."""
-    return load_index(artifacts.current_dir(index_root), spec_overrides)
+    return load_index(current_dir(index_root), spec_overrides)
 

@@ -42,6 +42,7 @@ def _remote(directory) -> Storage | None:
 
 def _digest(data: bytes) -> dict:
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+from core.guard import require_same_model
 
 KIND = "item_vectors"
 SCHEMA = pa.schema([("item_id", pa.string()), ("vector", pa.list_(pa.float32())),
@@ -140,10 +141,10 @@ def _read_shard_arrow(path, expected_model_version: str | None, data: bytes | No
         raise ValueError(f"{path}: vectors have different lengths ({dim} in row 0, {int(lengths[j])} in row {j}, "
                          f"item {ids[j].as_py()!r}); every vector must have the same dimension")
     if expected_model_version is not None and len(table):
-        versions = set(table.column("model_version").unique().to_pylist())
-        if versions != {expected_model_version}:
-            raise ValueError(f"{path}: model_version values {sorted(map(str, versions))} differ from the "
-                             f"manifest's {expected_model_version!r}; shards from different models were mixed")
+        versions = sorted(map(str, set(table.column("model_version").unique().to_pylist())))
+        require_same_model(expected_model_version, versions[0] if len(versions) == 1 else " and ".join(versions),
+                           expected_from="the vectors manifest", found_from=f"the vectors shard {path}",
+                           fix="shards from different models were mixed; re-embed the items")
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return ids, vectors.reshape(len(lengths), dim)
 

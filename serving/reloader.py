@@ -21,6 +21,7 @@ from typing import Callable
 
 from serving.state import IndexState, VersionMismatch
 from core import artifacts
+from core import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class IndexWatcher:
     def poll_once(self) -> str:
         """Check ``current`` once; returns what happened: "unchanged", "swapped", "refused" or "failed"."""
         with self._lock:
-            version = artifacts.current_version(self.index_root)
+            version = lifecycle.current_version(self.index_root)
             if version is None or version == self._served():
                 return "unchanged"
             if version in self.refused:

@@ -41,6 +41,7 @@ from serving.state import IndexState, check_versions, load_state
 from serving.tower_inputs import QueryInputs, batch_inputs, feature_value
 from serving.users import KnownUsers
 from core import artifacts
+from core import lifecycle
 from core.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ class TopKService:
         config = config or ServingConfig()
         run = RunDir(run_dir)
         run.require(run.query_tower, f"train the towers first (`twotower train --run {run.root}`)")
-        version = artifacts.current_version(run.index)
+        version = lifecycle.current_version(run.index)
         if version is None:
-            raise FileNotFoundError(f"{run.index / artifacts.CURRENT} does not exist: no index is published for "
+            raise FileNotFoundError(f"{run.index / lifecycle.CURRENT} does not exist: no index is published for "
                                     f"{run.root}; build one with `twotower rebuild --run {run.root}`")
         tower = load_tower(run.query_tower)
         # the cheap check first: refuse a mismatched index before reading data or the index itself

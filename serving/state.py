@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.guard import ModelVersionMismatch, require_same_model
 from indexing.item_index import ItemIndex
 from serving.users import KnownUsers
 
 
-class VersionMismatch(ValueError):
-    """The index was built from another model version than the loaded query tower."""
+VersionMismatch = ModelVersionMismatch  # serving's name for core.guard's one model-version exception
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,10 @@ class IndexState:
 
 def check_versions(tower_version: str, index_version_dir: Path, index_model_version: str, run_root: Path) -> None:
     """Raise ``VersionMismatch`` naming both versions and the fix when they differ."""
-    if index_model_version != tower_version:
-        raise VersionMismatch(
-            f"the index {index_version_dir} was built from model version {index_model_version!r} but the query "
-            f"tower in {run_root / 'model'} is model version {tower_version!r}; their vectors are not comparable. "
-            f"Rebuild the index from this model (`twotower rebuild --run {run_root}`), or roll back to an index "
-            f"of this model (`twotower rollback --run {run_root} --to VERSION`)"
-        )
+    require_same_model(tower_version, index_model_version, expected_from=f"the query tower in {run_root / 'model'}",
+                       found_from=f"the index {index_version_dir}",
+                       fix=f"rebuild the index from this model (`twotower rebuild --run {run_root}`), or roll back to "
+                           f"an index of this model (`twotower rollback --run {run_root} --to VERSION`)")
 
 
 def build_state(index: ItemIndex, version: str, users: KnownUsers) -> IndexState:

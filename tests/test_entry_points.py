@@ -181,17 +181,23 @@ def test_real_processes_print_one_line_or_a_traceback(tmp_path):
 
 def test_a_held_job_lock_is_one_line_not_a_traceback(tmp_path, capsys):
     # issue 13 item 8: a second rebuild hitting the lock printed a traceback through `twotower rebuild`.
-    from beam_jobs.versioned_root import JobLock
+    import os
+    import socket
+
     from core.cli import run_main
+    from core.lifecycle import VersionedRoot
 
     def second_job():
-        with JobLock(tmp_path, "the index rebuild"):
+        with VersionedRoot(tmp_path).lock("the index rebuild"):
             pass
 
-    with JobLock(tmp_path, "the index rebuild"):
+    with VersionedRoot(tmp_path).lock("the first rebuild"):
         assert run_main("twotower rebuild", second_job) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and err.startswith(f"twotower rebuild: error: {tmp_path}/.lock is locked")
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"twotower rebuild: error: {tmp_path} is locked by the first rebuild (host "
+                          f"{socket.gethostname()}, pid {os.getpid()}) since ")
+    assert "run the index rebuild again" in err
 
 
 def test_set_overrides_that_only_work_together(tmp_path, capsys):

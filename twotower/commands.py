@@ -93,10 +93,12 @@ def _rebuild_line(result) -> str:
 
 
 def cmd_rollback(args, extra) -> int:
-    from beam_jobs.rebuild_index import rollback
+    from indexing.store import rollback_index  # no Beam: rollback only flips pointers
 
     run = RunDir(args.run)
-    version = rollback(run.index, args.to, vectors_root=run.vectors)
+    model = run.model_version() if run.model_version_file.is_file() else None
+    version = rollback_index(run.index, args.to, vectors_root=run.vectors, model_version=model,
+                             model_source=f"the run's model {run.model}")
     _say(f"{run.index}/current → {version}")
     return 0
 

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from core import artifacts
+from core.guard import require_same_model
+from core.lifecycle import VersionedRoot, current_dir
 from twotower.config import RunConfig, save_config
 from core.rundir import RunDir
 from core.strict import to_dict
@@ -90,30 +92,34 @@ def stage_rebuild(cfg: RunConfig, run: RunDir, pipeline_args=None):
     return run_rebuild(rebuild, list(pipeline_args or ["--runner", "DirectRunner"]))
 
 
-def stage_index(cfg: RunConfig, run: RunDir) -> dict:
-    """Build an index from ``<run>/vectors/current`` and publish it under ``<run>/index``."""
+def stage_index(cfg: RunConfig, run: RunDir) -> Path:
+    """Build an index from ``<run>/vectors/current`` and publish it under ``<run>/index``.
+
+    Holds the index root's job lease, and publishes only what passes the same gate as the nightly rebuild
+    (``indexing.gate.check_publishable``: counts, NaN/inf, zero, unnormalised and identical vectors, dimension,
+    model version, recall floor). Returns the published version's directory.
+    """
+    from indexing.gate import DEFAULT_RECALL_FLOOR, check_publishable
     from indexing.item_index import ItemIndex
     from indexing.store import publish_index
     from indexing.vectors import read_vectors
 
-    vec_dir = artifacts.current_dir(run.vectors)
-    item_ids, vectors, manifest = read_vectors(vec_dir)
-    check_model_version(run, manifest["model_version"], f"vectors {vec_dir}")
-    index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"])
-    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    while (run.index / version).exists():
-        version += "x"
-    published = publish_index(run.index, index, version)
-    return published
+    with VersionedRoot(run.index).lock("twotower index") as lease:
+        vec_dir = current_dir(run.vectors)
+        item_ids, vectors, manifest = read_vectors(vec_dir)
+        check_model_version(run, manifest["model_version"], f"the vectors {vec_dir}")
+        index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"])
+        check_publishable(index, vectors, item_ids, manifest, run.model_version(), DEFAULT_RECALL_FLOOR)
+        return publish_index(run.index, index, extra_manifest={"vectors_version": manifest["version"],
+                                                               "vectors_dir": str(vec_dir),
+                                                               "recall_floor": DEFAULT_RECALL_FLOOR}, lease=lease)
 
 
 def check_model_version(run: RunDir, found: str, what: str) -> None:
-    expected = run.model_version()
-    if found != expected:
-        raise ValueError(
-            f"{what} were made by model version {found!r} but {run.model} holds {expected!r}; "
-            f"rebuild them from this model (`twotower rebuild --run {run.root}`) before serving or evaluating"
-        )
+    """``core.guard.require_same_model`` against the run's exported model."""
+    require_same_model(run.model_version(), found, expected_from=f"the run's model {run.model}", found_from=what,
+                       fix=f"rebuild them from this model (`twotower rebuild --run {run.root}`) before serving or "
+                           "evaluating")
 
 
 def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
@@ -134,8 +140,9 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     from towers.inputs import eval_queries
 
     dataset, split = load_data(run)
-    item_ids, item_vectors, vmanifest = read_vectors(artifacts.current_dir(run.vectors))
-    check_model_version(run, vmanifest["model_version"], "item vectors")
+    vectors_dir = run.published_vectors()  # the vectors the published index was built from
+    item_ids, item_vectors, vmanifest = read_vectors(vectors_dir)
+    check_model_version(run, vmanifest["model_version"], f"the item vectors {vectors_dir}")
     query_tower = load_tower(run.query_tower)
     max_history = int(artifacts.read_manifest(run.model).get("max_history", cfg.train.tower.max_history))
     queries = eval_queries(dataset, split, max_history, per="user")
@@ -159,10 +166,9 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     counts = train_counts(split, item_ids)
 
     index = None
-    if artifacts.current_version(run.index):
+    if VersionedRoot(run.index).current():
         index = load_current_any(run.index)
-        if index.model_version != run.model_version():
-            check_model_version(run, index.model_version, f"index {artifacts.current_dir(run.index)}")
+        check_model_version(run, index.model_version, f"the index {current_dir(run.index)}")
     result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, counts, cfg.eval,
                               index=index, history_lengths=history_lengths, query_ids=queries.user_ids,
                               name=cfg.name, metadata={"model_version": run.model_version(),

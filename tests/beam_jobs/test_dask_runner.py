@@ -14,6 +14,7 @@ from beam_jobs.embed_items import BadVectors, EmbedConfig
 from beam_jobs.rebuild_index import RebuildConfig, run_rebuild
 from beam_jobs.testing import cached_hashing_item_tower, synthetic_items
 from core import artifacts
+from core import lifecycle
 from indexing.spec import IndexSpec
 
 IVF = IndexSpec(factory="IVF16,Flat", nprobe=8, gpu="never", recall_k=20, recall_queries=200)
@@ -52,7 +53,7 @@ def test_the_rebuild_on_dask_publishes_the_directrunner_index_byte_for_byte(tmp_
     assert (on_dask.vectors_dir / "manifest.json").is_file()
     for shard in artifacts.read_manifest(direct.vectors_dir)["shards"]:
         assert (on_dask.vectors_dir / shard).read_bytes() == (direct.vectors_dir / shard).read_bytes()
-    assert artifacts.current_version(dask_run / "index") == "v1"
+    assert lifecycle.current_version(dask_run / "index") == "v1"
     assert set(after) == set(before) and len(after) == 2
     assert all(after[w] > before[w] for w in after), (before, after)  # both worker processes did work
 
@@ -61,7 +62,7 @@ def test_bad_vectors_on_dask_reach_the_dead_letters_and_publish_nothing(tmp_path
     run = new_run(tmp_path, cached_hashing_item_tower(dim=16, nan_item_ids=("item7",)), 600)
     with pytest.raises(BadVectors, match=r"NaN/inf or all-zero vectors for 1 item\(s\).*nothing was published"):
         run_rebuild(RebuildConfig(run=str(run), index=IVF), dask_cluster.pipeline_args())
-    assert artifacts.current_version(run / "index") is None and artifacts.list_versions(run / "vectors") == []
+    assert lifecycle.current_version(run / "index") is None and lifecycle.list_versions(run / "vectors") == []
 
 
 class Record(beam.DoFn):

@@ -16,9 +16,10 @@ from beam_jobs.handler import ItemBatchHandler, batch_features, open_item_tower
 from beam_jobs.item_source import ItemBlock
 from beam_jobs.item_rows import DEAD_LETTER, RowValidator
 from beam_jobs.testing import cached_hashing_item_tower, synthetic_items
-from beam_jobs.versioned_root import InjectedCrash
+from core.lifecycle import InjectedCrash
 from indexing.vectors import read_vectors
 from core import artifacts
+from core import lifecycle
 
 DIRECT = ["--runner", "DirectRunner"]
 TOL = 1e-6
@@ -68,7 +69,7 @@ def test_embed_writes_the_contract_artifact_in_source_order_with_the_towers_vect
     assert (manifest["kind"], manifest["count"], manifest["dim"], manifest["model_version"]) == \
            ("item_vectors", 399, 16, "hash-v1")
     assert manifest["shards"] == [f"part-0000{i}-of-00003.parquet" for i in range(3)]
-    assert artifacts.current_version(run / "vectors") == result.version
+    assert lifecycle.current_version(run / "vectors") == result.version
     assert (result.source_rows, result.dead_letter_count) == (403, 4)
     dead = [json.loads(line) for line in result.dead_letter_path.read_text().splitlines()]
     assert [(d["row"], d["reason"].split(":")[0]) for d in dead] == \
@@ -88,7 +89,7 @@ def test_embed_writes_the_contract_artifact_in_source_order_with_the_towers_vect
                  "--runner", "DirectRunner"]) == 0
     ids2, vectors2, _ = read_vectors(run / "vectors" / "again")
     assert ids2.tolist() == ids.tolist() and np.array_equal(vectors2, vectors)
-    assert artifacts.current_version(run / "vectors") == "again"
+    assert lifecycle.current_version(run / "vectors") == "again"
 
 
 def test_too_many_bad_rows_fail_the_job_and_publish_nothing(tmp_path, model_dir):
@@ -101,9 +102,9 @@ def test_too_many_bad_rows_fail_the_job_and_publish_nothing(tmp_path, model_dir)
     assert "unknown item id format (10)" in message and "nothing was published" in message
     dead_file = run / "vectors" / "dead_letter" / "v2.jsonl"
     assert str(dead_file) in message and len(dead_file.read_text().splitlines()) == 10
-    assert artifacts.list_versions(run / "vectors") == [first.version]
-    assert artifacts.current_version(run / "vectors") == first.version
-    assert not [p for p in (run / "vectors").iterdir() if p.name.startswith(".staging")]
+    assert lifecycle.list_versions(run / "vectors") == [first.version]
+    assert lifecycle.current_version(run / "vectors") == first.version
+    assert not (run / "vectors" / ".staging").exists() and not (run / "vectors" / "v2").exists()
 
 
 def test_a_tower_that_emits_nan_fails_and_publishes_nothing(tmp_path):
@@ -112,7 +113,7 @@ def test_a_tower_that_emits_nan_fails_and_publishes_nothing(tmp_path):
     with pytest.raises(BadVectors, match=r"NaN/inf or all-zero vectors for 1 item\(s\)") as info:
         run_embed(EmbedConfig(run=str(run), max_dead_letter_share=1.0), DIRECT)
     assert "nothing was published" in str(info.value)
-    assert artifacts.list_versions(run / "vectors") == [] and artifacts.current_version(run / "vectors") is None
+    assert lifecycle.list_versions(run / "vectors") == [] and lifecycle.current_version(run / "vectors") is None
     dead = json.loads((run / "vectors" / "dead_letter").glob("*.jsonl").__next__().read_text())
     assert dead["item_id"] == "item7" and dead["reason"].startswith("bad vector")
 
@@ -124,15 +125,16 @@ def test_a_crash_after_any_step_leaves_current_and_the_next_run_cleans_up(tmp_pa
     for step in EMBED_STEPS:
         with pytest.raises(InjectedCrash, match=f"after step '{step}'"):
             run_embed(EmbedConfig(run=str(run), version=f"crash-{step}"), DIRECT, crash_at=step)
-        assert artifacts.current_version(vectors) == "v0"
-        # Before promotion a crash leaves a hidden staging dir (the next run removes it), which no
-        # reader takes for a version; after promotion the version is complete, just never current.
-        staging = [p for p in vectors.iterdir() if p.name.startswith(".staging")]
-        assert len(staging) == (0 if step == "promote" else 1)
-    assert artifacts.list_versions(vectors) == ["crash-promote", "v0"]
+        assert lifecycle.current_version(vectors) == "v0"
+        # Before the manifest a crash leaves an unfinished version (no manifest, a .staging marker; the next
+        # job removes it), which no reader takes for a version; after it the version is finished, never current.
+        staged = sorted(p.name for p in (vectors / ".staging").iterdir()) if (vectors / ".staging").exists() else []
+        assert staged == ([] if step == "manifest" else [f"crash-{step}"])
+        assert (vectors / f"crash-{step}" / "manifest.json").exists() == (step == "manifest")
+    assert lifecycle.list_versions(vectors) == ["crash-manifest", "v0"]
     run_embed(EmbedConfig(run=str(run), version="v1"), DIRECT)
-    assert artifacts.current_version(vectors) == "v1"
-    assert not [p for p in vectors.iterdir() if p.name.startswith(".staging")]
+    assert lifecycle.current_version(vectors) == "v1"
+    assert not (vectors / ".staging").exists() and not (vectors / "crash-pipeline").exists()
 
 
 def test_embed_transforms_under_test_pipeline(model_dir, tower):
@@ -191,3 +193,21 @@ def test_vector_pieces_concatenate_in_position_order_and_round_trip_through_thei
     back = coder.decode(coder.encode(merged))
     assert back.item_ids.equals(merged.item_ids) and np.array_equal(back.vectors, merged.vectors)
     assert coder.estimate_size(merged) == 5 * 8 + merged.item_ids.nbytes + 5 * 3 * 4
+
+
+def test_pruning_keeps_the_newest_versions_and_dead_letters_in_version_order_not_text_order(tmp_path):
+    # issue 19: as text "v10" < "v9", so the old pruning kept v9 and deleted v10's dead letters
+    from beam_jobs.embed_items import prune_versions
+
+    root = lifecycle.VersionedRoot(tmp_path)
+    for v in ("v8", "v9", "v10", "v11"):
+        stage = root.stage(v)
+        stage.storage.write_bytes("x", v.encode())
+        stage.write_manifest({})
+        root.finish(stage)
+        (tmp_path / "dead_letter").mkdir(exist_ok=True)
+        (tmp_path / "dead_letter" / f"{v}.jsonl").write_text("{}\n")
+    root.publish("v11")
+    assert prune_versions(root, keep=2) == ["v8", "v9"]
+    assert root.versions() == ["v10", "v11"]
+    assert sorted(p.name for p in (tmp_path / "dead_letter").iterdir()) == ["v10.jsonl", "v11.jsonl"]

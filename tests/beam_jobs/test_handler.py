@@ -8,6 +8,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that
 
+from core.guard import ModelVersionMismatch
 from beam_jobs.handler import ItemBatch, ItemBatchHandler, ItemTowerHandler, batch_features, open_item_tower
 from beam_jobs.testing import DEFAULT_ITEM_FEATURES, cached_hashing_item_tower, synthetic_items
 from recdata.schema import FeatureSpec
@@ -125,7 +126,8 @@ def test_bad_configuration_and_a_changed_model_are_refused_with_clear_messages(m
         ItemTowerHandler(model_dir / "item_tower", "v", min_batch_size=10, max_batch_size=5)
     with pytest.raises(ValueError, match="takes no inference_args"):
         ItemTowerHandler(model_dir / "item_tower", "v").validate_inference_args({"x": 1})
-    with pytest.raises(ValueError, match="now holds model version 'hash-v1', but this job started with 'old'"):
+    with pytest.raises(ModelVersionMismatch, match="was made by model version 'hash-v1' but the model this job "
+                                                   "started with is model version 'old'.*re-exported while the job ran"):
         ItemTowerHandler(model_dir / "item_tower", "old").load_model()
 
 

@@ -8,13 +8,15 @@ from beam_jobs.embed_items import BadVectors, EmbedConfig, run_embed
 from beam_jobs.rebuild_index import (REBUILD_STEPS, IndexValidationError, RebuildConfig, main, rollback,
                                      run_rebuild, validate_index)
 from beam_jobs.testing import cached_hashing_item_tower, synthetic_items
-from beam_jobs.versioned_root import InjectedCrash
+from core.lifecycle import InjectedCrash
+from core.rundir import RunDir
 from indexing import faiss_index as fi
 from indexing.item_index import ItemIndex
 from indexing.spec import IndexSpec
 from indexing.store import load_current
 from indexing.vectors import read_vectors
 from core import artifacts
+from core import lifecycle
 
 DIRECT = ["--runner", "DirectRunner"]
 IVF = IndexSpec(factory="IVF16,Flat", nprobe=8, gpu="never", recall_k=20, recall_queries=200)
@@ -42,7 +44,7 @@ def embedded_run(tmp_path_factory, model_dir):
 
 
 def current(root):
-    return artifacts.current_version(root)
+    return lifecycle.current_version(root)
 
 
 def test_rebuild_publishes_the_same_index_as_a_single_process_build(tmp_path, model_dir):
@@ -90,13 +92,51 @@ def test_a_crash_after_any_step_leaves_current_serving_and_the_next_run_finishes
                                     "vectors_version": "" if step == "embed" else "current"})
         with pytest.raises(InjectedCrash, match=f"after step '{step}'"):
             run_rebuild(step_cfg, DIRECT, crash_at=step)
-        assert current(index_root) == "v0" and artifacts.list_versions(index_root) == ["v0"]
-        assert current(embedded_run / "vectors") == vectors_before
+        assert current(index_root) == "v0" and current(embedded_run / "vectors") == vectors_before
+        # up to "stage" nothing is finished; from then on the version is whole but never current
+        finished_ = REBUILD_STEPS[REBUILD_STEPS.index("stage"):REBUILD_STEPS.index(step) + 1]
+        assert sorted(lifecycle.list_versions(index_root)) == sorted(["v0"] + [f"crash-{s}" for s in finished_])
         assert load_current(index_root).ntotal == 1200
     assert (index_root / "v0" / "index.faiss").read_bytes() == before
-    run_rebuild(RebuildConfig(**{**cfg.__dict__, "version": "v1"}), DIRECT)
-    assert current(index_root) == "v1" and artifacts.list_versions(index_root) == ["v0", "v1"]
-    assert not [p for p in index_root.iterdir() if p.name.startswith(".staging")]
+    run_rebuild(RebuildConfig(**{**cfg.__dict__, "version": "v1", "keep_versions": 2}), DIRECT)
+    assert current(index_root) == "v1" and lifecycle.list_versions(index_root) == ["v0", "v1"][-2:]
+    assert not (index_root / ".staging").exists() and not (index_root / ".scratch").exists()
+    assert not (index_root / "crash-train").exists()  # the killed jobs' unfinished versions were removed
+
+
+def test_a_kill_between_the_vectors_flip_and_the_index_flip_keeps_readers_in_step(tmp_path, model_dir):
+    # issue 12: the vectors and index pointers of one rebuild move together. The rebuild flips vectors/current
+    # first; readers take the vectors through the published index, so a kill in between changes nothing they see.
+    run = make_run(tmp_path, model_dir, n=600)
+    run_rebuild(RebuildConfig(run=str(run), index=IVF, version="v1"), DIRECT)
+    with pytest.raises(InjectedCrash, match="after step 'publish-vectors'"):
+        run_rebuild(RebuildConfig(run=str(run), index=IVF, version="v2"), DIRECT, crash_at="publish-vectors")
+    assert current(run / "vectors") == "v2" and current(run / "index") == "v1"
+    assert RunDir(run).published_vectors() == run / "vectors" / "v1"  # the vectors index v1 was built from
+    assert lifecycle.list_versions(run / "index") == ["v1", "v2"]  # v2 finished but not current
+    run_rebuild(RebuildConfig(run=str(run), index=IVF, version="v3", keep_versions=1), DIRECT)
+    assert current(run / "index") == current(run / "vectors") == "v3"
+    assert RunDir(run).published_vectors() == run / "vectors" / "v3"
+    assert lifecycle.list_versions(run / "index") == ["v3"] and lifecycle.list_versions(run / "vectors") == ["v3"]
+
+
+def test_vectors_a_kept_index_names_are_never_pruned(tmp_path):
+    from beam_jobs.rebuild_index import vectors_in_use
+    from beam_jobs.embed_items import prune_versions
+
+    vectors, index = lifecycle.VersionedRoot(tmp_path / "vectors"), lifecycle.VersionedRoot(tmp_path / "index")
+    for v, built_from in (("i1", "a1"), ("i2", "a3")):
+        stage = index.stage(v)
+        stage.storage.write_bytes("x", b"x")
+        stage.write_manifest({"vectors_version": built_from})
+        index.finish(stage)
+    for v in ("a1", "a2", "a3", "a4"):
+        stage = vectors.stage(v)
+        stage.storage.write_bytes("x", b"x")
+        stage.write_manifest({})
+        vectors.finish(stage)
+    vectors.publish("a4")
+    assert prune_versions(vectors, 1, protect=vectors_in_use(index)) == ["a2"]
 
 
 def test_a_shard_lost_between_add_and_merge_is_refused(tmp_path, embedded_run, monkeypatch):
@@ -109,15 +149,15 @@ def test_a_shard_lost_between_add_and_merge_is_refused(tmp_path, embedded_run, m
                         vectors_version="current")
     with pytest.raises(ValueError, match="shards hold 900 vectors but the catalogue has 1200 items"):
         run_rebuild(cfg, DIRECT)
-    assert current(tmp_path / "index") is None and artifacts.list_versions(tmp_path / "index") == []
+    assert current(tmp_path / "index") is None and lifecycle.list_versions(tmp_path / "index") == []
 
 
 def test_an_item_tower_that_emits_nan_fails_validation_and_publishes_nothing(tmp_path):
     run = make_run(tmp_path, cached_hashing_item_tower(dim=16, nan_item_ids=("item7",)), n=300)
     with pytest.raises(BadVectors, match=r"NaN/inf or all-zero vectors for 1 item\(s\).*nothing was published"):
         run_rebuild(RebuildConfig(run=str(run), index=IVF), DIRECT)
-    assert current(run / "index") is None and artifacts.list_versions(run / "index") == []
-    assert artifacts.list_versions(run / "vectors") == []
+    assert current(run / "index") is None and lifecycle.list_versions(run / "index") == []
+    assert lifecycle.list_versions(run / "vectors") == []
 
 
 def test_recall_below_the_floor_exits_non_zero_with_a_clear_message(tmp_path, embedded_run, capsys):
@@ -128,7 +168,7 @@ def test_recall_below_the_floor_exits_non_zero_with_a_clear_message(tmp_path, em
     assert code == 2 and len(err.splitlines()) == 1  # refused: one line, exit 2 (core.cli)
     assert "index validation failed, nothing was published" in err
     assert "below recall_floor=0.999 (factory IVF16,Flat, search params {'nprobe': 1})" in err
-    assert current(tmp_path / "index") is None and artifacts.list_versions(tmp_path / "index") == []
+    assert current(tmp_path / "index") is None and lifecycle.list_versions(tmp_path / "index") == []
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +194,10 @@ def test_validate_index_passes_a_good_index_and_lists_every_failed_check(small_i
     message = str(info.value)
     assert message.startswith("index validation failed, nothing was published")
     for part in ("item count: index holds 300, vectors artifact 299, item ids 300, catalogue 301",
-                 "1 vectors contain NaN/inf (e.g. items ['i3'])", "1 vectors are all zeros (e.g. items ['i4'])",
-                 "1 vectors are not L2-normalised", "model version mismatch: {'index': 'm1', 'vectors': 'm1', "
-                 "\"run's model\": 'm2'}"):
+                 "1 of 300 vectors contain NaN/inf (e.g. items ['i3'])",
+                 "1 of 300 vectors are all zeros (e.g. items ['i4'])",
+                 "1 of 300 vectors are not L2-normalised", "model version mismatch: the vectors artifact was made by "
+                 "model version 'm1' but the run's model is model version 'm2'"):
         assert part in message
     with pytest.raises(IndexValidationError, match="dimension: index 8, vectors artifact 9"):
         validate_index(index, x, ids, {**manifest, "dim": 9}, None, 0.95)

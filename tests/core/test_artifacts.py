@@ -7,10 +7,11 @@ from core import artifacts as A
 
 
 def _finished(root, version, payload=b"abc"):
-    stage = A.staging_dir(root, version)
-    (stage / "data.bin").write_bytes(payload)
-    A.write_manifest(stage, {"version": version, "count": 3})
-    return A.promote(stage, root, version)
+    directory = root / version
+    directory.mkdir(parents=True)
+    (directory / "data.bin").write_bytes(payload)
+    A.write_manifest(directory, {"version": version, "count": 3})
+    return directory
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
@@ -50,43 +51,16 @@ def test_verify_refuses_flipped_byte_and_truncation(tmp_path):
         A.verify_manifest(d)
 
 
-def test_publish_current_and_prune(tmp_path):
-    for v in ("v1", "v2", "v3"):
-        _finished(tmp_path, v)
-        A.publish(tmp_path, v)
-    assert A.current_version(tmp_path) == "v3"
-    A.publish(tmp_path, "v1")  # rollback
-    assert A.current_dir(tmp_path) == tmp_path / "v1"
-    removed = A.prune(tmp_path, keep=1)
-    assert removed == ["v2"]  # v1 is current, so it is kept
-    assert A.list_versions(tmp_path) == ["v1", "v3"]
-
-
-def test_unfinished_staging_is_never_a_version(tmp_path):
-    stage = A.staging_dir(tmp_path, "v9")
-    (stage / "data.bin").write_bytes(b"x")
-    assert A.list_versions(tmp_path) == []
-    with pytest.raises(ValueError, match="refusing to promote an unfinished artifact"):
-        A.promote(stage, tmp_path, "v9")
+def test_a_directory_without_its_manifest_is_unfinished(tmp_path):
+    (tmp_path / "v9").mkdir()
     with pytest.raises(FileNotFoundError, match="is not a finished artifact"):
-        A.publish(tmp_path, "v9")
-    assert A.current_version(tmp_path) is None
+        A.read_manifest(tmp_path / "v9")
 
 
-def test_versions_are_immutable(tmp_path):
-    _finished(tmp_path, "v1")
-    stage = A.staging_dir(tmp_path, "v1")
-    A.write_manifest(stage, {})
-    with pytest.raises(FileExistsError, match="versions are immutable"):
-        A.promote(stage, tmp_path, "v1")
-
-
-def test_written_files_and_versions_follow_the_umask_not_0600(tmp_path):
+def test_written_files_follow_the_umask_not_0600(tmp_path):
     old = os.umask(0o022)
     try:
         p = A.atomic_write_text(tmp_path / "a.txt", "x")
-        d = _finished(tmp_path, "v1")
     finally:
         os.umask(old)
     assert oct(p.stat().st_mode & 0o777) == oct(0o644)
-    assert oct(d.stat().st_mode & 0o777) == oct(0o755)

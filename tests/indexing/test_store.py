@@ -9,6 +9,7 @@ from indexing.spec import IndexSpec
 from indexing.store import IDS_FILE, INDEX_FILE, load_current, load_index, publish_index, save_index
 from indexing.synthetic import clustered_vectors
 from core import artifacts
+from core import lifecycle
 
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
@@ -103,14 +104,16 @@ def test_publish_flips_current_and_prunes_old_versions(tmp_path, data):
     for version, index in [("v1", flat), ("v2", ivf), ("v3", flat)]:
         path = publish_index(root, index, version, keep=2)
         assert path == root / version
-        assert artifacts.current_version(root) == version
-    assert artifacts.list_versions(root) == ["v2", "v3"]
+        assert lifecycle.current_version(root) == version
+    assert lifecycle.list_versions(root) == ["v2", "v3"]
     assert not [p for p in root.iterdir() if p.name.startswith(".staging")]
     current = load_current(root)
     assert current.factory == "Flat"
     assert json.loads((root / "v3" / "manifest.json").read_text())["version"] == "v3"
     with pytest.raises(FileExistsError, match="immutable"):
         publish_index(root, flat, "v3")
+    assert publish_index(root, flat).name.startswith("000001-")  # a fresh sequenced name sorts after v3
+    assert lifecycle.list_versions(root)[-1] == lifecycle.current_version(root)
 
 
 def test_failed_publish_leaves_current_and_no_staging(tmp_path, data):
@@ -120,7 +123,8 @@ def test_failed_publish_leaves_current_and_no_staging(tmp_path, data):
     broken.recall = None
     with pytest.raises(ValueError, match="no measured recall"):
         publish_index(root, broken, "v2")
-    assert artifacts.current_version(root) == "v1"
-    assert sorted(p.name for p in root.iterdir()) == ["current", "v1"]
+    assert lifecycle.current_version(root) == "v1"
+    assert sorted(p.name for p in root.iterdir()) == [".lease", "current", "v1"]  # v2 and its marker removed
+    assert json.loads((root / ".lease").read_text())["released"]
     with pytest.raises(FileNotFoundError, match="nothing has been published"):
         load_current(tmp_path / "empty")

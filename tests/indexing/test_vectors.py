@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.guard import ModelVersionMismatch
 from indexing.vectors import finalize_vectors, read_vectors, shard_name, write_shard, write_vectors
 from core import artifacts
 
@@ -109,7 +110,8 @@ def test_reader_refuses_nan_ragged_and_mixed_model_versions(tmp_path):
         read_vectors(tmp_path / "ragged")
     _hand_written(tmp_path / "mixed", {"item_id": ["a", "b"], "vector": pa.array([[1, 0], [0, 1]], vec),
                                        "model_version": ["m", "other"]})
-    with pytest.raises(ValueError, match=r"model_version values \['m', 'other'\] differ"):
+    with pytest.raises(ModelVersionMismatch, match=r"shard .*part-00000-of-00001.parquet was made by model version "
+                                                   r"'m and other' but the vectors manifest is model version 'm'"):
         read_vectors(tmp_path / "mixed")
     _hand_written(tmp_path / "cols", {"item_id": ["a"], "embedding": pa.array([[1, 0]], vec)})
     with pytest.raises(ValueError, match=r"missing column\(s\) \['model_version', 'vector'\]"):

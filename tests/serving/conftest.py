@@ -55,6 +55,7 @@ def embed_items(run: RunDir, version: str) -> tuple[np.ndarray, np.ndarray]:
     from towers.export import load_tower
     from towers.inputs import item_features_batch
     from core import artifacts
+    from core import lifecycle
 
     dataset, _ = load_split(run.data)
     tower = load_tower(run.item_tower)
@@ -62,7 +63,7 @@ def embed_items(run: RunDir, version: str) -> tuple[np.ndarray, np.ndarray]:
     vectors = tower(features)
     ids = features["item_id"]
     write_vectors(run.vectors / version, ids, vectors, tower.model_version, num_shards=2)
-    artifacts.publish(run.vectors, version)
+    lifecycle.VersionedRoot(run.vectors).publish(version)
     return ids, vectors
 
 
@@ -85,8 +86,9 @@ def publish_index(run: RunDir, model_version: str | None = None, perturb: float 
     from indexing.store import publish_index as publish
     from indexing.vectors import read_vectors
     from core import artifacts
+    from core import lifecycle
 
-    ids, vectors, manifest = read_vectors(artifacts.current_dir(run.vectors))
+    ids, vectors, manifest = read_vectors(lifecycle.current_dir(run.vectors))
     if perturb:
         rng = np.random.default_rng(seed)
         vectors = vectors + perturb * rng.standard_normal(vectors.shape).astype(np.float32)
@@ -111,6 +113,7 @@ class Reference:
         from recdata.loading import load_split
         from towers.export import load_tower
         from core import artifacts
+        from core import lifecycle
 
         self.dataset, _ = load_split(run.data)
         self.tower = load_tower(run.query_tower)

@@ -13,6 +13,7 @@ from serving.app import make_config, start
 from serving.service import TopKService
 from tests.serving.conftest import Reference, copy_run, publish_index
 from core import artifacts
+from core import lifecycle
 
 T = 1_700_000_000
 
@@ -101,7 +102,7 @@ def test_version_and_health(client, run):
     status, info, _ = client.call("GET", "/version")
     assert status == 200
     assert info["model_version"] == run.model_version()
-    assert info["index_version"] == artifacts.current_version(run.index)
+    assert info["index_version"] == lifecycle.current_version(run.index)
     assert info["index_factory"] == "Flat" and info["index_count"] == 200
     status, health, _ = client.call("GET", "/healthz")
     assert status == 200 and health["status"] == "ok"

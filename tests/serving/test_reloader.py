@@ -7,6 +7,7 @@ import pytest
 from serving.reloader import IndexWatcher
 from serving.state import VersionMismatch
 from core import artifacts
+from core import lifecycle
 
 
 def fake_state(version):
@@ -37,7 +38,7 @@ class Harness:
         self.served = state
 
     def publish(self, version):
-        artifacts.atomic_write_text(self.root / artifacts.CURRENT, version + "\n")
+        artifacts.atomic_write_text(self.root / lifecycle.CURRENT, version + "\n")
 
 
 def test_unchanged_swapped_refused_failed(tmp_path, caplog):

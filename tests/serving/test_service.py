@@ -13,6 +13,7 @@ from serving.requests import RequestError, TopKRequest
 from serving.service import TopKService
 from tests.serving.conftest import Reference, copy_run, publish_index, tiny_run
 from core import artifacts
+from core import lifecycle
 
 T = 1_700_000_000
 
@@ -45,7 +46,7 @@ def test_known_users_match_the_reference(service, reference):
         assert ids == want_ids
         np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-5)
         assert got["known_user"] is True and got["model_version"] == tiny_run().model_version()
-        assert got["index_version"] == artifacts.current_version(tiny_run().index)
+        assert got["index_version"] == lifecycle.current_version(tiny_run().index)
 
 
 def test_exclude_seen_is_honoured(service, reference):
@@ -125,14 +126,14 @@ def test_version_info_and_health(service):
 def test_refuses_to_start_on_a_version_mismatch(tmp_path):
     run = copy_run(tmp_path)
     publish_index(run, model_version="another-model-v9")
-    with pytest.raises(ValueError, match=rf"built from model version 'another-model-v9' but the query tower .* is "
+    with pytest.raises(ValueError, match=rf"was made by model version 'another-model-v9' but the query tower .* is "
                                          rf"model version '{run.model_version()}'.*twotower rebuild --run {run.root}"):
         TopKService.open(run.root, ServingConfig(reload_interval_s=None))
 
 
 def test_missing_index_is_a_clear_error(tmp_path):
     run = copy_run(tmp_path)
-    (run.index / artifacts.CURRENT).unlink()
+    (run.index / lifecycle.CURRENT).unlink()
     with pytest.raises(FileNotFoundError, match=r"no index is published .* `twotower rebuild --run"):
         TopKService.open(run.root)
 
@@ -160,12 +161,12 @@ def test_swap_serves_the_new_index_and_refuses_another_model(tmp_path):
         health = svc.health()
         assert health["status"] == "degraded" and health["index_version"] == new
         assert health["reason"].startswith(f"the newest published index {bad} is refused: the index <run>/index/"
-                                           f"{bad} was built from model version 'another-model'")
+                                           f"{bad} was made by model version 'another-model'")
         assert health["reason"].endswith(f"still serving index {new}")
         for answer in (health, svc.version_info()):
             text = json.dumps(answer)
             assert str(run.root) not in text and str(tmp_path) not in text and "/tmp/" not in text, text
-        with pytest.raises(ValueError, match="built from model version 'another-model'"):
+        with pytest.raises(ValueError, match="was made by model version 'another-model'"):
             svc.swap(dataclasses.replace(svc.state, version=bad, index=_with_model(svc.state.index, "another-model")))
     finally:
         svc.close()

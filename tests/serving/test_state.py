@@ -5,6 +5,7 @@ from serving.state import VersionMismatch, build_state, check_versions, load_sta
 from serving.users import KnownUsers
 from tests.serving.conftest import copy_run, publish_index, tiny_run
 from core import artifacts
+from core import lifecycle
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def users():
 
 def test_load_state_of_the_current_index(users):
     run = tiny_run()
-    version = artifacts.current_version(run.index)
+    version = lifecycle.current_version(run.index)
     state = load_state(run.index, version, run.model_version(), 16, users, run.root)
     assert state.version == version and state.model_version == run.model_version()
     facts = state.describe()
@@ -31,7 +32,7 @@ def test_load_state_of_the_current_index(users):
 def test_an_index_of_another_model_is_refused_naming_both_versions(tmp_path, users):
     run = copy_run(tmp_path)
     version = publish_index(run, model_version="some-other-model")
-    with pytest.raises(VersionMismatch, match=r"built from model version 'some-other-model' but the query tower "
+    with pytest.raises(VersionMismatch, match=r"was made by model version 'some-other-model' but the query tower "
                                               rf".* is model version '{run.model_version()}'.*"
                                               rf"`twotower rebuild --run {run.root}`"):
         load_state(run.index, version, run.model_version(), 16, users, run.root)
@@ -40,7 +41,7 @@ def test_an_index_of_another_model_is_refused_naming_both_versions(tmp_path, use
 
 def test_dimension_mismatch_and_check_versions(tmp_path, users):
     run = tiny_run()
-    version = artifacts.current_version(run.index)
+    version = lifecycle.current_version(run.index)
     with pytest.raises(VersionMismatch, match="holds 16-d vectors but the query tower emits 32-d"):
         load_state(run.index, version, run.model_version(), 32, users, run.root)
     check_versions("m1", tmp_path, "m1", tmp_path)  # equal: no error

@@ -4,6 +4,8 @@ import json
 import pytest
 
 from core import artifacts
+
+from core import lifecycle
 from twotower.cli import main
 from core.rundir import RunDir
 
@@ -36,8 +38,8 @@ def test_demo_writes_every_artifact_of_one_model_version(demo_run, capsys):
     run = demo_run
     version = run.model_version()
     assert run.config.is_file() and "synthetic" in run.config.read_text()
-    vec = artifacts.verify_manifest(artifacts.current_dir(run.vectors))
-    idx = artifacts.verify_manifest(artifacts.current_dir(run.index))
+    vec = artifacts.verify_manifest(lifecycle.current_dir(run.vectors))
+    idx = artifacts.verify_manifest(lifecycle.current_dir(run.index))
     assert vec["model_version"] == version and idx["model_version"] == version
     assert vec["count"] == 200
     metrics = json.loads((run.eval / "tiny" / "metrics.json").read_text())
