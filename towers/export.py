@@ -36,6 +36,7 @@ from recdata.schema import FeatureSpec
 from towers.features import check_input_name
 from towers.tf_env import tf
 from towers.vocab import Vocabularies, save_vocabularies
+from core.guard import require_same_model
 from core.artifacts import (MANIFEST, atomic_write_json, atomic_write_text, fsync_dir, verify_manifest,
                                 write_manifest)
 
@@ -193,9 +194,9 @@ class LoadedTower:
         self._specs = self._serve.structured_input_signature[1]
         info = json.loads(info_path.read_text())
         self.model_version: str = self._loaded.model_version.numpy().decode("utf-8")
-        if info["model_version"] != self.model_version:
-            raise ValueError(f"{info_path} says model version {info['model_version']!r} but the SavedModel "
-                             f"carries {self.model_version!r}; the export is inconsistent, re-export it")
+        require_same_model(self.model_version, info["model_version"],
+                           expected_from=f"the SavedModel in {self.path}", found_from=f"{info_path}",
+                           fix="the export is inconsistent; re-export it")
         self.feature_names: tuple[str, ...] = tuple(info["input_names"])
         self.features = tuple(FeatureSpec(f["name"], f["kind"]) for f in info["features"])
         self.output_dim: int = int(info["output_dim"])
