@@ -129,7 +129,7 @@ BUGS = {
     "twotower-study": (_twotower, ["study", "ssl", "--grid", "g.yaml", "--out", "{tmp}"],
                        "twotower.studies.ssl.sweep.run_study"),
     "serving": (_serving, ["--run", "{tmp}"], "serving.app.serve"),
-    "beam_jobs": (_beam_jobs, ["rollback", "--run", "{tmp}"], "beam_jobs.rebuild_index.rollback"),
+    "beam_jobs": (_beam_jobs, ["rollback", "--run", "{tmp}"], "indexing.store.rollback_index"),
     "embed_items": (_embed, ["--run", "{tmp}"], "beam_jobs.embed_items.run_embed"),
     "rebuild_index": (_rebuild, ["--run", "{tmp}"], "beam_jobs.rebuild_index.run_rebuild"),
     "dask_demo": (_dask_demo, ["--dir", "{tmp}"], "beam_jobs.testing.export_hashing_item_tower"),
