@@ -383,7 +383,8 @@ def _embed_locked(cfg: EmbedConfig, root: VersionedRoot, pipeline_args, crash_at
     local_root = Path(cfg.output)
     try:
         with beam.Pipeline(options=options) as pipeline:
-            build_embed_pipeline(pipeline, source, handler, validator, str(staging), num_shards, model_version,
+            build_embed_pipeline(pipeline, source, handler, validator, str(staging or stage.storage.url), num_shards,
+                                 model_version,
                                  cfg.batch_size)
         crash_point("pipeline", crash_at)
         dead_path, dead_count, reasons = _collect_dead_letters(staging, local_root, version)

@@ -398,21 +398,28 @@ class VersionedRoot:
         removed = []
         for key in self.storage.list(STAGING):
             version = key[len(STAGING) + 1:]
-            if not self.storage.exists(f"{version}/{MANIFEST}"):
+            if self.storage.exists(f"{version}/{MANIFEST}"):
+                self.storage.delete(key)  # finished; only its marker was left
+                continue
+            if self.storage.list(version):
                 self.storage.delete_prefix(version)
                 removed.append(version)
-            self.storage.delete(key)
+            # the marker stays as a tombstone: the name (and its sequence number) is never handed out again,
+            # so a zombie worker of the dead job cannot write into a new version of the same name
+            if json.loads(self.storage.read_bytes(key) or b"{}").get("state") != "abandoned":
+                self.storage.write_bytes(key, json.dumps({"state": "abandoned", "at": _iso(_now())}).encode())
         self.storage.delete_prefix(SCRATCH)
         return removed
 
     def stage(self, version: str) -> Stage:
         """Start writing ``version`` (which must be new); remembers ``current`` to flip from it later."""
         check_version_name(version)
-        if self.storage.list(version):
-            raise FileExistsError(f"{self.url}/{version} already exists; versions are immutable, choose a new name")
+        if self.storage.list(version) or self.storage.exists(f"{STAGING}/{version}"):
+            raise FileExistsError(f"{self.url}/{version} already exists (or was abandoned by a killed job); versions "
+                                  "are immutable, choose a new name")
         got = self.storage.read_versioned(CURRENT)
         self._seen_token = got[1] if got is not None else None
-        self.storage.write_bytes(f"{STAGING}/{version}", json.dumps({"started": _iso(_now())}).encode())
+        self.storage.write_bytes(f"{STAGING}/{version}", json.dumps({"state": "writing", "started": _iso(_now())}).encode())
         return Stage(self, version)
 
     def scratch(self, name: str) -> Storage:
@@ -466,6 +473,14 @@ class VersionedRoot:
                 self.storage.delete(f"{v}/{MANIFEST}")  # unfinished first: a half-deleted version is never read
                 self.storage.delete_prefix(v)
                 removed.append(v)
+        kept = self.versions()
+        if kept:  # tombstones of abandoned versions older than every kept one are no longer needed
+            oldest = version_sort_key(kept[0])
+            for key in self.storage.list(STAGING):
+                name = key[len(STAGING) + 1:]
+                if version_sort_key(name) < oldest and not self.storage.list(name):
+                    if json.loads(self.storage.read_bytes(key) or b"{}").get("state") == "abandoned":
+                        self.storage.delete(key)
         return removed
 
     def previous(self, version: str | None = None) -> str:

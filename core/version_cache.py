@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from core import artifacts
+from core.lifecycle import CURRENT, VersionedRoot
 from core.storage import Storage, check_key, join_url, open_storage, scheme_of
 
 CACHE_ENV = "TWOTOWER_CACHE"
@@ -49,24 +50,6 @@ def default_cache_dir() -> Path:
 
 def root_hash(url: str) -> str:
     return hashlib.sha256(str(url).rstrip("/").encode("utf-8")).hexdigest()[:16]
-
-
-def parse_pointer(data: bytes, where: str) -> str | None:
-    """The version a ``current`` object names: its first line, or the ``version`` field of a JSON object
-    (a pointer may carry a writer id next to the version, so that every write differs)."""
-    text = data.decode("utf-8", errors="replace").strip()
-    if not text:
-        return None
-    if text.startswith("{"):
-        try:
-            version = json.loads(text).get("version")
-        except (ValueError, AttributeError):
-            raise ValueError(f"{where}: not a version pointer (unreadable JSON {text[:80]!r}); republish or roll "
-                             "back to repair it") from None
-        if not isinstance(version, str) or not version:
-            raise ValueError(f"{where}: the pointer names no version ({text[:80]!r}); republish or roll back")
-        return version
-    return text.splitlines()[0].strip()
 
 
 def fetch_verified(storage: Storage, prefix: str, dest: str | os.PathLike) -> tuple[Path, dict]:
@@ -164,10 +147,7 @@ class CachedRoot:
 
     def current_version(self) -> str | None:
         """The version ``current`` names (one small read), or None when nothing is published."""
-        if not self.remote:
-            return artifacts.current_version(self.local_root)
-        found = self.storage.read_versioned(artifacts.CURRENT)
-        return None if found is None else parse_pointer(found[0], join_url(self.url, artifacts.CURRENT))
+        return VersionedRoot(self.storage if self.remote else self.local_root).current()
 
     def fetch(self, version: str) -> Path:
         """The local directory of ``version``, downloaded and verified first when the root is remote."""
@@ -180,7 +160,7 @@ class CachedRoot:
     def fetch_current(self) -> Path:
         version = self.current_version()
         if version is None:
-            raise FileNotFoundError(f"{join_url(self.url, artifacts.CURRENT)} does not exist: nothing has been "
+            raise FileNotFoundError(f"{join_url(self.url, CURRENT)} does not exist: nothing has been "
                                     f"published under {self.url} yet")
         return self.fetch(version)
 

@@ -47,6 +47,7 @@ import faiss
 import numpy as np
 
 from core import artifacts
+from core.lifecycle import current_dir
 from core.strict import from_dict, to_dict
 from indexing import faiss_index as fi
 from indexing import tuning as tn
@@ -413,4 +414,4 @@ def load_any(directory, spec_overrides: dict | None = None) -> ItemIndex | Shard
 
 def load_current_any(index_root, spec_overrides: dict | None = None) -> ItemIndex | ShardedItemIndex:
     """``load_any`` of the version ``index_root/current`` points to."""
-    return load_any(artifacts.current_dir(index_root), spec_overrides)
+    return load_any(current_dir(index_root), spec_overrides)

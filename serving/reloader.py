@@ -128,7 +128,7 @@ class IndexWatcher:
 
     def problem(self) -> str | None:
         """Why the newest published version is not the one served (refused / failed to load), or None."""
-        version = artifacts.current_version(self.index_root)
+        version = lifecycle.current_version(self.index_root)
         if version is None or version == self._served():
             return None
         if version in self.refused:

@@ -134,7 +134,8 @@ def test_a_crash_after_any_step_leaves_current_and_the_next_run_cleans_up(tmp_pa
     assert lifecycle.list_versions(vectors) == ["crash-manifest", "v0"]
     run_embed(EmbedConfig(run=str(run), version="v1"), DIRECT)
     assert lifecycle.current_version(vectors) == "v1"
-    assert not (vectors / ".staging").exists() and not (vectors / "crash-pipeline").exists()
+    assert not (vectors / "crash-pipeline").exists()  # the killed job's unfinished version was removed
+    assert [p.name for p in (vectors / ".staging").iterdir()] == ["crash-pipeline"]  # its tombstone: name stays taken
 
 
 def test_embed_transforms_under_test_pipeline(model_dir, tower):

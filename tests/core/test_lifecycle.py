@@ -245,8 +245,22 @@ def test_lock_removes_unfinished_versions_and_scratch_of_killed_jobs(tmp_path):
     (tmp_path / "dead_letter" / "v2.jsonl").write_text("{}\n")
     with vr.lock("next job"):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".lease")) == ["dead_letter", "v1"]
-    assert vr.versions() == ["v1"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["dead_letter", "v1"]
+    assert vr.versions() == ["v1"] and not (tmp_path / ".scratch").exists()
+    # the abandoned name stays taken (a zombie worker of the killed job cannot write into a new "v2")
+    assert json.loads((tmp_path / ".staging" / "v2").read_text())["state"] == "abandoned"
+    with pytest.raises(FileExistsError, match="abandoned by a killed job"):
+        vr.stage("v2")
+    seq = L.VersionedRoot(tmp_path / "seq")
+    dead = seq.stage("000005-20261205T000000Z")
+    dead.storage.write_bytes("part", b"half")
+    with seq.lock("next"):
+        pass
+    assert L.new_version(seq).startswith("000006-")
+    finished(seq, "000006-20261205T010000Z")
+    seq.publish("000006-20261205T010000Z")
+    seq.prune(keep=1)  # the tombstone is older than every kept version: no longer needed
+    assert not (tmp_path / "seq" / ".staging").exists()
 
 
 def test_rollback_through_the_cli_does_not_import_beam(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 
 from core import artifacts
 from core.storage import open_storage
-from core.version_cache import CachedRoot, cached_directory, fetch_verified, parse_pointer, root_hash
+from core.lifecycle import VersionedRoot
+from core.version_cache import CachedRoot, cached_directory, fetch_verified, root_hash
 
 
 def make_artifact(tmp_path, name="v1", payload=b"index bytes " * 1000):
@@ -107,17 +108,16 @@ def test_missing_manifest_missing_file_and_bad_keys_are_clear_errors(s3_url, tmp
         root.fetch_current()
 
 
-def test_pointer_may_be_a_line_or_json_with_a_writer_id():
-    assert parse_pointer(b"v7\n", "x") == "v7"
-    assert parse_pointer(json.dumps({"version": "v7", "writer": "abc"}).encode(), "x") == "v7"
-    assert parse_pointer(b"", "x") is None
-    with pytest.raises(ValueError, match=r"s3://b/current: the pointer names no version"):
-        parse_pointer(b'{"writer": "abc"}', "s3://b/current")
+def test_the_pointer_is_read_by_the_lifecycle_first_line_version_then_a_writer_line():
+    from core.lifecycle import parse_pointer, pointer_bytes
+
+    assert parse_pointer(b"v7\n") == "v7" and parse_pointer(pointer_bytes("v7")) == "v7"
+    assert parse_pointer(b"") is None
 
 
 def test_local_roots_are_read_in_place(tmp_path):
     src = make_artifact(tmp_path)
-    artifacts.publish(src.parent, "v1")
+    VersionedRoot(src.parent).publish("v1")
     root = CachedRoot(src.parent, tmp_path / "cache")
     assert root.current_version() == "v1" and root.fetch_current() == src
     assert not (tmp_path / "cache").exists()
