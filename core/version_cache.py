@@ -169,6 +169,37 @@ class CachedRoot:
         found = self.storage.read_versioned(artifacts.CURRENT)
         return None if found is None else parse_pointer(found[0], join_url(self.url, artifacts.CURRENT))
 
+    def read_manifest(self, version: str) -> dict:
+        """The manifest of ``version`` (one small read; nothing is downloaded or verified)."""
+        if not self.remote:
+            return artifacts.read_manifest(self.local_root / version)
+        key = f"{version}/{artifacts.MANIFEST}"
+        try:
+            return json.loads(self.storage.read_bytes(key))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{join_url(self.url, key)} is missing: {join_url(self.url, version)} is not a "
+                                    "finished version; publish one or roll back") from None
+
+    def fingerprint(self, version: str) -> tuple:
+        """What changes when ``version``'s files change: (name, size, mtime) of local files, or the object keys
+        and the manifest's bytes on object storage (one listing, one small read)."""
+        if not self.remote:
+            root = self.local_root / version
+            out = []
+            for dirpath, _, files in os.walk(root):
+                for name in files:
+                    try:
+                        st = os.stat(os.path.join(dirpath, name))
+                    except OSError:
+                        continue
+                    out.append((os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns))
+            return tuple(sorted(out))
+        try:
+            manifest = hashlib.sha256(self.storage.read_bytes(f"{version}/{artifacts.MANIFEST}")).hexdigest()
+        except FileNotFoundError:
+            manifest = None
+        return (manifest, tuple(self.storage.list(version)))
+
     def fetch(self, version: str) -> Path:
         """The local directory of ``version``, downloaded and verified first when the root is remote."""
         if not version or "/" in version or version.startswith("."):

@@ -13,14 +13,13 @@ keeps serving in all cases; ``problem()`` says why the newest published version 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from serving.state import IndexState, VersionMismatch
-from core import artifacts
+from core.version_cache import CachedRoot
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,16 @@ class IndexWatcher:
     swap       (IndexState) -> None, makes it the served state
     """
 
-    def __init__(self, index_root: str | Path, served: Callable[[], str], load: Callable[[str], IndexState],
+    def __init__(self, index_root: "str | Path | CachedRoot", served: Callable[[], str], load: Callable[[str], IndexState],
                  swap: Callable[[IndexState], None], interval_s: float, retry_s: float | None = None,
                  max_retry_s: float = 600.0):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.retry_s = float(interval_s if retry_s is None else retry_s)
         self.max_retry_s = float(max_retry_s)
-        self.index_root = Path(index_root)
+        # a local root or one on object storage (``core.version_cache.CachedRoot``: ``current`` is one small GET)
+        self.source = index_root if isinstance(index_root, CachedRoot) else CachedRoot(index_root)
+        self.index_root = self.source.url
         self.interval_s = float(interval_s)
         self._served = served
         self._load = load
@@ -75,7 +76,7 @@ class IndexWatcher:
     def poll_once(self) -> str:
         """Check ``current`` once; returns what happened: "unchanged", "swapped", "refused" or "failed"."""
         with self._lock:
-            version = artifacts.current_version(self.index_root)
+            version = self.source.current_version()
             if version is None or version == self._served():
                 return "unchanged"
             if version in self.refused:
@@ -113,21 +114,12 @@ class IndexWatcher:
             return "swapped"
 
     def _fingerprint(self, version: str) -> tuple:
-        """(name, size, mtime_ns) of every file under the version directory: what a retry needs to differ."""
-        root = self.index_root / version
-        out = []
-        for dirpath, _, files in os.walk(root):
-            for name in files:
-                try:
-                    st = os.stat(os.path.join(dirpath, name))
-                except OSError:
-                    continue
-                out.append((os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns))
-        return tuple(sorted(out))
+        """What a retry needs to differ: the version's files (local) or objects and manifest (object storage)."""
+        return self.source.fingerprint(version)
 
     def problem(self) -> str | None:
         """Why the newest published version is not the one served (refused / failed to load), or None."""
-        version = artifacts.current_version(self.index_root)
+        version = self.source.current_version()
         if version is None or version == self._served():
             return None
         if version in self.refused:

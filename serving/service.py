@@ -12,6 +12,10 @@ What it loads from the run directory (``core.rundir.RunDir``):
   data/               users + train/valid/test interactions (``serving.users.KnownUsers``)
   index/current       the published index (``serving.state.load_state``), refused when built from
                       another model version
+The run may be on object storage (``--run s3://bucket/runs/x``, ``gs://...``): model/ and data/ are then
+copied into the local cache and index versions are downloaded there when published
+(``core.version_cache``: every file's sha256 checked before anything loads it); the watcher polls the
+small ``index/current`` object.
 
 Requests are resolved to tower inputs on the caller's thread, then queued; one worker thread
 (``serving.batcher.MicroBatcher``) takes up to ``max_batch`` of them, runs ONE query-tower call and ONE
@@ -42,6 +46,7 @@ from serving.tower_inputs import QueryInputs, batch_inputs, feature_value
 from serving.users import KnownUsers
 from core import artifacts
 from core.rundir import RunDir
+from core.version_cache import CachedRoot, cached_directory
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,9 @@ class TopKService:
     """See the module docstring. Thread-safe: ``submit`` / ``topk`` from any number of threads."""
 
     def __init__(self, run_dir: str | Path, tower, users: KnownUsers, state: IndexState,
-                 config: ServingConfig | None = None):
+                 config: ServingConfig | None = None, index_source: CachedRoot | None = None):
         self.run = RunDir(run_dir)
+        self.index_source = index_source or CachedRoot(str(self.run.index))
         self.config = config or ServingConfig()
         self.tower = tower
         self.encoder = QueryEncoder(tower)
@@ -82,7 +88,7 @@ class TopKService:
                                     self.config.max_queue, name="topk-batcher", inline_lone=self.config.inline_lone)
         self.watcher: IndexWatcher | None = None
         if self.config.reload_interval_s is not None:
-            self.watcher = IndexWatcher(self.run.index, lambda: self.state.version, self.load_version, self.swap,
+            self.watcher = IndexWatcher(self.index_source, lambda: self.state.version, self.load_version, self.swap,
                                         self.config.reload_interval_s).start()
 
     # ------------------------------------------------------------------ construction
@@ -94,29 +100,35 @@ class TopKService:
         config = config or ServingConfig()
         run = RunDir(run_dir)
         run.require(run.query_tower, f"train the towers first (`twotower train --run {run.root}`)")
-        version = artifacts.current_version(run.index)
+        source = CachedRoot(str(run.index))
+        version = source.current_version()
         if version is None:
             raise FileNotFoundError(f"{run.index / artifacts.CURRENT} does not exist: no index is published for "
                                     f"{run.root}; build one with `twotower rebuild --run {run.root}`")
-        tower = load_tower(run.query_tower)
+        model = cached_directory(str(run.model))  # a run on object storage: a verified local copy
+        tower = load_tower(model / run.query_tower.name)
         # the cheap check first: refuse a mismatched index before reading data or the index itself
-        index_dir = run.index / version
-        check_versions(tower.model_version, index_dir,
-                       str(artifacts.read_manifest(index_dir).get("model_version")), run.root)
-        max_history = int(artifacts.read_manifest(run.model)["max_history"])
+        check_versions(tower.model_version, run.index / version,
+                       str(source.read_manifest(version).get("model_version")), run.root)
+        max_history = int(artifacts.read_manifest(model)["max_history"])
         run.require(run.data / artifacts.MANIFEST, f"the run has no saved data split; run `twotower train "
                                                    f"--run {run.root}`")
-        users = KnownUsers.from_run_data(run.data, max_history)
-        state = load_state(run.index, version, tower.model_version, tower.output_dim, users, run.root,
+        users = KnownUsers.from_run_data(cached_directory(str(run.data)), max_history)
+        source.fetch(version)
+        state = load_state(source.local_root, version, tower.model_version, tower.output_dim, users, run.root,
                            config.index_overrides())
         log.info("serving model %s with index %s (%s, %d items); %d known users", tower.model_version, version,
                  state.index.factory, state.index.ntotal, len(users))
-        return cls(run.root, tower, users, state, config)
+        return cls(run.root, tower, users, state, config, index_source=source)
 
     def load_version(self, version: str) -> IndexState:
-        """Load + verify ``index/<version>`` for this tower (what the watcher calls)."""
-        return load_state(self.run.index, version, self.tower.model_version, self.tower.output_dim, self.users,
-                          self.run.root, self.config.index_overrides())
+        """Download (object storage) and verify ``index/<version>``, then load it for this tower (what the
+        watcher calls). Cached versions other than this one and the served one are dropped afterwards."""
+        self.index_source.fetch(version)
+        state = load_state(self.index_source.local_root, version, self.tower.model_version, self.tower.output_dim,
+                           self.users, self.run.root, self.config.index_overrides())
+        self.index_source.prune_cache(keep={version, self.state.version})
+        return state
 
     def _warm_up(self) -> None:
         """One tower call + one search, so the first request does not pay for graph and table set-up."""
