@@ -44,6 +44,45 @@ def test_demo_writes_every_artifact_of_one_model_version(demo_run, capsys):
     assert metrics and (run.eval / "report.md").is_file()
 
 
+def test_demo_metrics_are_sane_and_the_model_beats_random(demo_run):
+    """What the demo's numbers must satisfy: recalls are fractions, a Flat index returns the exact top-K
+    (index recall 1 and the same recall as exact search, in every slice), and the trained model is above
+    the random baseline's confidence interval."""
+    import math
+
+    from eval.result import EvalResult
+
+    model = EvalResult.load(demo_run.eval / "tiny")
+    rand = EvalResult.load(demo_run.eval / "random")
+    assert model.info["counts"]["num_cases"] == 300 and set(model.sources) == {"exact", "index", "index_vs_exact"}
+    slices = sorted(set(model.summary["family"] + "/" + model.summary["slice"]))
+    assert "overall/all" in slices and "popularity/head" in slices
+    scored = 0
+    for key in slices:
+        for k in (10, 50):
+            exact = model.value(f"recall@{k}", key, "exact")
+            index = model.value(f"recall@{k}", key, "index")
+            if math.isnan(exact):  # an empty slice has no number
+                assert math.isnan(index)
+                continue
+            scored += 1
+            assert 0.0 <= exact <= 1.0 and 0.0 <= index <= 1.0, (key, k, exact, index)
+            assert 0.0 <= model.value(f"hitrate@{k}", key, "exact") <= 1.0
+            assert index == pytest.approx(exact, abs=1e-12), (key, k)  # Flat: the index is exact search
+            vs = model.value(f"index_recall@{k}", key, "index_vs_exact")
+            assert math.isnan(vs) or vs == pytest.approx(1.0), (key, k, vs)
+    assert scored >= 10
+    assert model.value("index_recall@10", source="index_vs_exact") == pytest.approx(1.0)
+    summary = model.summary.set_index(["source", "family", "slice"])
+    rsummary = rand.summary.set_index(["source", "family", "slice"])
+    for k in (10, 50):
+        ours = summary.loc[("exact", "overall", "all")]
+        theirs = rsummary.loc[("exact", "overall", "all")]
+        assert 0.0 <= theirs[f"recall@{k}_lo"] <= theirs[f"recall@{k}"] <= theirs[f"recall@{k}_hi"] <= 1.0
+        # the model's whole interval is above the random baseline's whole interval
+        assert ours[f"recall@{k}_lo"] > theirs[f"recall@{k}_hi"], (k, ours[f"recall@{k}_lo"], theirs[f"recall@{k}_hi"])
+
+
 def test_eval_and_compare_through_the_cli(demo_run, capsys, tmp_path):
     assert main(["eval", str(demo_run.root), "--no-baselines"]) == 0
     out = capsys.readouterr().out
