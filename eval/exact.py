@@ -29,7 +29,7 @@ from eval.cases import Exclusions, as_exclusions
 class SearchableIndex(Protocol):
     """What ``index_top_k`` needs; ``indexing.item_index.ItemIndex`` satisfies it."""
 
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+    def search(self, queries: np.ndarray, k: int, exclude: Exclusions | None = None
                ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -111,7 +111,7 @@ def index_top_k(index: SearchableIndex, queries, k: int, exclude: Exclusions, *,
     for q0 in range(0, m, query_block):
         q1 = min(q0 + query_block, m)
         qidx = np.arange(q0, q1, dtype=np.int64)
-        d, i = index.search(queries[q0:q1], k, exclude=exclude.lists(qidx))
+        d, i = index.search(queries[q0:q1], k, exclude=exclude.take(qidx))
         d, i = np.asarray(d), np.asarray(i)
         if d.shape != (q1 - q0, k) or i.shape != (q1 - q0, k):
             raise ValueError(

@@ -143,6 +143,9 @@ def _print_results(results, run: RunDir) -> None:
     _say(f"head = top {results[0].config.head_share:.0%} of items by training count). "
          "CIs and more metrics/slices are in the report.\n")
     _say(summary_table(results))
+    skipped = results[0].info.get("metadata", {}).get("index_skipped")
+    if skipped:
+        _say(f"\nindex: not evaluated: {skipped}")
     _say(f"\nreport: {run.eval / 'report.md'}")
 
 

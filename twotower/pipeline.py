@@ -20,6 +20,7 @@ import pandas as pd
 
 from core import artifacts
 from twotower.config import RunConfig, save_config
+from core.exclusions import Exclusions
 from core.rundir import RunDir
 from core.strict import to_dict
 
@@ -116,6 +117,13 @@ def check_model_version(run: RunDir, found: str, what: str) -> None:
         )
 
 
+def index_skipped_reason(run: RunDir) -> str:
+    """Why eval grades no index: ``<run>/index/current`` is missing or empty."""
+    return (f"{run.index / artifacts.CURRENT} is empty or missing (no index published), so only exact retrieval "
+            f"was evaluated; publish one with `twotower rebuild --run {run.root}` (or `twotower index`) to grade "
+            "the index too")
+
+
 def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     """Grade the run's towers (exact and through the published index) next to the baselines.
 
@@ -153,20 +161,24 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     sq = user_row.get_indexer(seen["user_id"])
     si = item_row.get_indexer(seen["item_id"])
     ok = (sq >= 0) & (si >= 0)
-    exclusions = _csr_lists(sq[ok], si[ok], len(user_row))
+    exclusions = Exclusions.from_pairs(sq[ok], si[ok], len(user_row), len(item_row), "train+valid items")
     train_q = user_row.get_indexer(split.train["user_id"])
     history_lengths = np.bincount(train_q[train_q >= 0], minlength=len(user_row)).astype(np.int64)
     counts = train_counts(split, item_ids)
 
-    index = None
+    index, index_skipped = None, None
     if artifacts.current_version(run.index):
         index = load_current_any(run.index)
         if index.model_version != run.model_version():
             check_model_version(run, index.model_version, f"index {artifacts.current_dir(run.index)}")
+    else:  # issue 13 item 9: say so (output and report) instead of silently grading exact retrieval only
+        index_skipped = index_skipped_reason(run)
+    metadata = {"model_version": run.model_version(), "dropped_test_cases": int((~keep).sum())}
+    if index_skipped:
+        metadata["index_skipped"] = index_skipped
     result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, counts, cfg.eval,
                               index=index, history_lengths=history_lengths, query_ids=queries.user_ids,
-                              name=cfg.name, metadata={"model_version": run.model_version(),
-                                                       "dropped_test_cases": int((~keep).sum())})
+                              name=cfg.name, metadata=metadata)
     results = [result]
     if baselines:
         results += baseline_results(test_cases, exclusions, counts, cfg.eval, history_lengths=history_lengths,
@@ -176,14 +188,3 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
         r.save(run.eval / r.name)
     write_report(results, run.eval, title=f"Evaluation of run {run.root.name}")
     return results
-
-
-def _csr_lists(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> list[np.ndarray]:
-    """Per-row arrays of unique column indices (the exclusion lists)."""
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
-    dedup = np.ones(len(rows), dtype=bool)
-    dedup[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    rows, cols = rows[dedup], cols[dedup]
-    bounds = np.searchsorted(rows, np.arange(num_rows + 1))
-    return [cols[bounds[i]:bounds[i + 1]] for i in range(num_rows)]

@@ -169,7 +169,7 @@ def test_query_validation_messages():
         index.search(q[0], 5)
     with pytest.raises(ValueError, match="k must be a positive int, got 0"):
         index.search(q, 0)
-    with pytest.raises(ValueError, match="one array of rows per query: got 1 for 4"):
+    with pytest.raises(ValueError, match=r"exclude has 1 entries, expected one per query row \(4\): one array of rows per query"):
         index.search(q, 5, exclude=[[1]])
     with pytest.raises(ValueError, match=r"exclude\[1\] holds row 100, outside 0..99"):
         index.search(q, 5, exclude=[[], [100], [], []])

@@ -106,6 +106,28 @@ def test_eval_refuses_vectors_from_another_model_version(demo_run, tmp_path, cap
     assert "made by model version" in err and "some-other-version" in err and "twotower rebuild" in err
 
 
+def test_eval_says_when_no_index_is_published_and_grades_exact_only(demo_run, tmp_path, capsys):
+    # issue 13 item 9: an empty index/current used to skip the index silently
+    import shutil
+
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(demo_run.root, run.root)
+    (run.index / artifacts.CURRENT).write_text("")
+    assert main(["eval", str(run.root), "--no-baselines"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny | index |" not in out
+    assert f"index: not evaluated: {run.index / 'current'} is empty or missing (no index published)" in out
+    assert "twotower rebuild --run" in out
+    report = (run.eval / "report.md").read_text()
+    assert "## Index retrieval\n\nNot evaluated: " in report and "is empty or missing" in report
+    saved = json.loads((run.eval / "tiny" / "metrics.json").read_text())
+    assert "is empty or missing" in saved["metadata"]["index_skipped"]
+    # with the index published again, nothing says it was skipped
+    assert main(["eval", str(demo_run.root), "--no-baselines"]) == 0
+    assert "not evaluated" not in capsys.readouterr().out
+    assert "Not evaluated" not in (demo_run.eval / "report.md").read_text()
+
+
 def test_eval_of_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
