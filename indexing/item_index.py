@@ -75,7 +75,8 @@ class ItemIndex:
         saved = search_params or {}
         self._params = fi.apply_search_params(
             cpu_index, spec.nprobe if spec.nprobe is not None else saved.get("nprobe"),
-            spec.ef_search if spec.ef_search is not None else saved.get("ef_search"))
+            spec.ef_search if spec.ef_search is not None else saved.get("ef_search"),
+            spec.k_factor if spec.k_factor is not None else saved.get("k_factor"))
         self._gpu: GpuIndex | None = maybe_to_gpu(cpu_index, spec, self._params)
         self.recall = recall
         self.tuning = tuning
@@ -156,14 +157,19 @@ class ItemIndex:
         queries = as_float32_matrix(queries, "queries", self.dim)
         if len(queries) == 0:
             raise ValueError("tune needs at least one query, got 0")
-        result = tn.tune(self._cpu, vectors, queries, self._spec.recall_k, target, query_source)
+        result = tn.tune(self._cpu, vectors, queries, self._spec.recall_k, target, query_source,
+                         k_factor=self._spec.k_factor)
         self._tune_pending = False
         if result is None:
             # nothing to tune; put the knobs tune() may have touched back
-            fi.apply_search_params(self._cpu, self._params.get("nprobe"), self._params.get("ef_search"))
+            fi.apply_search_params(self._cpu, self._params.get("nprobe"), self._params.get("ef_search"),
+                                   self._params.get("k_factor"))
             return None
         params = {**self._params, result.param: result.value}
-        self._params = fi.apply_search_params(self._cpu, params.get("nprobe"), params.get("ef_search"))
+        if result.k_factor is not None:
+            params["k_factor"] = result.k_factor
+        self._params = fi.apply_search_params(self._cpu, params.get("nprobe"), params.get("ef_search"),
+                                              params.get("k_factor"))
         if self._gpu is not None:
             self._gpu.set_search_params(self._params)
         self.tuning = result.to_dict()
@@ -230,7 +236,7 @@ class ItemIndex:
 
     @property
     def search_params(self) -> dict:
-        """The nprobe / ef_search actually in force, e.g. {"nprobe": 64}."""
+        """The nprobe / ef_search / k_factor actually in force, e.g. {"nprobe": 64}."""
         return dict(self._params)
 
     @property
@@ -250,13 +256,16 @@ class ItemIndex:
         out[found] = self._item_ids[rows[found]]
         return out
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> dict:
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None,
+                          k_factor: int | None = None) -> dict:
         """Change search effort (None keeps the current value). Clears ``.recall``: re-measure it."""
         spec = dataclasses.replace(self._spec, nprobe=nprobe if nprobe is not None else self._spec.nprobe,
-                                   ef_search=ef_search if ef_search is not None else self._spec.ef_search)
+                                   ef_search=ef_search if ef_search is not None else self._spec.ef_search,
+                                   k_factor=k_factor if k_factor is not None else self._spec.k_factor)
         self._params = fi.apply_search_params(
             self._cpu, spec.nprobe if spec.nprobe is not None else self._params.get("nprobe"),
-            spec.ef_search if spec.ef_search is not None else self._params.get("ef_search"))
+            spec.ef_search if spec.ef_search is not None else self._params.get("ef_search"),
+            spec.k_factor if spec.k_factor is not None else self._params.get("k_factor"))
         self._spec = spec
         if self._gpu is not None:
             self._gpu.set_search_params(self._params)
@@ -264,6 +273,11 @@ class ItemIndex:
         self.tuning = None
         self._tune_pending = False
         return dict(self._params)
+
+    @property
+    def bytes_per_item(self) -> dict:
+        """Memory per item by part (``indexing.faiss_index.bytes_per_item``: codes + ids + refine)."""
+        return fi.bytes_per_item(self._cpu)
 
     def __repr__(self) -> str:
         return (f"ItemIndex(factory={self._factory!r}, ntotal={self.ntotal}, dim={self.dim}, "

@@ -59,6 +59,9 @@ DEFAULT_MEMORY_BUDGET_BYTES = 8 * 2**30
 # 32 for 4096: recall@100 0.97 / 0.98 in the benchmark); HNSW efSearch = DEFAULT_EF_SEARCH (FAISS always
 # uses max(efSearch, k)).
 DEFAULT_EF_SEARCH = 128
+# Re-ranking depth of refine indices ("...,Refine(SQ8)", "...,RFlat") when the spec leaves k_factor unset and
+# tuning is off: the base index returns k * k_factor candidates, re-scored with the refine codes.
+DEFAULT_K_FACTOR = 4
 
 GpuMode = Literal["auto", "never", "always"]
 
@@ -71,6 +74,10 @@ class IndexSpec:
     metric         "ip" only: inner product on L2-normalised vectors (= cosine similarity).
     nprobe         IVF lists probed per query; None = default_nprobe(nlist) = round(sqrt(nlist) / 2).
     ef_search      HNSW search beam; None = DEFAULT_EF_SEARCH.
+    k_factor       re-ranking depth of a refine index (IndexRefine: "IVF...,PQ...x4fs,Refine(SQ8)", "...,RFlat"):
+                   the base returns k * k_factor candidates, re-scored from the refine data; None = tuned
+                   together with nprobe (the pair with the lowest modelled cost reaching target_recall,
+                   ``indexing.tuning``), or DEFAULT_K_FACTOR when tuning is off. Ignored by other indices.
     ef_construction HNSW build beam (FAISS's own default is 40).
     gpu            "auto" (use a GPU when FAISS sees one and the index type supports it), "never", "always".
     gpu_float16    store vectors / lists as float16 on the GPU (half the memory, tiny score error).
@@ -96,6 +103,7 @@ class IndexSpec:
     metric: str = "ip"
     nprobe: int | None = None
     ef_search: int | None = None
+    k_factor: int | None = None
     ef_construction: int = 80
     gpu: GpuMode = "auto"
     gpu_float16: bool = False
@@ -119,7 +127,7 @@ class IndexSpec:
             )
         if self.gpu not in ("auto", "never", "always"):
             raise ValueError(f"IndexSpec.gpu must be 'auto', 'never' or 'always', got {self.gpu!r}")
-        for name in ("nprobe", "ef_search"):
+        for name in ("nprobe", "ef_search", "k_factor"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"IndexSpec.{name} must be a positive int or None (= default), got {value!r}")

@@ -33,7 +33,7 @@ from core.strict import from_dict, to_dict
 KIND = "item_index"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.parquet"
-SERVING_KEYS = frozenset({"nprobe", "ef_search", "gpu", "gpu_float16", "gpu_shard"})
+SERVING_KEYS = frozenset({"nprobe", "ef_search", "k_factor", "gpu", "gpu_float16", "gpu_shard"})
 
 
 def save_index(index: ItemIndex, directory, extra_manifest: dict | None = None) -> dict:
@@ -87,7 +87,7 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
         raise ValueError(f"{directory}: index holds {cpu.ntotal} x {cpu.d}, item_ids {len(ids)}, but the manifest "
                          f"says {manifest['count']} x {manifest['dim']}; the artifact is inconsistent, rebuild it")
     recall = manifest.get("recall")
-    params_changed = any(k in (spec_overrides or {}) for k in ("nprobe", "ef_search"))
+    params_changed = any(k in (spec_overrides or {}) for k in ("nprobe", "ef_search", "k_factor"))
     loaded = ItemIndex(cpu, ids, spec, manifest["model_version"], manifest["factory"],
                        None if params_changed else recall, search_params=manifest["search_params"],
                        tuning=None if params_changed else manifest.get("tuning"),
