@@ -89,7 +89,7 @@ def test_explicit_k_factor_is_kept_and_only_nprobe_is_tuned(data):
 ])
 def test_bytes_per_item_counts_codes_ids_and_refine_data(data, factory, parts):
     x, _, ids = data
-    index = ItemIndex.build(x, ids, IndexSpec(factory=factory, gpu="never", nprobe=8, k_factor=4,
+    index = ItemIndex.build(x, ids, IndexSpec(factory=factory, gpu="never", nprobe=8, k_factor=4, train_size=2600,
                                               quantizer_restarts=1, recall_queries=20), "mv")
     got = index.bytes_per_item
     assert {k: got[k] for k in parts} == parts and got["total"] == sum(parts.values())
@@ -98,3 +98,26 @@ def test_bytes_per_item_counts_codes_ids_and_refine_data(data, factory, parts):
     size = len(fi.serialize(index.faiss_index))
     n = len(x)
     assert n * got["total"] <= size <= n * got["total"] + got["fixed_bytes"] * 2 + 64 * 32 * got["codes"] + 65536
+
+
+def test_auto_picks_the_compressed_index_when_ivf_flat_exceeds_the_budget():
+    from indexing.spec import choose_factory, choose_nlist, compressed_factories
+    n = 10_000_000
+    nlist = choose_nlist(n)
+    assert choose_factory(n, 64, 3 * 2**30) == f"IVF{nlist},Flat"  # 264 B/item fits
+    assert choose_factory(n, 64, 2**30) == f"IVF{nlist},PQ32x4fs,Refine(SQ8)"  # 88 B/item
+    assert choose_factory(2 * n, 64, 2**30) == f"IVF{choose_nlist(2 * n)},PQ16x4fs,Refine(PQ32)"  # 48 B/item
+    assert choose_factory(4 * n, 64, 2**30).split(",")[1].startswith("PQ")  # plain PQ: m + 8 bytes
+    assert "Refine" not in choose_factory(2 * n, 30, 2**30)  # 30 dims: no even PQ split, plain PQ
+    assert [b for _, b in compressed_factories(64, 1024)] == [88, 48]
+
+
+def test_the_bytes_auto_budgets_are_the_bytes_the_index_holds():
+    from indexing.spec import choose_nlist, compressed_factories
+    x, _ = clustered_vectors(8000, 64, 0, seed=2)
+    ids = [f"i{i}" for i in range(len(x))]
+    for budget, (factory, per_item) in zip((8000 * 100, 8000 * 50), compressed_factories(64, choose_nlist(8000))):
+        spec = IndexSpec(gpu="never", memory_budget_bytes=budget, target_recall=None, quantizer_restarts=1,
+                         recall_queries=20, train_size=2600)  # small training sample: the test is about bytes
+        index = ItemIndex.build(x, ids, spec, "mv")
+        assert index.factory == factory and index.bytes_per_item["total"] == per_item
