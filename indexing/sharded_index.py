@@ -56,7 +56,7 @@ from indexing.recall import exact_top_k, per_query_recall, recall_against_exact
 from indexing.sharded import train_empty_with_report
 from indexing.spec import IndexSpec
 from indexing.store import KIND as SINGLE_KIND
-from indexing.store import load_index, save_index
+from indexing.store import load_index, publish_index, save_index
 
 KIND = "sharded_item_index"
 SHARD_DIR = "shard-{:05d}"
@@ -365,6 +365,13 @@ def save_sharded(index: ShardedItemIndex, directory, extra_manifest: dict | None
                    "shards": listed, "files": {}})
     artifacts.atomic_write_json(directory / artifacts.MANIFEST, fields)
     return fields
+
+
+def publish_sharded(index_root, index: ShardedItemIndex, version: str, keep: int = 3,
+                    extra_manifest: dict | None = None) -> Path:
+    """``indexing.store.publish_index`` for a sharded index: staged, manifest last, promoted, ``current``
+    flipped, old versions pruned; ``load_current_any`` (serving, eval) then opens it."""
+    return publish_index(index_root, index, version, keep, extra_manifest, save=save_sharded)
 
 
 def load_sharded(directory, spec_overrides: dict | None = None) -> ShardedItemIndex:

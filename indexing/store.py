@@ -99,8 +99,11 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
 
 
 def publish_index(index_root, index: ItemIndex, version: str, keep: int = 3,
-                  extra_manifest: dict | None = None) -> Path:
-    """Save ``index`` as ``index_root/version``, flip ``current`` to it, keep the newest ``keep`` versions."""
+                  extra_manifest: dict | None = None, *, save=None) -> Path:
+    """Save ``index`` as ``index_root/version``, flip ``current`` to it, keep the newest ``keep`` versions.
+
+    ``save(index, directory, extra_manifest)`` writes the artifact (default ``save_index``; a sharded index
+    passes ``indexing.sharded_index.save_sharded``, see ``publish_sharded``)."""
     if not version or "/" in version or version.startswith(".") or version == artifacts.CURRENT:
         raise ValueError(f"version must be a plain directory name, got {version!r}")
     if keep < 1:
@@ -110,7 +113,7 @@ def publish_index(index_root, index: ItemIndex, version: str, keep: int = 3,
         raise FileExistsError(f"{root / version} already exists; versions are immutable, choose a new name")
     staging = artifacts.staging_dir(root, version)
     try:
-        save_index(index, staging, {**(extra_manifest or {}), "version": version})
+        (save or save_index)(index, staging, {**(extra_manifest or {}), "version": version})
         final = artifacts.promote(staging, root, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
