@@ -241,3 +241,17 @@ def cached_directory(url: str | os.PathLike, cache_dir: str | os.PathLike | None
                                 "artifact; write it first (e.g. `twotower train --run ...`)") from None
     key = hashlib.sha256(raw).hexdigest()[:16]
     return fetch_verified(storage, "", Path(cache_dir or default_cache_dir()) / root_hash(url) / key)[0]
+
+
+def cached_file(url: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local copy of one small unversioned object (e.g. ``<run>/config.yaml``), keyed by its content's
+    sha256; a local path is returned as it is. ``FileNotFoundError`` naming the URL when it is absent."""
+    if not is_url(url):
+        return Path(url)
+    url = str(url).rstrip("/")
+    parent, name = url.rsplit("/", 1)
+    data = open_storage(parent).read_bytes(name)
+    path = Path(cache_dir or default_cache_dir()) / root_hash(url) / hashlib.sha256(data).hexdigest()[:16] / name
+    if not path.is_file():
+        artifacts.atomic_write_bytes(path, data)
+    return path

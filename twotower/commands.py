@@ -20,6 +20,9 @@ def resolve_config(args, run: RunDir | None) -> RunConfig:
     path = getattr(args, "config", None)
     if path is None:
         path = run.config if run is not None and run.config.is_file() else DEFAULT_CONFIG
+        if run is not None and run.remote and path == run.config:
+            from core.version_cache import cached_file
+            path = cached_file(str(path))  # a run on object storage: its config.yaml read from a local copy
     return load_config(path, getattr(args, "overrides", []))
 
 

@@ -144,3 +144,32 @@ def test_scaling_command_reports_a_missing_grid_clearly(tmp_path, capsys):
     assert main(["scaling", "--grid", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "grid file" in err and "does not exist" in err and "configs/scaling_default.yaml" in err
+
+
+def test_eval_of_a_run_on_s3_reads_through_the_verified_cache_and_writes_eval_objects(demo_run, s3_url, tmp_path,
+                                                                                     capsys, monkeypatch):
+    from core.storage import open_storage
+
+    monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
+    store = open_storage(s3_url)
+    for p in sorted(demo_run.root.rglob("*")):
+        if p.is_file() and not p.relative_to(demo_run.root).as_posix().startswith("eval/") and ".lock" not in p.name:
+            store.write_bytes(p.relative_to(demo_run.root).as_posix(), p.read_bytes())
+    assert main(["eval", str(demo_run.root), "--no-baselines"]) == 0
+    local_out = capsys.readouterr().out
+    assert main(["eval", s3_url, "--no-baselines"]) == 0
+    remote_out = capsys.readouterr().out  # the same numbers, read from object storage
+    assert remote_out.replace(s3_url, str(demo_run.root)) == local_out and f"{s3_url}/eval/report.md" in remote_out
+    remote_metrics = json.loads(store.read_bytes("eval/tiny/metrics.json"))
+    local_metrics = json.loads((demo_run.eval / "tiny" / "metrics.json").read_text())
+    assert {k: v for k, v in remote_metrics.items() if k != "timings"} == \
+        {k: v for k, v in local_metrics.items() if k != "timings"}
+    assert store.exists("eval/report.md") and not list((tmp_path / "cache").glob("eval-*"))
+    # a truncated vectors shard on the store is refused before anything is graded
+    vectors = artifacts.current_version(demo_run.vectors)
+    shard = next(k for k in store.list(f"vectors/{vectors}") if k.endswith(".parquet"))
+    store.write_bytes(shard, store.read_bytes(shard)[:-5])
+    for entry in (tmp_path / "cache").iterdir():  # a fresh cache: the earlier verified copy is gone
+        __import__("shutil").rmtree(entry)
+    assert main(["eval", s3_url, "--no-baselines"]) == 2
+    assert f"{shard.rsplit('/', 1)[1]}: " in capsys.readouterr().err
