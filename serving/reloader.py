@@ -52,6 +52,7 @@ class IndexWatcher:
         self.failed: dict[str, dict] = {}  # version -> {"error", "fingerprint", "attempts", "next_try"}
         self.last_error: str | None = None
         self.loads = 0  # load attempts (each verifies every file's sha256)
+        self.load_failures = 0  # attempts that failed for another reason than a model mismatch
         self.reloads = 0
         self._thread: threading.Thread | None = None
 
@@ -96,6 +97,7 @@ class IndexWatcher:
                 log.error("not serving index %s, still serving %s: %s", version, self._served(), exc)
                 return "refused"
             except Exception as exc:  # noqa: BLE001 - keep serving the old index, retry later
+                self.load_failures += 1
                 attempts = 1 if failed is None else failed["attempts"] + 1
                 wait = min(self.retry_s * 2 ** (attempts - 1), self.max_retry_s)
                 self.last_error = f"could not load index {version}: {type(exc).__name__}: {exc}"

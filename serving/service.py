@@ -38,6 +38,7 @@ import numpy as np
 
 from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
 from serving.config import ServingConfig
+from serving.metrics import ServingMetrics
 from serving.query_encoder import QueryEncoder
 from serving.reloader import IndexWatcher
 from serving.requests import RequestError, TopKRequest
@@ -58,9 +59,10 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w<>.])/(?:[^\s'\"/]+/)+([^\s'\"/,;:)]*)")
 class _Pending:
     """A request resolved on the caller's thread: its tower inputs and what to exclude."""
 
-    __slots__ = ("request", "inputs", "known_row", "known_user")
+    __slots__ = ("request", "inputs", "known_row", "known_user", "queued_at")
 
     def __init__(self, request: TopKRequest, inputs: QueryInputs, known_row: int | None, known_user: bool):
+        self.queued_at = 0.0
         self.request = request
         self.inputs = inputs
         self.known_row = known_row
@@ -83,6 +85,8 @@ class TopKService:
         self._state_lock = threading.Lock()
         self.started_at = time.time()
         self._empty_features = {s.name: feature_value(None, s.kind) for s in self.user_specs}
+        self.connection_stats = lambda: {}  # the HTTP front sets this: open / refused connection counts
+        self.metrics = ServingMetrics(self._metrics_snapshot)
         self._warm_up()
         self.batcher = MicroBatcher(self._process, self.config.max_batch, self.config.max_wait_ms / 1000.0,
                                     self.config.max_queue, name="topk-batcher", inline_lone=self.config.inline_lone)
@@ -170,11 +174,13 @@ class TopKService:
         inputs = QueryInputs(request.user_id, self.users.features_of(row), items, item_ts, timestamp)
         return _Pending(request, inputs, row, True)
 
-    def submit(self, request: TopKRequest) -> Future:
-        """Queue ``request``; the future's result is the response dict. Raises RequestError(503) when full."""
+    def submit(self, request: TopKRequest, allow_inline: bool = True) -> Future:
+        """Queue ``request``; the future's result is the response dict. Raises RequestError(503) when full.
+        ``allow_inline=False``: never answer on the caller's thread (see ``MicroBatcher.submit``)."""
         pending = self.resolve(request)
+        pending.queued_at = time.perf_counter()
         try:
-            return self.batcher.submit(pending)
+            return self.batcher.submit(pending, allow_inline)
         except QueueFull as exc:
             raise RequestError(503, f"overloaded: {exc}") from None
         except BatcherClosed as exc:
@@ -193,11 +199,15 @@ class TopKService:
 
     def _process(self, batch: list[_Pending]) -> list[dict]:
         state = self._state  # one state for the whole batch: a swap lands between batches
+        started = time.perf_counter()
         inputs = batch_inputs([p.inputs for p in batch], self.user_specs, self.users.max_history)
         vectors = self.encoder(inputs)
+        encoded = time.perf_counter()
         exclude = [self._exclusions(p, state) for p in batch]
         k = max(p.request.k for p in batch)
         scores, rows = state.index.search(vectors, k, exclude if any(len(e) for e in exclude) else None)
+        self.metrics.observe_batch(len(batch), [started - p.queued_at for p in batch if p.queued_at],
+                                   encoded - started, time.perf_counter() - encoded)
         ids = state.index.item_ids
         out = []
         for i, p in enumerate(batch):
@@ -260,6 +270,26 @@ class TopKService:
                 "batches": self.batcher.batches, "inline_batches": self.batcher.inline_batches,
                 "requests": self.batcher.items,
                 "largest_batch": self.batcher.largest_batch}
+
+    def readiness(self) -> tuple[bool, dict]:
+        """(ready, body) for ``GET /readyz``: the model and an index are loaded, their model versions agree,
+        and the service is not shutting down."""
+        state = self._state
+        body = {"model_version": self.tower.model_version, "index_version": state.version,
+                "index_model_version": state.model_version}
+        if self.batcher.closed:
+            return False, {"error": "not ready: the service is shutting down", **body}
+        if state.model_version != self.tower.model_version:
+            return False, {"error": f"not ready: index {state.version} belongs to model {state.model_version!r}, "
+                                    f"the query tower is {self.tower.model_version!r}", **body}
+        return True, {"status": "ready", **body}
+
+    def _metrics_snapshot(self) -> dict:
+        w = self.watcher
+        return {"model_version": self.tower.model_version, "index_version": self._state.version,
+                "swapped": w.reloads if w else 0, "refused": len(w.refused) if w else 0,
+                "failed": w.load_failures if w else 0, "queued": self.batcher.queued(),
+                "retried_batches": self.batcher.retried_batches, **self.connection_stats()}
 
     def close(self) -> None:
         """Stop the watcher, answer what is queued, stop the batcher."""
