@@ -48,10 +48,11 @@ def s3_url(s3_server, request):
 
 
 @pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory):
+def dask_cluster(tmp_path_factory, s3_server):
     """A ``dask.distributed`` cluster for the session: a scheduler and 2 single-threaded worker processes,
     each its own OS process started with the ``dask`` CLI on 127.0.0.1 (``beam_jobs.dask_cluster``).
-    Run Beam on it with ``dask_cluster.pipeline_args()``."""
+    Run Beam on it with ``dask_cluster.pipeline_args()``. The S3 server is started first, so the workers
+    inherit its AWS_* variables and can read and write ``s3://`` runs whichever test asked first."""
     from beam_jobs.dask_cluster import DaskCluster
 
     cluster = DaskCluster(workers=2, directory=tmp_path_factory.mktemp("dask-cluster")).start()
