@@ -49,6 +49,36 @@ HOST = "127.0.0.1"
 
 
 # ----------------------------------------------------------------------------------- bench run + index
+def make_run(root: Path, config: str, overrides: list[str]) -> Path:
+    """Train a run for the bench when none is given: data -> train -> embed items (in-process, no Beam) ->
+    vectors/current. The tests' tiny-run recipe (tests/serving/conftest.py) on a real config."""
+    from core import artifacts, lifecycle
+    from core.rundir import RunDir
+    from indexing.vectors import write_vectors
+    from recdata.loading import load_split
+    from towers.export import load_tower
+    from towers.inputs import item_features_batch
+    from twotower import pipeline
+    from twotower.config import load_config
+
+    run = RunDir(root)
+    if lifecycle.current_version(run.vectors) is not None:
+        print(f"# reusing the trained run {root}", flush=True)
+        return root
+    t0 = time.perf_counter()
+    cfg = load_config(config, overrides)
+    pipeline.init_run(cfg, run)
+    dataset, split = pipeline.stage_data(cfg, run)
+    pipeline.stage_train(cfg, run, dataset, split)
+    dataset, _ = load_split(run.data)
+    tower = load_tower(run.item_tower)
+    features = item_features_batch(dataset.items, dataset.item_features)
+    write_vectors(run.vectors / "v1", features["item_id"], tower(features), tower.model_version, num_shards=1)
+    lifecycle.VersionedRoot(run.vectors).publish("v1")
+    print(f"# trained {config} {' '.join(overrides)} into {root} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return root
+
+
 def prepare_run(source: Path, workdir: Path, n: int, seed: int) -> Path:
     """workdir/run: links to source's model/ and data/, plus a published n-item index of the same model."""
     from core import artifacts

@@ -60,6 +60,9 @@ class UrlPath:
         scheme, rest = self.url.split("://", 1)
         return UrlPath(f"{scheme}://{rest.rsplit('/', 1)[0]}") if "/" in rest else self
 
+    def resolve(self) -> "UrlPath":
+        return self
+
     def _split(self) -> tuple[Storage, str]:
         """(storage rooted at the parent, this name): one object key, so no listing is needed."""
         return open_storage(self.parent.url), self.name

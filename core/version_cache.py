@@ -149,6 +149,37 @@ class CachedRoot:
         """The version ``current`` names (one small read), or None when nothing is published."""
         return VersionedRoot(self.storage if self.remote else self.local_root).current()
 
+    def read_manifest(self, version: str) -> dict:
+        """The manifest of ``version`` (one small read; nothing is downloaded or verified)."""
+        if not self.remote:
+            return artifacts.read_manifest(self.local_root / version)
+        key = f"{version}/{artifacts.MANIFEST}"
+        try:
+            return json.loads(self.storage.read_bytes(key))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{join_url(self.url, key)} is missing: {join_url(self.url, version)} is not a "
+                                    "finished version; publish one or roll back") from None
+
+    def fingerprint(self, version: str) -> tuple:
+        """What changes when ``version``'s files change: (name, size, mtime) of local files, or the object keys
+        and the manifest's bytes on object storage (one listing, one small read)."""
+        if not self.remote:
+            root = self.local_root / version
+            out = []
+            for dirpath, _, files in os.walk(root):
+                for name in files:
+                    try:
+                        st = os.stat(os.path.join(dirpath, name))
+                    except OSError:
+                        continue
+                    out.append((os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns))
+            return tuple(sorted(out))
+        try:
+            manifest = hashlib.sha256(self.storage.read_bytes(f"{version}/{artifacts.MANIFEST}")).hexdigest()
+        except FileNotFoundError:
+            manifest = None
+        return (manifest, tuple(self.storage.list(version)))
+
     def fetch(self, version: str) -> Path:
         """The local directory of ``version``, downloaded and verified first when the root is remote."""
         if not version or "/" in version or version.startswith("."):
@@ -190,3 +221,17 @@ def cached_directory(url: str | os.PathLike, cache_dir: str | os.PathLike | None
                                 "artifact; write it first (e.g. `twotower train --run ...`)") from None
     key = hashlib.sha256(raw).hexdigest()[:16]
     return fetch_verified(storage, "", Path(cache_dir or default_cache_dir()) / root_hash(url) / key)[0]
+
+
+def cached_file(url: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local copy of one small unversioned object (e.g. ``<run>/config.yaml``), keyed by its content's
+    sha256; a local path is returned as it is. ``FileNotFoundError`` naming the URL when it is absent."""
+    if not is_url(url):
+        return Path(url)
+    url = str(url).rstrip("/")
+    parent, name = url.rsplit("/", 1)
+    data = open_storage(parent).read_bytes(name)
+    path = Path(cache_dir or default_cache_dir()) / root_hash(url) / hashlib.sha256(data).hexdigest()[:16] / name
+    if not path.is_file():
+        artifacts.atomic_write_bytes(path, data)
+    return path

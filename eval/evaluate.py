@@ -22,7 +22,7 @@ import pandas as pd
 from eval.bootstrap import summarize
 from eval.cases import EvalCases, Exclusions, as_cases, as_exclusions, take_exclusions
 from eval.config import EvalConfig
-from eval.exact import as_vectors, count_by_slice, exact_top_k, index_correct, index_top_k
+from eval.exact import as_vectors, exact_top_k, index_credit_by_slice, index_top_k
 from eval.metrics import (coverage, grouped_metrics, list_metric_names, mean_popularity, metric_names,
                           target_ranks)
 from eval.result import EvalResult
@@ -115,22 +115,23 @@ def _target_table(source: str, families, cases: EvalCases, pos: np.ndarray, rank
 def _index_table(families, qrows, ids, query_vecs, item_vecs, exact, index, ks) -> pd.DataFrame:
     """Per-query recall of the index's top-K against the exact top-K (source "index_vs_exact").
 
-    recall@K = min(correct index items, exact items) / exact items, counted within a slice: item
-    families slice the exact neighbours (and the index's items) by their own popularity slice,
-    query families slice the queries. n_targets = exact top-max(ks) neighbours in the slice.
+    recall@K = credited index items / exact items, counted within a slice (``index_credit_by_slice``): item
+    families slice the exact neighbours (and the index's items) by their own popularity slice, query
+    families slice the queries; the places tied at the K-th exact score go to the exact tied items' slices,
+    in the share the index filled them, so a different choice among tied items is no loss in any slice.
+    n_targets = exact top-max(ks) neighbours in the slice.
     """
     exact_scores, exact_rows = exact
-    correct = index_correct(query_vecs, item_vecs, exact_scores, index[1], ks)
     frames = []
     for fam in families:
         item_codes, ncodes = (fam.codes, len(fam.labels)) if fam.on == "item" else (None, 1)
         cols = {}
         for k in ks:
-            ex = exact_rows[:, :k]
-            n_exact = count_by_slice(ex, ex >= 0, item_codes, ncodes)
-            n_correct = count_by_slice(index[1][:, :k], correct[k], item_codes, ncodes)
+            # tie choices at the K-th score are not losses, also when the tied items sit in different slices
+            n_exact, credit = index_credit_by_slice(query_vecs, item_vecs, exact_scores, exact_rows, index[1], k,
+                                                    item_codes, ncodes)
             with np.errstate(invalid="ignore", divide="ignore"):
-                cols[f"index_recall@{k}"] = np.where(n_exact > 0, np.minimum(n_correct, n_exact) / n_exact, np.nan)
+                cols[f"index_recall@{k}"] = np.where(n_exact > 0, credit / n_exact, np.nan)
         n_exact_max = n_exact  # at k = max(ks), a superset of the smaller cut-offs
         if fam.on == "item":
             slice_idx, query_idx = np.nonzero(n_exact_max.T > 0)  # slice-major order

@@ -14,7 +14,8 @@ treats an index item tied with the K-th exact score as found.
 
 ``index_top_k`` asks an index for the same rankings with the same ``Exclusions`` (turned into the
 per-query lists ``search(queries, k, exclude=...)`` takes) and checks the answer honours the contract.
-``index_correct`` and ``count_by_slice`` measure the index's own loss against the exact lists.
+``index_correct`` and ``count_by_slice`` measure the index's own loss against the exact lists;
+``index_credit_by_slice`` does so per item slice, where a tie at the K-th score may straddle two slices.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from eval.cases import Exclusions, as_exclusions
 class SearchableIndex(Protocol):
     """What ``index_top_k`` needs; ``indexing.item_index.ItemIndex`` satisfies it."""
 
-    def search(self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+    def search(self, queries: np.ndarray, k: int, exclude: Exclusions | None = None
                ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -111,7 +112,7 @@ def index_top_k(index: SearchableIndex, queries, k: int, exclude: Exclusions, *,
     for q0 in range(0, m, query_block):
         q1 = min(q0 + query_block, m)
         qidx = np.arange(q0, q1, dtype=np.int64)
-        d, i = index.search(queries[q0:q1], k, exclude=exclude.lists(qidx))
+        d, i = index.search(queries[q0:q1], k, exclude=exclude.take(qidx))
         d, i = np.asarray(d), np.asarray(i)
         if d.shape != (q1 - q0, k) or i.shape != (q1 - q0, k):
             raise ValueError(
@@ -173,6 +174,42 @@ def index_correct(queries: np.ndarray, items: np.ndarray, exact_scores: np.ndarr
         kth = exact_scores[:, k - 1].astype(np.float64)  # -inf when the exact list is padded
         out[k] = (found[:, :k] >= 0) & (found_scores[:, :k] >= (kth - rel_tol * scale)[:, None])
     return out
+
+
+def index_credit_by_slice(queries: np.ndarray, items: np.ndarray, exact_scores: np.ndarray, exact_rows: np.ndarray,
+                          index_rows: np.ndarray, k: int, item_codes: np.ndarray | None, num_codes: int,
+                          rel_tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """(n_exact int64 (m, C), credit float64 (m, C)): per query and item slice, the exact top-``k`` items and
+    how many of them the index found, with tie choices not counted as losses.
+
+    The exact top-k splits into *sure* items (exact score above the k-th score by more than the tolerance
+    ``rel_tol * |q| * max|x|`` of ``index_correct``) and *tied* items (within it). A sure item is credited to
+    its slice when the index returns it. Which of the items tied at the k-th score fill the last places is an
+    arbitrary choice that the exact path and the index may make differently, possibly from different slices;
+    so the tied places are credited to the slices of the *exact* tied items, in the share the index filled
+    them: ``min(index items in the tie band, exact tied items) / exact tied items``. Without ties (or with a
+    single slice) this is ``index_correct`` counted by slice; summed over the slices it is the overall count.
+    """
+    m = len(index_rows)
+    scale = rel_tol * np.linalg.norm(queries, axis=1) * float(np.linalg.norm(items, axis=1).max(initial=0.0))
+    kth = exact_scores[:, k - 1].astype(np.float64)  # -inf when the exact list is padded: no tie band
+    ex = exact_rows[:, :k]
+    ex_valid = ex >= 0
+    # the exact items' scores computed the same way as the index items' below, so one row is classified alike
+    ex_scores = exact_scores_of(queries, items, ex).astype(np.float64)
+    ex_tied = ex_valid & (ex_scores <= (kth + scale)[:, None])
+    found = index_rows[:, :k]
+    f_scores = exact_scores_of(queries, items, found).astype(np.float64)
+    f_valid = found >= 0
+    f_sure = f_valid & (f_scores > (kth + scale)[:, None])
+    f_tied = f_valid & ~f_sure & (f_scores >= (kth - scale)[:, None])
+    n_exact = count_by_slice(ex, ex_valid, item_codes, num_codes)
+    tied_places = ex_tied.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        filled = np.where(tied_places > 0, np.minimum(f_tied.sum(axis=1), tied_places) / tied_places, 0.0)
+    credit = (count_by_slice(found, f_sure, item_codes, num_codes)
+              + count_by_slice(ex, ex_tied, item_codes, num_codes) * filled.reshape(m, 1))
+    return n_exact, np.minimum(credit, n_exact)
 
 
 def count_by_slice(rows: np.ndarray, mask: np.ndarray, item_codes: np.ndarray | None, num_codes: int) -> np.ndarray:

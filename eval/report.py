@@ -212,6 +212,8 @@ def write_report(results: Sequence[EvalResult], directory: str | Path, title: st
         parts.append(markdown_table(results, "index"))
         parts.append("\n## Index recall vs exact top-K\n\nHere 'cases' are exact top-max(K) neighbours; item slices hold the neighbours in that slice, query slices the queries.\n\n")
         parts.append(markdown_table(results, "index_vs_exact", families=("overall", "popularity", "cold", "activity")))
+    elif first.info.get("metadata", {}).get("index_skipped"):
+        parts.append(f"\n## Index retrieval\n\nNot evaluated: {first.info['metadata']['index_skipped']}.\n")
     if cfg.deciles and all("decile" in r.info.get("slices", {}) for r in results):
         plot_recall_by_decile(results, directory / "recall_by_decile.png")
         parts.append(f"\n![recall@{cfg.ks[-1]} by popularity decile](recall_by_decile.png)\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from indexing.spec import DEFAULT_EF_SEARCH, IndexSpec, default_nprobe
+from indexing.spec import DEFAULT_EF_SEARCH, DEFAULT_K_FACTOR, IndexSpec, default_nprobe
 
 
 def _faiss_reason(exc: Exception) -> str:
@@ -39,6 +39,11 @@ def new_index(factory: str, dim: int, spec: IndexSpec) -> faiss.Index:
             # Polysemous codes are only used with polysemous_ht search, which we never set; training them
             # is a slow annealing (a minute even for 6k vectors), so skip it.
             ivf_down.do_polysemous_training = False
+    refine = refine_of(index)
+    if refine is not None:
+        rdown = faiss.downcast_index(refine.refine_index)
+        if hasattr(rdown, "do_polysemous_training"):
+            rdown.do_polysemous_training = False  # as above: a refine PQ only re-scores, never polysemous search
     if hasattr(index, "hnsw"):
         index.hnsw.efConstruction = spec.ef_construction
     return index
@@ -74,8 +79,15 @@ def train_rows(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray) -> Non
         raise ValueError(f"training the index failed on {len(sample)} vectors: {_faiss_reason(exc)}") from None
 
 
-def apply_search_params(index: faiss.Index, nprobe: int | None = None, ef_search: int | None = None) -> dict:
-    """Set nprobe (IVF) / efSearch (HNSW) on a CPU index via FAISS's ParameterSpace; None = the default.
+def refine_of(index: faiss.Index):
+    """The downcast IndexRefine when ``index`` is one (a base index + re-ranking data), else None."""
+    down = faiss.downcast_index(index)
+    return down if isinstance(down, faiss.IndexRefine) else None
+
+
+def apply_search_params(index: faiss.Index, nprobe: int | None = None, ef_search: int | None = None,
+                        k_factor: int | None = None) -> dict:
+    """Set nprobe (IVF) / efSearch (HNSW) / k_factor (refine) on a CPU index; None = the default.
 
     Returns the values actually applied, e.g. {"nprobe": 64} (nprobe is capped at nlist).
     """
@@ -90,7 +102,40 @@ def apply_search_params(index: faiss.Index, nprobe: int | None = None, ef_search
         value = ef_search if ef_search is not None else DEFAULT_EF_SEARCH
         space.set_index_parameter(index, "efSearch", value)
         applied["ef_search"] = value
+    refine = refine_of(index)
+    if refine is not None:
+        value = k_factor if k_factor is not None else DEFAULT_K_FACTOR
+        refine.k_factor = float(value)
+        applied["k_factor"] = int(value)
     return applied
+
+
+def bytes_per_item(index: faiss.Index) -> dict:
+    """Memory an index holds per item, by part (bytes): for IVF ``codes`` (code_size) + ``ids`` (8, the int64
+    row stored next to each code in the inverted lists); for a refine index plus ``refine`` (the re-ranking
+    code: 4*d for Flat, d for SQ8, d/2 for SQ4, m for PQm); for Flat / HNSW ``codes`` (4*d; HNSW also its graph
+    links, 2*M*4 bytes at level 0). ``total`` adds them; ``fixed_bytes`` (centroids, codebooks) is per index."""
+    out = {"codes": 0, "ids": 0, "refine": 0, "fixed_bytes": 0}
+    refine = refine_of(index)
+    base = refine.base_index if refine is not None else index
+    if refine is not None:
+        out["refine"] = int(faiss.downcast_index(refine.refine_index).code_size) if hasattr(
+            faiss.downcast_index(refine.refine_index), "code_size") else 4 * int(index.d)
+    ivf = faiss.try_extract_index_ivf(base)
+    if ivf is not None:
+        out["codes"] = int(ivf.code_size)
+        out["ids"] = 8
+        out["fixed_bytes"] = int(ivf.nlist) * int(ivf.d) * 4
+        down = faiss.downcast_index(ivf)
+        if hasattr(down, "pq"):
+            out["fixed_bytes"] += int(down.pq.M) * int(down.pq.ksub) * int(down.pq.dsub) * 4
+    else:
+        down = faiss.downcast_index(base)
+        out["codes"] = int(getattr(down, "code_size", 4 * int(index.d)))
+        if hasattr(down, "hnsw"):
+            out["graph"] = int(down.hnsw.nb_neighbors(0)) * 4  # level-0 links (int32)
+    out["total"] = out["codes"] + out["ids"] + out["refine"] + out.get("graph", 0)
+    return out
 
 
 def zero_block_padding(index: faiss.Index) -> None:

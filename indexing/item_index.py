@@ -29,6 +29,7 @@ import numpy as np
 from indexing import faiss_index as fi
 from indexing import quantizer as qz
 from indexing import tuning as tn
+from core.exclusions import Exclusions, as_exclusions
 from indexing.arrays import as_float32_matrix, as_item_ids
 from indexing.gpu import GPU_MAX_K, GpuIndex, maybe_to_gpu
 from indexing.recall import recall_against_exact
@@ -38,51 +39,6 @@ from indexing.tuning import sample_rows  # noqa: F401  (re-exported: callers sam
 # Bound on candidates held per search block (queries x k_eff); ~12 bytes each.
 MAX_BLOCK_CANDIDATES = 1 << 24
 DEFAULT_BATCH = 4096
-
-
-class Exclusions:
-    """Per-query excluded rows as sorted unique keys ``query * ntotal + row`` (int64)."""
-
-    def __init__(self, exclude, num_queries: int, ntotal: int):
-        self.ntotal = ntotal
-        if exclude is None:
-            self.keys = np.zeros(0, dtype=np.int64)
-            self.counts = np.zeros(num_queries, dtype=np.int64)
-            return
-        if hasattr(exclude, "indptr") and hasattr(exclude, "indices"):  # scipy CSR, one row per query
-            if exclude.shape[0] != num_queries:
-                raise ValueError(f"exclude has {exclude.shape[0]} rows but there are {num_queries} queries")
-            q = np.repeat(np.arange(num_queries, dtype=np.int64), np.diff(exclude.indptr))
-            rows = np.asarray(exclude.indices, dtype=np.int64)
-        else:
-            if len(exclude) != num_queries:
-                raise ValueError(f"exclude must hold one array of rows per query: got {len(exclude)} for "
-                                 f"{num_queries} queries")
-            parts = []
-            for i, r in enumerate(exclude):
-                r = np.asarray(r if r is not None else [], dtype=None)
-                if r.size and (r.ndim != 1 or not np.issubdtype(r.dtype, np.integer)):
-                    raise TypeError(f"exclude[{i}] must be a 1-D array of int rows, got dtype {r.dtype} "
-                                    f"shape {r.shape}")
-                parts.append(r.astype(np.int64).ravel())
-            lengths = np.array([len(p) for p in parts], dtype=np.int64)
-            q = np.repeat(np.arange(num_queries, dtype=np.int64), lengths)
-            rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        out = (rows < 0) | (rows >= ntotal)
-        if out.any():
-            j = int(np.flatnonzero(out)[0])
-            raise ValueError(f"exclude[{int(q[j])}] holds row {int(rows[j])}, outside 0..{ntotal - 1}; "
-                             "exclusions are catalogue rows of this index, not item ids")
-        self.keys = np.unique(q * ntotal + rows)
-        self.counts = np.bincount(self.keys // ntotal, minlength=num_queries).astype(np.int64)
-
-    def mask(self, query_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Boolean (b, c): rows[i, j] is excluded for query query_ids[i]."""
-        if not len(self.keys):
-            return np.zeros(rows.shape, dtype=bool)
-        keys = query_ids[:, None] * self.ntotal + rows
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return (self.keys[pos] == keys) & (rows >= 0)
 
 
 class ItemIndex:
@@ -119,7 +75,8 @@ class ItemIndex:
         saved = search_params or {}
         self._params = fi.apply_search_params(
             cpu_index, spec.nprobe if spec.nprobe is not None else saved.get("nprobe"),
-            spec.ef_search if spec.ef_search is not None else saved.get("ef_search"))
+            spec.ef_search if spec.ef_search is not None else saved.get("ef_search"),
+            spec.k_factor if spec.k_factor is not None else saved.get("k_factor"))
         self._gpu: GpuIndex | None = maybe_to_gpu(cpu_index, spec, self._params)
         self.recall = recall
         self.tuning = tuning
@@ -200,14 +157,19 @@ class ItemIndex:
         queries = as_float32_matrix(queries, "queries", self.dim)
         if len(queries) == 0:
             raise ValueError("tune needs at least one query, got 0")
-        result = tn.tune(self._cpu, vectors, queries, self._spec.recall_k, target, query_source)
+        result = tn.tune(self._cpu, vectors, queries, self._spec.recall_k, target, query_source,
+                         k_factor=self._spec.k_factor)
         self._tune_pending = False
         if result is None:
             # nothing to tune; put the knobs tune() may have touched back
-            fi.apply_search_params(self._cpu, self._params.get("nprobe"), self._params.get("ef_search"))
+            fi.apply_search_params(self._cpu, self._params.get("nprobe"), self._params.get("ef_search"),
+                                   self._params.get("k_factor"))
             return None
         params = {**self._params, result.param: result.value}
-        self._params = fi.apply_search_params(self._cpu, params.get("nprobe"), params.get("ef_search"))
+        if result.k_factor is not None:
+            params["k_factor"] = result.k_factor
+        self._params = fi.apply_search_params(self._cpu, params.get("nprobe"), params.get("ef_search"),
+                                              params.get("k_factor"))
         if self._gpu is not None:
             self._gpu.set_search_params(self._params)
         self.tuning = result.to_dict()
@@ -274,7 +236,7 @@ class ItemIndex:
 
     @property
     def search_params(self) -> dict:
-        """The nprobe / ef_search actually in force, e.g. {"nprobe": 64}."""
+        """The nprobe / ef_search / k_factor actually in force, e.g. {"nprobe": 64}."""
         return dict(self._params)
 
     @property
@@ -294,13 +256,16 @@ class ItemIndex:
         out[found] = self._item_ids[rows[found]]
         return out
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> dict:
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None,
+                          k_factor: int | None = None) -> dict:
         """Change search effort (None keeps the current value). Clears ``.recall``: re-measure it."""
         spec = dataclasses.replace(self._spec, nprobe=nprobe if nprobe is not None else self._spec.nprobe,
-                                   ef_search=ef_search if ef_search is not None else self._spec.ef_search)
+                                   ef_search=ef_search if ef_search is not None else self._spec.ef_search,
+                                   k_factor=k_factor if k_factor is not None else self._spec.k_factor)
         self._params = fi.apply_search_params(
             self._cpu, spec.nprobe if spec.nprobe is not None else self._params.get("nprobe"),
-            spec.ef_search if spec.ef_search is not None else self._params.get("ef_search"))
+            spec.ef_search if spec.ef_search is not None else self._params.get("ef_search"),
+            spec.k_factor if spec.k_factor is not None else self._params.get("k_factor"))
         self._spec = spec
         if self._gpu is not None:
             self._gpu.set_search_params(self._params)
@@ -308,6 +273,11 @@ class ItemIndex:
         self.tuning = None
         self._tune_pending = False
         return dict(self._params)
+
+    @property
+    def bytes_per_item(self) -> dict:
+        """Memory per item by part (``indexing.faiss_index.bytes_per_item``: codes + ids + refine)."""
+        return fi.bytes_per_item(self._cpu)
 
     def __repr__(self) -> str:
         return (f"ItemIndex(factory={self._factory!r}, ntotal={self.ntotal}, dim={self.dim}, "
@@ -328,7 +298,7 @@ class ItemIndex:
         rows = np.full((m, k), -1, dtype=np.int64)
         if m == 0 or self.ntotal == 0:
             return scores, rows
-        excl = Exclusions(exclude, m, self.ntotal)
+        excl = as_exclusions(exclude, m, self.ntotal, what="exclude")
         order = np.argsort(excl.counts, kind="stable")
         start = 0
         while start < m:
@@ -356,8 +326,8 @@ class ItemIndex:
             _order_ties_by_row(raw_scores, raw_rows, missing)
             scores_out[pending] = -np.inf
             rows_out[pending] = -1
-            if len(excl.keys):
-                valid = ~missing & ~excl.mask(pending, raw_rows)
+            if excl.nnz:
+                valid = ~missing & ~excl.contains(pending[:, None], raw_rows)
                 rank = np.cumsum(valid, axis=1) - 1
                 qi, col = np.nonzero(valid & (rank < k))
                 scores_out[pending[qi], rank[qi, col]] = raw_scores[qi, col]

@@ -48,16 +48,17 @@ import numpy as np
 
 from core import artifacts
 from core.lifecycle import current_dir
+from core.exclusions import Exclusions, as_exclusions
 from core.strict import from_dict, to_dict
 from indexing import faiss_index as fi
 from indexing import tuning as tn
 from indexing.arrays import as_float32_matrix
-from indexing.item_index import DEFAULT_BATCH, Exclusions, ItemIndex
+from indexing.item_index import DEFAULT_BATCH, ItemIndex
 from indexing.recall import exact_top_k, per_query_recall, recall_against_exact
 from indexing.sharded import train_empty_with_report
 from indexing.spec import IndexSpec
 from indexing.store import KIND as SINGLE_KIND
-from indexing.store import load_index, save_index
+from indexing.store import load_index, publish_index, save_index
 
 KIND = "sharded_item_index"
 SHARD_DIR = "shard-{:05d}"
@@ -72,13 +73,6 @@ def shard_bounds(n_items: int, num_shards: int) -> list[tuple[int, int]]:
                          f"{n_items} shards")
     edges = [n_items * s // num_shards for s in range(num_shards + 1)]
     return list(zip(edges[:-1], edges[1:]))
-
-
-class _Csr:
-    """The (indptr, indices, shape) triple ``Exclusions`` accepts, without a SciPy dependency."""
-
-    def __init__(self, indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]):
-        self.indptr, self.indices, self.shape = indptr, indices, shape
 
 
 class ShardedItemIndex:
@@ -217,15 +211,20 @@ class ShardedItemIndex:
 
     # ---------------------------------------------------------------- search
     def _split_exclusions(self, exclude, m: int) -> list:
+        """Global exclusions (anything ``core.exclusions.as_exclusions`` takes) as each shard's local ones."""
         if exclude is None:
             return [None] * self.num_shards
-        keys = Exclusions(exclude, m, self.ntotal).keys  # validates; sorted by (query, row)
-        q, rows = keys // self.ntotal, keys % self.ntotal
+        excl = as_exclusions(exclude, m, self.ntotal, what="exclude")  # validates; CSR sorted by (query, row)
+        q = np.repeat(np.arange(m, dtype=np.int64), excl.counts)
+        rows = excl.indices
         out = []
         for start, stop in self.bounds:
             inside = (rows >= start) & (rows < stop)
+            if not inside.any():
+                out.append(None)
+                continue
             indptr = np.concatenate([[0], np.cumsum(np.bincount(q[inside], minlength=m))]).astype(np.int64)
-            out.append(_Csr(indptr, rows[inside] - start, (m, stop - start)) if inside.any() else None)
+            out.append(Exclusions(indptr, rows[inside] - start, stop - start))
         return out
 
     def search(self, queries, k: int, exclude: Sequence | None = None, *,
@@ -366,6 +365,13 @@ def save_sharded(index: ShardedItemIndex, directory, extra_manifest: dict | None
                    "shards": listed, "files": {}})
     artifacts.atomic_write_json(directory / artifacts.MANIFEST, fields)
     return fields
+
+
+def publish_sharded(index_root, index: ShardedItemIndex, version: str, keep: int = 3,
+                    extra_manifest: dict | None = None) -> Path:
+    """``indexing.store.publish_index`` for a sharded index: staged, manifest last, promoted, ``current``
+    flipped, old versions pruned; ``load_current_any`` (serving, eval) then opens it."""
+    return publish_index(index_root, index, version, keep, extra_manifest, save=save_sharded)
 
 
 def load_sharded(directory, spec_overrides: dict | None = None) -> ShardedItemIndex:

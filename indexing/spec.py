@@ -5,8 +5,13 @@
 
   n <= FLAT_MAX_ITEMS and flat vectors fit the budget      -> "Flat"           (exact)
   IVF-Flat (n * (4*dim + 8) bytes) fits the budget          -> "IVF{nlist},Flat"
+  else the first compressed index with re-ranking that fits (``compressed_factories``; k_factor is tuned
+  with nprobe, bytes per item = codes + 8-byte ids + refine codes, ``indexing.faiss_index.bytes_per_item``):
+    dim/4 + 8 + dim bytes                                    -> "IVF{nlist},PQ{dim/2}x4fs,Refine(SQ8)"
+    dim/8 + 8 + dim/2 bytes                                  -> "IVF{nlist},PQ{dim/4}x4fs,Refine(PQ{dim/2})"
   otherwise                                                 -> "IVF{nlist},PQ{m}" with the largest m
                                                                dividing dim whose codes fit the budget
+  (at dim 64: IVF-Flat 264 B/item, the SQ8-refined index 88, the PQ32-refined one 48.)
 
 Search effort is not fixed: with ``target_recall`` set (default 0.95) every build tunes nprobe / efSearch to
 the smallest value reaching it on the query set the build is given -- query-tower vectors of held-out
@@ -59,6 +64,9 @@ DEFAULT_MEMORY_BUDGET_BYTES = 8 * 2**30
 # 32 for 4096: recall@100 0.97 / 0.98 in the benchmark); HNSW efSearch = DEFAULT_EF_SEARCH (FAISS always
 # uses max(efSearch, k)).
 DEFAULT_EF_SEARCH = 128
+# Re-ranking depth of refine indices ("...,Refine(SQ8)", "...,RFlat") when the spec leaves k_factor unset and
+# tuning is off: the base index returns k * k_factor candidates, re-scored with the refine codes.
+DEFAULT_K_FACTOR = 4
 
 GpuMode = Literal["auto", "never", "always"]
 
@@ -71,6 +79,10 @@ class IndexSpec:
     metric         "ip" only: inner product on L2-normalised vectors (= cosine similarity).
     nprobe         IVF lists probed per query; None = default_nprobe(nlist) = round(sqrt(nlist) / 2).
     ef_search      HNSW search beam; None = DEFAULT_EF_SEARCH.
+    k_factor       re-ranking depth of a refine index (IndexRefine: "IVF...,PQ...x4fs,Refine(SQ8)", "...,RFlat"):
+                   the base returns k * k_factor candidates, re-scored from the refine data; None = tuned
+                   together with nprobe (the pair with the lowest modelled cost reaching target_recall,
+                   ``indexing.tuning``), or DEFAULT_K_FACTOR when tuning is off. Ignored by other indices.
     ef_construction HNSW build beam (FAISS's own default is 40).
     gpu            "auto" (use a GPU when FAISS sees one and the index type supports it), "never", "always".
     gpu_float16    store vectors / lists as float16 on the GPU (half the memory, tiny score error).
@@ -96,6 +108,7 @@ class IndexSpec:
     metric: str = "ip"
     nprobe: int | None = None
     ef_search: int | None = None
+    k_factor: int | None = None
     ef_construction: int = 80
     gpu: GpuMode = "auto"
     gpu_float16: bool = False
@@ -119,7 +132,7 @@ class IndexSpec:
             )
         if self.gpu not in ("auto", "never", "always"):
             raise ValueError(f"IndexSpec.gpu must be 'auto', 'never' or 'always', got {self.gpu!r}")
-        for name in ("nprobe", "ef_search"):
+        for name in ("nprobe", "ef_search", "k_factor"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"IndexSpec.{name} must be a positive int or None (= default), got {value!r}")
@@ -179,7 +192,21 @@ def choose_factory(n_items: int, dim: int, memory_budget_bytes: int = DEFAULT_ME
     nlist = choose_nlist(n_items)
     if n_items * (dim * 4 + IVF_ID_BYTES) <= memory_budget_bytes:
         return f"IVF{nlist},Flat"
+    for factory, per_item in compressed_factories(dim, nlist):
+        if n_items * per_item <= memory_budget_bytes:
+            return factory
     return f"IVF{nlist},PQ{choose_pq_m(dim, n_items, memory_budget_bytes)}"
+
+
+def compressed_factories(dim: int, nlist: int) -> list[tuple[str, int]]:
+    """The compressed indices with re-ranking ``auto`` considers, most accurate first, with their bytes per item
+    (fast-scan 4-bit PQ codes m/2 + the 8-byte id + the refine code): PQ{dim/2}x4fs re-ranked from an 8-bit
+    scalar-quantised copy (dim bytes), then PQ{dim/4}x4fs re-ranked from 8-bit PQ{dim/2} codes (dim/2 bytes).
+    Dimensions not divisible by 4 get none (their PQ sub-quantizers would not split the vector evenly)."""
+    if dim % 4:
+        return []
+    return [(f"IVF{nlist},PQ{dim // 2}x4fs,Refine(SQ8)", dim // 4 + IVF_ID_BYTES + dim),
+            (f"IVF{nlist},PQ{dim // 4}x4fs,Refine(PQ{dim // 2})", dim // 8 + IVF_ID_BYTES + dim // 2)]
 
 
 _IVF = re.compile(r"(?:^|,)IVF(\d+)")

@@ -37,7 +37,7 @@ from core.strict import from_dict, to_dict
 KIND = "item_index"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.parquet"
-SERVING_KEYS = frozenset({"nprobe", "ef_search", "gpu", "gpu_float16", "gpu_shard"})
+SERVING_KEYS = frozenset({"nprobe", "ef_search", "k_factor", "gpu", "gpu_float16", "gpu_shard"})
 
 
 def save_index(index: ItemIndex, directory, extra_manifest: dict | None = None) -> dict:
@@ -91,7 +91,7 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
         raise ValueError(f"{directory}: index holds {cpu.ntotal} x {cpu.d}, item_ids {len(ids)}, but the manifest "
                          f"says {manifest['count']} x {manifest['dim']}; the artifact is inconsistent, rebuild it")
     recall = manifest.get("recall")
-    params_changed = any(k in (spec_overrides or {}) for k in ("nprobe", "ef_search"))
+    params_changed = any(k in (spec_overrides or {}) for k in ("nprobe", "ef_search", "k_factor"))
     loaded = ItemIndex(cpu, ids, spec, manifest["model_version"], manifest["factory"],
                        None if params_changed else recall, search_params=manifest["search_params"],
                        tuning=None if params_changed else manifest.get("tuning"),
@@ -102,16 +102,22 @@ def load_index(directory, spec_overrides: dict | None = None) -> ItemIndex:
     return loaded
 
 
-def stage_index(root: VersionedRoot, index: ItemIndex, version: str, extra_manifest: dict | None = None) -> Stage:
-    """Write ``index`` as the finished (not yet current) version ``root/version``; the caller holds the lease."""
+def stage_index(root: VersionedRoot, index: ItemIndex, version: str, extra_manifest: dict | None = None,
+                save=None) -> Stage:
+    """Write ``index`` as the finished (not yet current) version ``root/version``; the caller holds the lease.
+
+    ``save(index, directory, extra_manifest)`` writes the artifact (default ``save_index``; a sharded index
+    passes ``indexing.sharded_index.save_sharded``, see ``publish_sharded``)."""
+    save = save or save_index
     stage = root.stage(version)
     try:
         if stage.path is not None:
-            save_index(index, stage.path, {**(extra_manifest or {}), "version": version})
+            save(index, stage.path, {**(extra_manifest or {}), "version": version})
         else:
             with tempfile.TemporaryDirectory(prefix="twotower-index-") as tmp:
-                save_index(index, tmp, {**(extra_manifest or {}), "version": version})
-                for name in (INDEX_FILE, IDS_FILE, artifacts.MANIFEST):  # manifest last
+                save(index, tmp, {**(extra_manifest or {}), "version": version})
+                names = sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
+                for name in [n for n in names if n != artifacts.MANIFEST] + [artifacts.MANIFEST]:  # manifest last
                     with open(Path(tmp) / name, "rb") as fh, stage.storage.open_write(name) as out:
                         shutil.copyfileobj(fh, out, 1 << 20)
         root.finish(stage)
@@ -124,7 +130,7 @@ def stage_index(root: VersionedRoot, index: ItemIndex, version: str, extra_manif
 
 
 def publish_index(index_root, index: ItemIndex, version: str | None = None, keep: int = 3,
-                  extra_manifest: dict | None = None, *, lease: Lease | None = None) -> Path | str:
+                  extra_manifest: dict | None = None, *, lease: Lease | None = None, save=None) -> Path | str:
     """Save ``index`` as a new version of ``index_root``, flip ``current`` to it, keep the newest ``keep``.
 
     ``version`` defaults to ``core.lifecycle.new_version``. Takes the root's job lease unless the caller holds
@@ -138,7 +144,7 @@ def publish_index(index_root, index: ItemIndex, version: str | None = None, keep
         check_version_name(version)
     with (nullcontext(lease) if lease is not None else root.lock("publishing an index")):
         version = version or new_version(root)
-        stage = stage_index(root, index, version, extra_manifest)
+        stage = stage_index(root, index, version, extra_manifest, save=save)
         root.publish(version)
         root.prune(keep)
     return stage.path if stage.path is not None else stage.storage.url

@@ -35,6 +35,18 @@ from indexing.spec import IndexSpec
 
 # Standard errors subtracted from the mean tuning recall before comparing it with the target.
 Z = 3.0
+# Re-ranking depths tried for refine indices (k * k_factor candidates are re-scored).
+K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
+# Cost model to choose (nprobe, k_factor) for refine indices: bytes of base codes scanned per query
+# (nprobe / nlist * ntotal * code_size) + REFINE_BYTE_COST * bytes of refine codes read (k * k_factor *
+# refine code size). Re-ranking reads scattered codes (a cache miss each, then a decode) where the base
+# scan streams fast-scan codes through SIMD lookups, hence the weight; bench_index checks the choice
+# against measured QPS.
+REFINE_BYTE_COST = 8.0
+# Refine tuning stops raising nprobe at one k_factor after PLATEAU_STEPS ladder steps each gaining less recall
+# than PLATEAU_GAIN.
+PLATEAU_GAIN = 0.002
+PLATEAU_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -52,10 +64,13 @@ class TuningResult:
     num_queries: int
     query_source: str
     curve: tuple
+    k_factor: int | None = None  # refine indices: the re-ranking depth chosen with ``value`` (nprobe)
+    grid: tuple = ()           # refine indices: (k_factor, nprobe needed or None, its recall, modelled cost)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["curve"] = [list(p) for p in self.curve]
+        out["grid"] = [list(p) for p in self.grid]
         return out
 
 
@@ -147,12 +162,22 @@ def knob(index: faiss.Index, k: int) -> tuple[str, list[int]] | None:
     return None
 
 
+def _search_recall(index, vectors, queries, exact_scores, k) -> tuple[float, float]:
+    _, rows = index.search(queries, k)
+    per_query = per_query_recall(rows, vectors, queries, exact_scores, k)
+    mean = float(per_query.mean())
+    se = float(per_query.std(ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else 0.0
+    return mean, mean - Z * se
+
+
 def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int, target: float,
-         query_source: str) -> TuningResult | None:
+         query_source: str, k_factor: int | None = None) -> TuningResult | None:
     """Set ``index``'s knob to the smallest ladder value reaching ``target`` (see the module docstring).
 
     index: CPU FAISS index holding ``vectors`` float32 (n, d) as ids 0..n-1; queries float32 (m, d); k: the
     recall@k depth. Returns None (and changes nothing) when the index has no knob. Leaves the chosen value set.
+    Refine indices (IVF base + re-ranking): nprobe is tuned for each k_factor in K_FACTORS (or only the given
+    ``k_factor``) and the pair with the lowest modelled cost (REFINE_BYTE_COST) reaching the target is kept.
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target recall must be in (0, 1], got {target!r}")
@@ -162,18 +187,62 @@ def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int, t
     param, values = found
     k = min(k, len(vectors))
     exact_scores, _ = exact_top_k(vectors, queries, k)
+    refine = fi.refine_of(index)
+    if refine is not None and param == "nprobe":
+        return _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query_source, values,
+                            (k_factor,) if k_factor is not None else K_FACTORS)
     curve, chosen = [], None
     for value in values:
         fi.apply_search_params(index, **{param: value})
-        _, rows = index.search(queries, k)
-        per_query = per_query_recall(rows, vectors, queries, exact_scores, k)
-        mean = float(per_query.mean())
-        se = float(per_query.std(ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else 0.0
+        mean, bound = _search_recall(index, vectors, queries, exact_scores, k)
         curve.append((value, round(mean, 6)))
-        chosen = (value, mean, mean - Z * se)
-        if mean - Z * se >= target:
+        chosen = (value, mean, bound)
+        if bound >= target:
             break
     value, mean, bound = chosen
     return TuningResult(param=param, value=value, target_recall=target, reached=bound >= target, recall=mean,
                         recall_lower_bound=bound, margin_se=Z, k=k, num_queries=len(queries), query_source=query_source,
                         curve=tuple(curve))
+
+
+def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query_source, values,
+                 k_factors) -> TuningResult:
+    ivf = faiss.extract_index_ivf(index)
+    per_probe = int(index.ntotal) / int(ivf.nlist) * int(ivf.code_size)
+    refine_bytes = fi.bytes_per_item(index)["refine"]
+    curve, grid, best, last = [], [], None, None
+    limit = len(values)  # recall grows with k_factor, so a larger k_factor never needs a larger nprobe
+    for kf in k_factors:
+        if kf * k > max(int(index.ntotal), k) * 4 and kf != k_factors[0]:
+            break  # re-ranking more candidates than 4x the catalogue: no point
+        reached, previous, flat_steps = None, -1.0, 0
+        for i, value in enumerate(values[:limit]):
+            fi.apply_search_params(index, nprobe=value, k_factor=kf)
+            mean, bound = _search_recall(index, vectors, queries, exact_scores, k)
+            curve.append((kf, value, round(mean, 6)))
+            last = (value, kf, mean, bound)
+            if bound >= target:
+                reached = (value, kf, mean, bound)
+                limit = i + 1
+                break
+            # with too little re-ranking, recall plateaus (and can even fall) as nprobe grows: more probed
+            # candidates compete for the same k * k_factor slots. Stop after PLATEAU_STEPS steps gaining
+            # < PLATEAU_GAIN each instead of probing every list.
+            flat_steps = flat_steps + 1 if mean - previous < PLATEAU_GAIN else 0
+            previous = max(previous, mean)
+            if flat_steps >= PLATEAU_STEPS:
+                break
+        if reached is None:
+            grid.append((kf, None, round(last[2], 6), None))
+            continue
+        cost = reached[0] * per_probe + REFINE_BYTE_COST * k * kf * refine_bytes
+        grid.append((kf, reached[0], round(reached[2], 6), round(cost)))
+        if best is None or cost < best[0]:
+            best = (cost, reached)
+        if reached[0] == values[0]:
+            break  # nprobe already minimal: larger k_factors only cost more
+    value, kf, mean, bound = best[1] if best is not None else last
+    fi.apply_search_params(index, nprobe=value, k_factor=kf)
+    return TuningResult(param="nprobe", value=value, target_recall=target, reached=best is not None, recall=mean,
+                        recall_lower_bound=bound, margin_se=Z, k=k, num_queries=len(queries),
+                        query_source=query_source, curve=tuple(curve), k_factor=kf, grid=tuple(grid))

@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from core.cli import ArgumentParser, run_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=Path, required=True, help="run directory (model/, data/, index/current)")
+    parser.add_argument("--run", required=True, help="run directory (model/, data/, index/current): a path, "
+                        "or s3://bucket/prefix / gs://bucket/prefix (read through a sha256-verified local cache)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = any free port)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",

@@ -1,199 +1,385 @@
-"""The HTTP front of ``TopKService``: JSON over HTTP/1.1 (keep-alive) on the standard library's threaded server.
+"""The HTTP front of ``TopKService``: a raw ASGI app on uvicorn (httptools parser, uvloop event loop).
 
-    POST /topk      {"user_id": "196", "k": 10}  or raw features (see ``serving.requests``)
-                    200 {"items": [{"item_id", "score"}, ...], "model_version", "index_version", "known_user"}
-    GET  /healthz   200 {"status": "ok", ...counters}
-    GET  /version   200 {"model_version", "index_version", "index_factory", "index_count", ...}
+    POST /topk          {"user_id": "196", "k": 10}  or raw features (see ``serving.requests``)
+                        200 {"items": [{"item_id", "score"}, ...], "model_version", "index_version", "known_user"}
+    GET  /healthz       liveness: 200 {"status": "ok" | "degraded", "reason" (when degraded), ...counters}
+    GET  /readyz        readiness: 200 when the model and an index are loaded and their versions agree, else 503
+    GET  /version       200 {"model_version", "index_version", "index_factory", "index_count", ...} (no paths)
+    GET  /metrics       Prometheus text exposition (``serving.metrics``)
+    GET  /openapi.json  the OpenAPI 3.1 document (``serving.openapi``)
 
-Errors are JSON {"error": message} with 400 (bad JSON / fields / types), 404 (unknown path), 405 (wrong
-method), 411 (no Content-Length), 413 (body above max_body_bytes), 503 (queue full, timeout, shutting
-down), 500 (a bug: logged with its traceback).
+Every error is JSON {"error": message}: 400 (bad JSON / fields / types / ranges, malformed HTTP, two
+different Content-Length headers), 404 (unknown path), 405 (wrong method, incl. HEAD and OPTIONS, with
+Allow), 408 (request not received within read_timeout_s), 411 (no Content-Length), 413 (body above
+max_body_bytes), 503 (queue full, timeout, more than max_connections connections, shutting down), 500 (a
+bug: logged with its traceback).
 
-``serve(run_dir, host, port, **options)`` runs until SIGINT/SIGTERM; ``start(service, host, port)`` runs a
-server on a background thread (port 0 = any free port) and returns a ``RunningServer`` for tests and
-benchmarks. Why the standard library: no ASGI stack is installed in this environment; each connection gets
-a thread that parses and validates its requests, and all model work happens on the one batcher thread, so
-the server's own cost is the HTTP parsing (see bench/bench_serving.py for the latency it reaches).
+Why this stack (measurements in docs/notes/serving.md): the standard library's ThreadingHTTPServer gave
+each connection a thread that parsed HTTP in Python under the GIL; at 300 req/s it used ~1.3 cores and p99
+went to ~1 s. Here one event-loop thread parses with httptools (C) on uvloop (libuv), each /topk request
+is validated on the loop and handed to the micro-batcher's one worker thread (``allow_inline=False``: the
+loop never blocks on the tower), and the answer comes back through an asyncio future. No framework sits
+on the hot path: the routes are a dict lookup, so Starlette/FastAPI would add per-request cost and
+nothing we use (the OpenAPI document is built from the parser's own field list instead of pydantic models).
+
+Connection handling lives in ``_Protocol`` (a subclass of uvicorn's httptools protocol): the connection
+cap (a clear 503, then close), the read timeout (408), JSON bodies for HTTP parse errors. ``uvicorn``'s
+own ``timeout_keep_alive`` is the idle timeout; its graceful shutdown stops accepting, lets in-flight
+requests finish (up to drain_timeout_s), then the service answers what is queued and stops.
+
+``serve(run_dir, host, port, **options)`` binds the port first (a busy port fails in one line before the
+model loads), then runs until SIGINT/SIGTERM. ``start(service, host, port)`` runs a server on a background
+thread (port 0 = any free port) and returns a ``RunningServer`` for tests and benchmarks.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
 import signal
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from pathlib import Path
 
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from core.strict import from_dict
+from serving import openapi
 from serving.config import ServingConfig
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.requests import RequestError, decode_json, parse_topk
 from serving.service import TopKService
-from core.strict import from_dict
 
 log = logging.getLogger(__name__)
 
-ROUTES = {"/topk": "POST", "/healthz": "GET", "/version": "GET"}
-DRAIN_LIMIT_BYTES = 16 << 20  # bodies above max_body_bytes but below this are read and dropped before the 413
+ROUTES = {"/topk": "POST", "/healthz": "GET", "/readyz": "GET", "/version": "GET", "/metrics": "GET",
+          "/openapi.json": "GET"}
+_JSON = [(b"content-type", b"application/json")]
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"      # keep-alive; every response carries Content-Length
-    disable_nagle_algorithm = True     # header and body writes go out at once (no 40 ms delayed-ACK stalls)
-    server_version = "twotower-serving"
-    timeout = 120                      # idle keep-alive connections are closed after this many seconds
-    server: "_Server"
+def _json_bytes(obj) -> bytes:
+    return json.dumps(obj).encode("utf-8")
 
-    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
-        log.debug("%s %s", self.address_string(), format % args)
 
-    def do_GET(self):
-        path = self.path.split("?", 1)[0]
-        service = self.server.service
-        try:
-            if path == "/healthz":
-                self._send_json(200, service.health())
-            elif path == "/version":
-                self._send_json(200, service.version_info())
-            else:
-                self._route_error(path, "GET")
-        except Exception as exc:  # noqa: BLE001 - answer, log, keep the connection thread alive
-            log.exception("GET %s failed", path)
-            self._send_json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+def raw_json_response(status: int, obj: dict) -> bytes:
+    """A complete HTTP/1.1 response with a JSON body that closes the connection (for the protocol level)."""
+    body = _json_bytes(obj)
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, _REASONS.get(status, b"Error"), len(body)) + body)
 
-    def do_POST(self):
-        path = self.path.split("?", 1)[0]
-        try:
-            body = self._read_body()
-            if path != "/topk":
-                self._route_error(path, "POST")
+
+# ------------------------------------------------------------------------------------------- the ASGI app
+class TopKApp:
+    """ASGI 3 application over a ``TopKService``."""
+
+    def __init__(self, service: TopKService):
+        self.service = service
+        self.config = service.config
+        self._openapi: bytes | None = None
+        self.url: str | None = None  # set by the server; logged at start-up
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                log.info("listening on %s (%s)", self.url,
+                         ", ".join(f"{m} {p}" for p, m in ROUTES.items()))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                log.info("shutting down: no new connections; answering the requests in flight")
+                await send({"type": "lifespan.shutdown.complete"})
                 return
-            cfg = self.server.service.config
-            request = parse_topk(decode_json(body), self.server.service.user_specs, max_k=cfg.max_k,
-                                 max_history_items=cfg.max_history_items,
-                                 default_exclude_seen=cfg.default_exclude_seen)
-            self._send_json(200, self.server.service.topk(request))
+
+    async def _http(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        headers: list = []
+        close = False
+        try:
+            allowed = ROUTES.get(path)
+            if allowed is None:
+                raise RequestError(404, f"no such path {path!r}; the service answers "
+                                        f"{', '.join(f'{m} {p}' for p, m in ROUTES.items())}")
+            if method != allowed:
+                headers = [(b"allow", allowed.encode())]
+                close = method not in ("GET", "HEAD")  # a body we do not read may follow
+                raise RequestError(405, f"{method} is not allowed on {path}; use {allowed} {path}")
+            if path == "/topk":
+                try:
+                    body = await self._read_body(scope, receive)
+                except RequestError:
+                    close = True
+                    raise
+                status, payload = 200, await self._topk(body)
+            elif path == "/healthz":
+                status, payload = 200, self.service.health()
+            elif path == "/readyz":
+                ready, payload = self.service.readiness()
+                status = 200 if ready else 503
+            elif path == "/version":
+                status, payload = 200, self.service.version_info()
+            elif path == "/metrics":
+                await self._send(send, 200, self.service.metrics.exposition(),
+                                 [(b"content-type", METRICS_CONTENT_TYPE.encode())])
+                self._observe(path, method, 200, started)
+                return
+            else:  # /openapi.json
+                if self._openapi is None:
+                    self._openapi = _json_bytes(openapi.build(self.service.user_specs, self.config,
+                                                              self.service.model_version))
+                await self._send(send, 200, self._openapi, _JSON)
+                self._observe(path, method, 200, started)
+                return
         except RequestError as exc:
-            self._send_json(exc.status, {"error": exc.message})
-        except Exception as exc:  # noqa: BLE001 - answer, log, keep the connection thread alive
-            log.exception("POST %s failed", path)
-            self._send_json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+            status, payload = exc.status, {"error": exc.message}
+        except Exception as exc:  # noqa: BLE001 - answer, log, keep serving
+            log.exception("%s %s failed", method, path)
+            status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+        extra = headers + ([(b"connection", b"close")] if close else [])
+        await self._send(send, status, _json_bytes(payload), _JSON + extra)
+        self._observe(path if path in ROUTES else "other", method, status, started)
 
-    def do_PUT(self):
-        self._other_method("PUT")
+    def _observe(self, path: str, method: str, status: int, started: float) -> None:
+        self.service.metrics.observe_request(path, method if method in ("GET", "POST") else "other", status,
+                                             time.perf_counter() - started)
 
-    def do_DELETE(self):
-        self._other_method("DELETE")
+    @staticmethod
+    async def _send(send, status: int, body: bytes, headers: list) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
-    def do_PATCH(self):
-        self._other_method("PATCH")
-
-    def _other_method(self, method: str) -> None:
-        self.close_connection = True  # a body we did not read may follow
-        self._route_error(self.path.split("?", 1)[0], method)
-
-    def _route_error(self, path: str, method: str) -> None:
-        allowed = ROUTES.get(path)
-        if allowed is None:
-            self._send_json(404, {"error": f"no such path {path!r}; the service answers "
-                                           f"{', '.join(f'{m} {p}' for p, m in ROUTES.items())}"})
-        else:
-            self._send_json(405, {"error": f"{method} is not allowed on {path}; use {allowed} {path}"},
-                            {"Allow": allowed})
-
-    def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
+    async def _read_body(self, scope, receive) -> bytes:
+        lengths, chunked = [], False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
             raise RequestError(411, "chunked bodies are not accepted; send the JSON with a Content-Length header")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self.close_connection = True
+        if not lengths:
             raise RequestError(411, "missing Content-Length header; send the JSON body with its length")
+        if len(set(lengths)) > 1:  # the parser refuses this first; kept so the rule holds on any server
+            raise RequestError(400, f"{len(lengths)} different Content-Length headers "
+                                    f"({', '.join(v.decode('latin-1') for v in lengths)}); send exactly one")
+        raw = lengths[0].decode("latin-1")
         try:
             length = int(raw)
             if length < 0:
                 raise ValueError
         except ValueError:
-            self.close_connection = True
             raise RequestError(400, f"Content-Length must be a non-negative int, got {raw!r}") from None
-        limit = self.server.service.config.max_body_bytes
+        limit = self.config.max_body_bytes
         if length > limit:
-            # Read and drop a moderately large body so the client sees the 413 (closing a socket with unread
-            # data resets the connection, and the client may lose the answer); close after a huge one.
-            if length <= DRAIN_LIMIT_BYTES:
-                self._discard(length)
-            else:
-                self.close_connection = True
             raise RequestError(413, f"body of {length} bytes is larger than the {limit} allowed (max_body_bytes)")
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise RequestError(400, f"body ended after {len(body)} of the {length} bytes Content-Length announced")
-        return body
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, f"the client went away after {size} of the {length} body bytes")
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
 
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                self.close_connection = True
-                return
-            length -= len(chunk)
-
-    def _send_json(self, status: int, obj: dict, headers: dict | None = None) -> None:
-        body = json.dumps(obj).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024  # listen backlog: bursts of new connections must not be dropped
-
-    def __init__(self, address, service: TopKService | None):
-        self.service = service
-        super().__init__(address, _Handler)
+    async def _topk(self, body: bytes) -> dict:
+        service = self.service
+        cfg = self.config
+        request = parse_topk(decode_json(body), service.user_specs, max_k=cfg.max_k,
+                             max_history_items=cfg.max_history_items, default_exclude_seen=cfg.default_exclude_seen)
+        future = service.submit(request, allow_inline=False)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), cfg.request_timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise RequestError(503, f"no answer within {cfg.request_timeout_s:g} s (request_timeout_s); the service "
+                                    "is overloaded or stuck, retry later") from None
 
 
-def bind(host: str, port: int) -> "_Server":
-    """A server listening on ``host:port`` (no service yet): done BEFORE the model is loaded, so a busy port
-    fails in one line at once. Raises ``OperationFailed`` when the address cannot be bound."""
+# ------------------------------------------------------------------------------------------- connections
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus: a connection cap (503 JSON), a read timeout (408 JSON), JSON bodies
+    for malformed HTTP (400). ``limits`` is set on a per-server subclass (see ``_protocol_class``)."""
+
+    limits: "_Limits"
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._reading = False
+        self._read_timer = None
+        self._turned_away = False
+        if len(self.connections) > self.limits.max_connections:
+            # Answer, half-close (FIN after the answer), drop what the client sends meanwhile, close soon after:
+            # closing at once with the client's request unread would reset the connection and lose the answer.
+            self._turned_away = True
+            self.limits.refused += 1
+            transport.write(raw_json_response(503, {"error": (
+                f"too many open connections: {len(self.connections) - 1} are open (max_connections="
+                f"{self.limits.max_connections}); retry later, and reuse keep-alive connections")}))
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(1.0, transport.close)
+            return
+        self._arm_read_timer()
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_read_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._turned_away:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+        except httptools.HttpParserError as exc:
+            reason = str(exc) or type(exc).__name__
+            self.send_400_response(f"malformed HTTP request: {reason}; send an HTTP/1.1 request such as "
+                                   "POST /topk with a Content-Length header and a JSON body")
+
+    def send_400_response(self, msg: str) -> None:
+        self._cancel_read_timer()
+        self.transport.write(raw_json_response(400, {"error": msg}))
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = True
+
+    def on_message_complete(self) -> None:
+        self._reading = False
+        self._cancel_read_timer()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self._reading:
+            self._arm_read_timer()
+
+    def _arm_read_timer(self) -> None:
+        self._cancel_read_timer()
+        self._read_timer = self.loop.call_later(self.limits.read_timeout_s, self._read_timed_out)
+
+    def _cancel_read_timer(self) -> None:
+        timer = getattr(self, "_read_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._read_timer = None
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete and not self._reading:
+            return  # the request arrived and is being answered: not ours to time out
+        if self._reading:  # a request started but did not arrive in time
+            self.transport.write(raw_json_response(408, {"error": (
+                f"the request did not arrive within {self.limits.read_timeout_s:g} s (read_timeout_s); "
+                "send the whole head and body at once")}))
+        self.transport.close()
+
+
+class _Limits:
+    def __init__(self, config: ServingConfig):
+        self.max_connections = config.max_connections
+        self.read_timeout_s = config.read_timeout_s
+        self.refused = 0
+
+
+def _protocol_class(limits: _Limits) -> type:
+    return type("TopKProtocol", (_Protocol,), {"limits": limits})
+
+
+# ------------------------------------------------------------------------------------------- servers
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``: made BEFORE the model is loaded, so a busy port fails in one line
+    at once. Raises ``OperationFailed`` when the address cannot be bound."""
     from core.errors import OperationFailed
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        return _Server((host, port), None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # bursts of new connections must not be dropped
     except OSError as exc:
+        sock.close()
         reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise OperationFailed(f"cannot listen on {host}:{port}: {reason}; stop the process using it or pass "
                               f"another --port (0 = any free port)") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _uvicorn_server(service: TopKService, sock: socket.socket) -> tuple[uvicorn.Server, TopKApp]:
+    app = TopKApp(service)
+    host, port = sock.getsockname()[:2]
+    app.url = f"http://{host}:{port}"
+    limits = _Limits(service.config)
+    config = uvicorn.Config(app, loop="uvloop", http=_protocol_class(limits), ws="none", lifespan="on",
+                            interface="asgi3", log_config=None, access_log=False, proxy_headers=False,
+                            server_header=False, date_header=False, backlog=2048,
+                            timeout_keep_alive=max(1, round(service.config.idle_timeout_s)),
+                            timeout_graceful_shutdown=max(1, round(service.config.drain_timeout_s)))
+    server = uvicorn.Server(config)
+    connections_ref = server.server_state.connections
+    service.connection_stats = lambda: {"open_connections": len(connections_ref),
+                                        "refused_connections": limits.refused}
+    return server, app
 
 
 class RunningServer:
-    """A server answering on a background thread. ``url`` e.g. "http://127.0.0.1:8080"; ``close()`` stops the
-    server, then the service (queued requests are answered first)."""
+    """A server answering on a background thread. ``url`` e.g. "http://127.0.0.1:8080"; ``close()`` shuts
+    down gracefully (stop accepting, finish in-flight requests, answer what is queued, stop the service)."""
 
-    def __init__(self, server: _Server, service: TopKService):
-        self._server = server
+    def __init__(self, service: TopKService, sock: socket.socket):
         self.service = service
-        self.host, self.port = server.server_address[:2]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="http-server", daemon=True)
+        self.host, self.port = sock.getsockname()[:2]
+        self._server, self.app = _uvicorn_server(service, sock)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="http-server", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._server.started:
+            raise RuntimeError(f"the HTTP server did not start: {self._error!r}")
+
+    def _run(self, sock) -> None:
+        try:
+            self._server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported by __init__ / close
+            self._error = exc
+            log.exception("HTTP server failed")
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the HTTP server gracefully (in-flight requests are answered); the service stays open."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self.shutdown()
         self.service.close()
 
     def __enter__(self) -> "RunningServer":
@@ -203,13 +389,11 @@ class RunningServer:
         self.close()
 
 
-def start(service: TopKService, host: str = "127.0.0.1", port: int = 0, server: "_Server | None" = None
+def start(service: TopKService, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
           ) -> RunningServer:
     """Serve ``service`` over HTTP on a background thread (``port=0``: any free port, see ``.port``);
-    ``server`` = a socket already bound by ``bind`` (then host and port are ignored)."""
-    server = server or bind(host, port)
-    server.service = service
-    return RunningServer(server, service)
+    ``sock`` = a socket already bound by ``bind`` (then host and port are ignored)."""
+    return RunningServer(service, sock or bind(host, port))
 
 
 def make_config(options: dict | None) -> ServingConfig:
@@ -218,34 +402,36 @@ def make_config(options: dict | None) -> ServingConfig:
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, **options) -> int:
-    """Load the run, serve it on ``host:port`` until SIGINT / SIGTERM; returns 0.
+    """Load the run, serve it on ``host:port`` until SIGINT / SIGTERM (graceful: in-flight requests are
+    answered); returns 0.
 
-    ``options`` are ``ServingConfig`` fields (e.g. max_batch=32, reload_interval_s=10). Raises ValueError
-    when the index was built from another model version than the query tower (the message says how to fix
-    it), FileNotFoundError when the run lacks a model, data or a published index.
+    ``options`` are ``ServingConfig`` fields (e.g. max_batch=32, reload_interval_s=10). Raises
+    ``OperationFailed`` when the port cannot be bound (checked first), ValueError when the index was built
+    from another model version than the query tower, FileNotFoundError when the run lacks a model, data or
+    a published index.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = make_config(options)
-    server = bind(host, port)  # a busy port fails here, in one line, before ~20 s of model loading
+    sock = bind(host, port)  # a busy port fails here, in one line, before ~20 s of model loading
     try:
         service = TopKService.open(run_dir, config)
     except BaseException:
-        server.server_close()
+        sock.close()
         raise
-    running = start(service, server=server)
-    stop = threading.Event()
+    # uvicorn catches SIGINT / SIGTERM, shuts down gracefully, then re-raises the signal under the handlers
+    # that were there before: these record it, so a requested stop ends with exit 0 and the service closed.
+    received: list[int] = []
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    log.info("listening on %s (POST /topk, GET /healthz, GET /version)", running.url)
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
     try:
-        while not stop.wait(1.0):
-            pass
+        server, _ = _uvicorn_server(service, sock)
+        server.run(sockets=[sock])
     finally:
-        log.info("shutting down")
-        running.close()
+        service.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        log.info("stopped%s", f" on signal {received[0]}" if received else "")
     return 0

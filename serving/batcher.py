@@ -64,7 +64,9 @@ class MicroBatcher:
         self._worker = threading.Thread(target=self._run, name=name, daemon=True)
         self._worker.start()
 
-    def submit(self, item) -> Future:
+    def submit(self, item, allow_inline: bool = True) -> Future:
+        """Queue ``item``; ``allow_inline=False`` never runs the batch on the caller's thread (an event loop
+        must not block on the tower)."""
         future: Future = Future()
         with self._cond:
             if self._closed:
@@ -72,7 +74,7 @@ class MicroBatcher:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests are already waiting (max_queue={self.max_queue}); "
                                 "retry later")
-            if self.inline_lone and not self._busy and not self._queue:
+            if allow_inline and self.inline_lone and not self._busy and not self._queue:
                 self._busy = True
                 batch = [(item, future)]
             else:
@@ -83,6 +85,10 @@ class MicroBatcher:
         self.inline_batches += 1
         self._finish(batch)
         return future
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def queued(self) -> int:
         with self._cond:

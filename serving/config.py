@@ -16,6 +16,11 @@ Built with ``core.strict.from_dict`` (unknown keys rejected), e.g. from ``serve(
     inline_lone         with max_wait_ms = 0, a request that finds the service idle runs its batch of one on
                         its own thread (no hand-off to the batcher thread and back); False = always hand off
     request_timeout_s   a request not answered within this gets 503
+    max_connections     open HTTP connections at most; one more is answered 503 (JSON) and closed
+    idle_timeout_s      a keep-alive connection idle this long after an answer is closed
+    read_timeout_s      a request (head and body) must arrive within this after the connection opened or the
+                        previous answer was sent; else 408 (JSON) and the connection is closed
+    drain_timeout_s     on shutdown, how long in-flight requests may take to finish before the server exits
     reload_interval_s   how often the watcher polls ``<run>/index/current`` (s); None = never reload
     nprobe, ef_search   serving-time search effort for IVF / HNSW indices (None = as built)
     default_exclude_seen  exclude_seen when a request does not say
@@ -35,13 +40,17 @@ class ServingConfig:
     max_body_bytes: int = 1 << 20
     inline_lone: bool = True
     request_timeout_s: float = 10.0
+    max_connections: int = 1024
+    idle_timeout_s: float = 60.0
+    read_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0
     reload_interval_s: float | None = 5.0
     nprobe: int | None = None
     ef_search: int | None = None
     default_exclude_seen: bool = True
 
     def __post_init__(self):
-        for name in ("max_batch", "max_queue", "max_k", "max_history_items", "max_body_bytes"):
+        for name in ("max_batch", "max_queue", "max_k", "max_history_items", "max_body_bytes", "max_connections"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServingConfig.{name} must be a positive int, got {value!r}")
@@ -51,8 +60,10 @@ class ServingConfig:
                 raise ValueError(f"ServingConfig.{name} must be a positive int or None (= as built), got {value!r}")
         if not _number(self.max_wait_ms) or self.max_wait_ms < 0:
             raise ValueError(f"ServingConfig.max_wait_ms must be a number >= 0, got {self.max_wait_ms!r}")
-        if not _number(self.request_timeout_s) or self.request_timeout_s <= 0:
-            raise ValueError(f"ServingConfig.request_timeout_s must be a number > 0, got {self.request_timeout_s!r}")
+        for name in ("request_timeout_s", "idle_timeout_s", "read_timeout_s", "drain_timeout_s"):
+            value = getattr(self, name)
+            if not _number(value) or value <= 0:
+                raise ValueError(f"ServingConfig.{name} must be a number > 0 (seconds), got {value!r}")
         if self.reload_interval_s is not None and (not _number(self.reload_interval_s)
                                                    or self.reload_interval_s <= 0):
             raise ValueError(f"ServingConfig.reload_interval_s must be a number > 0 (seconds) or None to never "

@@ -13,15 +13,13 @@ keeps serving in all cases; ``problem()`` says why the newest published version 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from serving.state import IndexState, VersionMismatch
-from core import artifacts
-from core import lifecycle
+from core.version_cache import CachedRoot
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +32,16 @@ class IndexWatcher:
     swap       (IndexState) -> None, makes it the served state
     """
 
-    def __init__(self, index_root: str | Path, served: Callable[[], str], load: Callable[[str], IndexState],
+    def __init__(self, index_root: "str | Path | CachedRoot", served: Callable[[], str], load: Callable[[str], IndexState],
                  swap: Callable[[IndexState], None], interval_s: float, retry_s: float | None = None,
                  max_retry_s: float = 600.0):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.retry_s = float(interval_s if retry_s is None else retry_s)
         self.max_retry_s = float(max_retry_s)
-        self.index_root = Path(index_root)
+        # a local root or one on object storage (``core.version_cache.CachedRoot``: ``current`` is one small GET)
+        self.source = index_root if isinstance(index_root, CachedRoot) else CachedRoot(index_root)
+        self.index_root = self.source.url
         self.interval_s = float(interval_s)
         self._served = served
         self._load = load
@@ -52,6 +52,7 @@ class IndexWatcher:
         self.failed: dict[str, dict] = {}  # version -> {"error", "fingerprint", "attempts", "next_try"}
         self.last_error: str | None = None
         self.loads = 0  # load attempts (each verifies every file's sha256)
+        self.load_failures = 0  # attempts that failed for another reason than a model mismatch
         self.reloads = 0
         self._thread: threading.Thread | None = None
 
@@ -76,7 +77,7 @@ class IndexWatcher:
     def poll_once(self) -> str:
         """Check ``current`` once; returns what happened: "unchanged", "swapped", "refused" or "failed"."""
         with self._lock:
-            version = lifecycle.current_version(self.index_root)
+            version = self.source.current_version()
             if version is None or version == self._served():
                 return "unchanged"
             if version in self.refused:
@@ -96,6 +97,7 @@ class IndexWatcher:
                 log.error("not serving index %s, still serving %s: %s", version, self._served(), exc)
                 return "refused"
             except Exception as exc:  # noqa: BLE001 - keep serving the old index, retry later
+                self.load_failures += 1
                 attempts = 1 if failed is None else failed["attempts"] + 1
                 wait = min(self.retry_s * 2 ** (attempts - 1), self.max_retry_s)
                 self.last_error = f"could not load index {version}: {type(exc).__name__}: {exc}"
@@ -114,21 +116,12 @@ class IndexWatcher:
             return "swapped"
 
     def _fingerprint(self, version: str) -> tuple:
-        """(name, size, mtime_ns) of every file under the version directory: what a retry needs to differ."""
-        root = self.index_root / version
-        out = []
-        for dirpath, _, files in os.walk(root):
-            for name in files:
-                try:
-                    st = os.stat(os.path.join(dirpath, name))
-                except OSError:
-                    continue
-                out.append((os.path.relpath(os.path.join(dirpath, name), root), st.st_size, st.st_mtime_ns))
-        return tuple(sorted(out))
+        """What a retry needs to differ: the version's files (local) or objects and manifest (object storage)."""
+        return self.source.fingerprint(version)
 
     def problem(self) -> str | None:
         """Why the newest published version is not the one served (refused / failed to load), or None."""
-        version = lifecycle.current_version(self.index_root)
+        version = self.source.current_version()
         if version is None or version == self._served():
             return None
         if version in self.refused:

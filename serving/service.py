@@ -12,6 +12,10 @@ What it loads from the run directory (``core.rundir.RunDir``):
   data/               users + train/valid/test interactions (``serving.users.KnownUsers``)
   index/current       the published index (``serving.state.load_state``), refused when built from
                       another model version
+The run may be on object storage (``--run s3://bucket/runs/x``, ``gs://...``): model/ and data/ are then
+copied into the local cache and index versions are downloaded there when published
+(``core.version_cache``: every file's sha256 checked before anything loads it); the watcher polls the
+small ``index/current`` object.
 
 Requests are resolved to tower inputs on the caller's thread, then queued; one worker thread
 (``serving.batcher.MicroBatcher``) takes up to ``max_batch`` of them, runs ONE query-tower call and ONE
@@ -34,6 +38,7 @@ import numpy as np
 
 from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
 from serving.config import ServingConfig
+from serving.metrics import ServingMetrics
 from serving.query_encoder import QueryEncoder
 from serving.reloader import IndexWatcher
 from serving.requests import RequestError, TopKRequest
@@ -43,6 +48,7 @@ from serving.users import KnownUsers
 from core import artifacts
 from core import lifecycle
 from core.rundir import RunDir
+from core.version_cache import CachedRoot, cached_directory
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,10 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w<>.])/(?:[^\s'\"/]+/)+([^\s'\"/,;:)]*)")
 class _Pending:
     """A request resolved on the caller's thread: its tower inputs and what to exclude."""
 
-    __slots__ = ("request", "inputs", "known_row", "known_user")
+    __slots__ = ("request", "inputs", "known_row", "known_user", "queued_at")
 
     def __init__(self, request: TopKRequest, inputs: QueryInputs, known_row: int | None, known_user: bool):
+        self.queued_at = 0.0
         self.request = request
         self.inputs = inputs
         self.known_row = known_row
@@ -67,8 +74,9 @@ class TopKService:
     """See the module docstring. Thread-safe: ``submit`` / ``topk`` from any number of threads."""
 
     def __init__(self, run_dir: str | Path, tower, users: KnownUsers, state: IndexState,
-                 config: ServingConfig | None = None):
+                 config: ServingConfig | None = None, index_source: CachedRoot | None = None):
         self.run = RunDir(run_dir)
+        self.index_source = index_source or CachedRoot(str(self.run.index))
         self.config = config or ServingConfig()
         self.tower = tower
         self.encoder = QueryEncoder(tower)
@@ -78,12 +86,14 @@ class TopKService:
         self._state_lock = threading.Lock()
         self.started_at = time.time()
         self._empty_features = {s.name: feature_value(None, s.kind) for s in self.user_specs}
+        self.connection_stats = lambda: {}  # the HTTP front sets this: open / refused connection counts
+        self.metrics = ServingMetrics(self._metrics_snapshot)
         self._warm_up()
         self.batcher = MicroBatcher(self._process, self.config.max_batch, self.config.max_wait_ms / 1000.0,
                                     self.config.max_queue, name="topk-batcher", inline_lone=self.config.inline_lone)
         self.watcher: IndexWatcher | None = None
         if self.config.reload_interval_s is not None:
-            self.watcher = IndexWatcher(self.run.index, lambda: self.state.version, self.load_version, self.swap,
+            self.watcher = IndexWatcher(self.index_source, lambda: self.state.version, self.load_version, self.swap,
                                         self.config.reload_interval_s).start()
 
     # ------------------------------------------------------------------ construction
@@ -95,29 +105,35 @@ class TopKService:
         config = config or ServingConfig()
         run = RunDir(run_dir)
         run.require(run.query_tower, f"train the towers first (`twotower train --run {run.root}`)")
-        version = lifecycle.current_version(run.index)
+        source = CachedRoot(str(run.index))
+        version = source.current_version()
         if version is None:
             raise FileNotFoundError(f"{run.index / lifecycle.CURRENT} does not exist: no index is published for "
                                     f"{run.root}; build one with `twotower rebuild --run {run.root}`")
-        tower = load_tower(run.query_tower)
+        model = cached_directory(str(run.model))  # a run on object storage: a verified local copy
+        tower = load_tower(model / run.query_tower.name)
         # the cheap check first: refuse a mismatched index before reading data or the index itself
-        index_dir = run.index / version
-        check_versions(tower.model_version, index_dir,
-                       str(artifacts.read_manifest(index_dir).get("model_version")), run.root)
-        max_history = int(artifacts.read_manifest(run.model)["max_history"])
+        check_versions(tower.model_version, run.index / version,
+                       str(source.read_manifest(version).get("model_version")), run.root)
+        max_history = int(artifacts.read_manifest(model)["max_history"])
         run.require(run.data / artifacts.MANIFEST, f"the run has no saved data split; run `twotower train "
                                                    f"--run {run.root}`")
-        users = KnownUsers.from_run_data(run.data, max_history)
-        state = load_state(run.index, version, tower.model_version, tower.output_dim, users, run.root,
+        users = KnownUsers.from_run_data(cached_directory(str(run.data)), max_history)
+        source.fetch(version)
+        state = load_state(source.local_root, version, tower.model_version, tower.output_dim, users, run.root,
                            config.index_overrides())
         log.info("serving model %s with index %s (%s, %d items); %d known users", tower.model_version, version,
                  state.index.factory, state.index.ntotal, len(users))
-        return cls(run.root, tower, users, state, config)
+        return cls(run.root, tower, users, state, config, index_source=source)
 
     def load_version(self, version: str) -> IndexState:
-        """Load + verify ``index/<version>`` for this tower (what the watcher calls)."""
-        return load_state(self.run.index, version, self.tower.model_version, self.tower.output_dim, self.users,
-                          self.run.root, self.config.index_overrides())
+        """Download (object storage) and verify ``index/<version>``, then load it for this tower (what the
+        watcher calls). Cached versions other than this one and the served one are dropped afterwards."""
+        self.index_source.fetch(version)
+        state = load_state(self.index_source.local_root, version, self.tower.model_version, self.tower.output_dim,
+                           self.users, self.run.root, self.config.index_overrides())
+        self.index_source.prune_cache(keep={version, self.state.version})
+        return state
 
     def _warm_up(self) -> None:
         """One tower call + one search, so the first request does not pay for graph and table set-up."""
@@ -159,11 +175,13 @@ class TopKService:
         inputs = QueryInputs(request.user_id, self.users.features_of(row), items, item_ts, timestamp)
         return _Pending(request, inputs, row, True)
 
-    def submit(self, request: TopKRequest) -> Future:
-        """Queue ``request``; the future's result is the response dict. Raises RequestError(503) when full."""
+    def submit(self, request: TopKRequest, allow_inline: bool = True) -> Future:
+        """Queue ``request``; the future's result is the response dict. Raises RequestError(503) when full.
+        ``allow_inline=False``: never answer on the caller's thread (see ``MicroBatcher.submit``)."""
         pending = self.resolve(request)
+        pending.queued_at = time.perf_counter()
         try:
-            return self.batcher.submit(pending)
+            return self.batcher.submit(pending, allow_inline)
         except QueueFull as exc:
             raise RequestError(503, f"overloaded: {exc}") from None
         except BatcherClosed as exc:
@@ -182,11 +200,15 @@ class TopKService:
 
     def _process(self, batch: list[_Pending]) -> list[dict]:
         state = self._state  # one state for the whole batch: a swap lands between batches
+        started = time.perf_counter()
         inputs = batch_inputs([p.inputs for p in batch], self.user_specs, self.users.max_history)
         vectors = self.encoder(inputs)
+        encoded = time.perf_counter()
         exclude = [self._exclusions(p, state) for p in batch]
         k = max(p.request.k for p in batch)
         scores, rows = state.index.search(vectors, k, exclude if any(len(e) for e in exclude) else None)
+        self.metrics.observe_batch(len(batch), [started - p.queued_at for p in batch if p.queued_at],
+                                   encoded - started, time.perf_counter() - encoded)
         ids = state.index.item_ids
         out = []
         for i, p in enumerate(batch):
@@ -249,6 +271,26 @@ class TopKService:
                 "batches": self.batcher.batches, "inline_batches": self.batcher.inline_batches,
                 "requests": self.batcher.items,
                 "largest_batch": self.batcher.largest_batch}
+
+    def readiness(self) -> tuple[bool, dict]:
+        """(ready, body) for ``GET /readyz``: the model and an index are loaded, their model versions agree,
+        and the service is not shutting down."""
+        state = self._state
+        body = {"model_version": self.tower.model_version, "index_version": state.version,
+                "index_model_version": state.model_version}
+        if self.batcher.closed:
+            return False, {"error": "not ready: the service is shutting down", **body}
+        if state.model_version != self.tower.model_version:
+            return False, {"error": f"not ready: index {state.version} belongs to model {state.model_version!r}, "
+                                    f"the query tower is {self.tower.model_version!r}", **body}
+        return True, {"status": "ready", **body}
+
+    def _metrics_snapshot(self) -> dict:
+        w = self.watcher
+        return {"model_version": self.tower.model_version, "index_version": self._state.version,
+                "swapped": w.reloads if w else 0, "refused": len(w.refused) if w else 0,
+                "failed": w.load_failures if w else 0, "queued": self.batcher.queued(),
+                "retried_batches": self.batcher.retried_batches, **self.connection_stats()}
 
     def close(self) -> None:
         """Stop the watcher, answer what is queued, stop the batcher."""

@@ -7,7 +7,8 @@ half of an old and half of a new index.
     index          the ``ItemIndex`` or ``ShardedItemIndex`` (rows = catalogue rows of the index version)
     version        the index version directory name (what ``<run>/index/current`` pointed to)
     item_rows      pandas Index item id → row, for exclusions of raw histories
-    seen_indptr, seen_rows   known users' seen items as rows of this index (CSR, see KnownUsers.seen_rows)
+    seen           known users' seen items as rows of this index (``core.exclusions.Exclusions``, one query
+                   per known user; see KnownUsers.seen_rows)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.guard import ModelVersionMismatch, require_same_model
+from core.exclusions import Exclusions
 from indexing.item_index import ItemIndex
 from serving.users import KnownUsers
 
@@ -30,8 +32,7 @@ class IndexState:
     index: ItemIndex
     version: str
     item_rows: pd.Index
-    seen_indptr: np.ndarray
-    seen_rows: np.ndarray
+    seen: Exclusions
 
     @property
     def model_version(self) -> str:
@@ -45,7 +46,7 @@ class IndexState:
         return np.unique(rows[rows >= 0]).astype(np.int64)
 
     def seen_rows_of_user(self, user_row: int) -> np.ndarray:
-        return self.seen_rows[self.seen_indptr[user_row]:self.seen_indptr[user_row + 1]]
+        return self.seen.rows(user_row)
 
     def describe(self) -> dict:
         """JSON-able facts about the served index (for ``GET /version``)."""
@@ -67,8 +68,7 @@ def build_state(index: ItemIndex, version: str, users: KnownUsers) -> IndexState
     the known users' seen rows."""
     item_rows = pd.Index(index.item_ids)
     item_rows.get_indexer(item_rows[:1])  # forces the hash table while we are still in the background
-    indptr, rows = users.seen_rows(item_rows)
-    return IndexState(index=index, version=version, item_rows=item_rows, seen_indptr=indptr, seen_rows=rows)
+    return IndexState(index=index, version=version, item_rows=item_rows, seen=users.seen_rows(item_rows))
 
 
 def load_state(index_root: Path, version: str, tower_version: str, tower_dim: int, users: KnownUsers,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.exclusions import Exclusions
 from recdata.schema import Dataset, FeatureSpec
 from serving.tower_inputs import feature_value
 
@@ -95,16 +96,11 @@ class KnownUsers:
         """Every item id user ``row`` interacted with (object array, oldest → newest, may repeat)."""
         return self._items[self._indptr[row]:self._indptr[row + 1]]
 
-    def seen_rows(self, item_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-        """Every user's seen items as rows of an index whose catalogue is ``item_index`` (CSR).
-
-        Returns (indptr int64 (n_users + 1,), rows int64): user u's rows are rows[indptr[u]:indptr[u + 1]],
-        sorted and unique; items the index does not hold are left out.
-        """
+    def seen_rows(self, item_index: pd.Index) -> Exclusions:
+        """Every user's seen items as rows of an index whose catalogue is ``item_index``: an ``Exclusions``
+        with one query per user (user u's rows, sorted and unique, are ``.rows(u)``); items the index does
+        not hold are left out."""
         rows = item_index.get_indexer(self._items).astype(np.int64)
         users = np.repeat(np.arange(len(self._ids), dtype=np.int64), np.diff(self._indptr))
         ok = rows >= 0
-        keys = np.unique(users[ok] * (len(item_index) + 1) + rows[ok])
-        u = keys // (len(item_index) + 1)
-        indptr = np.searchsorted(u, np.arange(len(self._ids) + 1)).astype(np.int64)
-        return indptr, (keys % (len(item_index) + 1)).astype(np.int64)
+        return Exclusions.from_pairs(users[ok], rows[ok], len(self._ids), len(item_index), "seen items")

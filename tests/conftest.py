@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules."""
 import faiss
+import numpy as np
 import pytest
 
 
@@ -47,10 +48,11 @@ def s3_url(s3_server, request):
 
 
 @pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory):
+def dask_cluster(tmp_path_factory, s3_server):
     """A ``dask.distributed`` cluster for the session: a scheduler and 2 single-threaded worker processes,
     each its own OS process started with the ``dask`` CLI on 127.0.0.1 (``beam_jobs.dask_cluster``).
-    Run Beam on it with ``dask_cluster.pipeline_args()``."""
+    Run Beam on it with ``dask_cluster.pipeline_args()``. The S3 server is started first, so the workers
+    inherit its AWS_* variables and can read and write ``s3://`` runs whichever test asked first."""
     from beam_jobs.dask_cluster import DaskCluster
 
     cluster = DaskCluster(workers=2, directory=tmp_path_factory.mktemp("dask-cluster")).start()
@@ -89,3 +91,44 @@ def gcs_url(gcs_server, request):
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     return gcs_server.url(f"tests/{name}-{uuid.uuid4().hex[:8]}")
+
+
+def check_png_plot(path, min_size=(300, 200), max_size=(2500, 1500)):
+    """Check a saved plot is a real picture: a PNG whose width × height lie within the bounds and whose
+    pixels are not all one colour (a blank or failed figure has zero pixel variance). Returns the pixel
+    array (height, width, channels), floats in [0, 1]."""
+    import matplotlib.image
+
+    with open(path, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    pixels = matplotlib.image.imread(path)
+    height, width = pixels.shape[:2]
+    assert min_size[0] <= width <= max_size[0] and min_size[1] <= height <= max_size[1], \
+        f"{path}: {width}x{height} pixels, expected between {min_size} and {max_size}"
+    assert pixels[..., :3].std() > 0.02, f"{path}: blank image (pixel std {pixels[..., :3].std():.4f})"
+    # not a near-empty canvas either: at least 1% of the pixels are not the background colour
+    background = np.median(pixels[..., :3].reshape(-1, 3), axis=0)
+    drawn = (np.abs(pixels[..., :3] - background).max(axis=-1) > 0.1).mean()
+    assert drawn > 0.01, f"{path}: only {drawn:.2%} of the pixels differ from the background"
+    return pixels
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """``capture(module)`` wraps ``module._save(fig, path, ...)`` so the test sees every matplotlib Figure the
+    module saves, before it is rendered: returns a dict {file name: Figure}, filled as plots are written."""
+    figures = {}
+
+    def capture(module):
+        original = module._save
+
+        def recording_save(fig, path, *args, **kwargs):
+            from pathlib import Path
+
+            figures[Path(path).name] = fig
+            return original(fig, path, *args, **kwargs)
+
+        monkeypatch.setattr(module, "_save", recording_save)
+        return figures
+
+    return capture

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from core.cli import ArgumentParser, run_main
+from core.rundir import as_location
 from twotower import CONFIG_DIR, DEFAULT_CONFIG
 
 
@@ -55,22 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(train)
 
     embed = sub.add_parser("embed", help="Beam job: embed every item with the exported item tower")
-    embed.add_argument("--run", type=Path, required=True)
+    embed.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     embed.add_argument("--runner", default="DirectRunner")
 
     index = sub.add_parser("index", help="build, check and publish a FAISS index from the current vectors")
     _add_config(index)
 
     rebuild = sub.add_parser("rebuild", help="the nightly Beam job: embed, build, validate, publish the index")
-    rebuild.add_argument("--run", type=Path, required=True)
+    rebuild.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     rebuild.add_argument("--runner", default="DirectRunner")
 
     rollback = sub.add_parser("rollback", help="flip the run's index/current back to an earlier version")
-    rollback.add_argument("--run", type=Path, required=True)
+    rollback.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     rollback.add_argument("--to", default=None, help="version to publish (default: the one before current)")
 
     ev = sub.add_parser("eval", help="evaluate a run: recall by popularity slice, exact vs index, CIs")
-    ev.add_argument("run", type=Path)
+    ev.add_argument("run", type=as_location)
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--no-baselines", action="store_true", help="skip the reference rows (eval.baselines: popularity, random, ALS, BPR by default)")
 

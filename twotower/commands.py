@@ -20,6 +20,9 @@ def resolve_config(args, run: RunDir | None) -> RunConfig:
     path = getattr(args, "config", None)
     if path is None:
         path = run.config if run is not None and run.config.is_file() else DEFAULT_CONFIG
+        if run is not None and run.remote and path == run.config:
+            from core.version_cache import cached_file
+            path = cached_file(str(path))  # a run on object storage: its config.yaml read from a local copy
     return load_config(path, getattr(args, "overrides", []))
 
 
@@ -145,6 +148,9 @@ def _print_results(results, run: RunDir) -> None:
     _say(f"head = top {results[0].config.head_share:.0%} of items by training count). "
          "CIs and more metrics/slices are in the report.\n")
     _say(summary_table(results))
+    skipped = results[0].info.get("metadata", {}).get("index_skipped")
+    if skipped:
+        _say(f"\nindex: not evaluated: {skipped}")
     _say(f"\nreport: {run.eval / 'report.md'}")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,10 +22,12 @@ import pandas as pd
 
 from core import artifacts
 from core.guard import require_same_model
-from core.lifecycle import VersionedRoot, current_dir
+from core.lifecycle import CURRENT, VersionedRoot, current_dir
 from twotower.config import RunConfig, save_config
+from core.exclusions import Exclusions
 from core.rundir import RunDir
 from core.strict import to_dict
+from core.version_cache import CachedRoot, cached_directory, default_cache_dir
 
 
 def init_run(cfg: RunConfig, run: RunDir) -> None:
@@ -58,7 +62,7 @@ def load_data(run: RunDir):
     from recdata.loading import load_split
 
     run.require(run.data / artifacts.MANIFEST, f"run `twotower train --run {run.root}` first")
-    return load_split(run.data)
+    return load_split(cached_directory(str(run.data)))  # a run on object storage: a sha256-verified local copy
 
 
 def stage_train(cfg: RunConfig, run: RunDir, dataset, split) -> dict:
@@ -122,6 +126,13 @@ def check_model_version(run: RunDir, found: str, what: str) -> None:
                            "evaluating")
 
 
+def index_skipped_reason(run: RunDir) -> str:
+    """Why eval grades no index: ``<run>/index/current`` is missing or empty."""
+    return (f"{run.index / CURRENT} is empty or missing (no index published), so only exact retrieval "
+            f"was evaluated; publish one with `twotower rebuild --run {run.root}` (or `twotower index`) to grade "
+            "the index too")
+
+
 def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     """Grade the run's towers (exact and through the published index) next to the baselines.
 
@@ -133,18 +144,21 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     from eval.baselines import baseline_results
     from eval.evaluate import evaluate_vectors
     from eval.report import write_report
-    from indexing.sharded_index import load_current_any
+    from indexing.sharded_index import load_any
     from indexing.vectors import read_vectors
     from recdata.splits import train_counts
     from towers.export import load_tower
     from towers.inputs import eval_queries
 
     dataset, split = load_data(run)
-    vectors_dir = run.published_vectors()  # the vectors the published index was built from
-    item_ids, item_vectors, vmanifest = read_vectors(vectors_dir)
-    check_model_version(run, vmanifest["model_version"], f"the item vectors {vectors_dir}")
-    query_tower = load_tower(run.query_tower)
-    max_history = int(artifacts.read_manifest(run.model).get("max_history", cfg.train.tower.max_history))
+    # a run on object storage is read through the local cache, every file's sha256 checked before loading
+    vectors_root, index_root = CachedRoot(str(run.vectors)), CachedRoot(str(run.index))
+    vectors_version = run.published_vectors().name  # the vectors the published index was built from
+    item_ids, item_vectors, vmanifest = read_vectors(vectors_root.fetch(vectors_version))
+    check_model_version(run, vmanifest["model_version"], f"the item vectors {run.vectors / vectors_version}")
+    model_dir = cached_directory(str(run.model))
+    query_tower = load_tower(model_dir / run.query_tower.name)
+    max_history = int(artifacts.read_manifest(model_dir).get("max_history", cfg.train.tower.max_history))
     queries = eval_queries(dataset, split, max_history, per="user")
     query_vectors = query_tower(queries.features)
 
@@ -160,36 +174,45 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     sq = user_row.get_indexer(seen["user_id"])
     si = item_row.get_indexer(seen["item_id"])
     ok = (sq >= 0) & (si >= 0)
-    exclusions = _csr_lists(sq[ok], si[ok], len(user_row))
+    exclusions = Exclusions.from_pairs(sq[ok], si[ok], len(user_row), len(item_row), "train+valid items")
     train_q = user_row.get_indexer(split.train["user_id"])
     history_lengths = np.bincount(train_q[train_q >= 0], minlength=len(user_row)).astype(np.int64)
     counts = train_counts(split, item_ids)
 
-    index = None
-    if VersionedRoot(run.index).current():
-        index = load_current_any(run.index)
-        check_model_version(run, index.model_version, f"the index {current_dir(run.index)}")
+    index, index_skipped = None, None
+    index_version = index_root.current_version()
+    if index_version:
+        index = load_any(index_root.fetch(index_version))
+        check_model_version(run, index.model_version, f"the index {run.index / index_version}")
+    else:  # issue 13 item 9: say so (output and report) instead of silently grading exact retrieval only
+        index_skipped = index_skipped_reason(run)
+    metadata = {"model_version": run.model_version(), "dropped_test_cases": int((~keep).sum())}
+    if index_skipped:
+        metadata["index_skipped"] = index_skipped
     result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, counts, cfg.eval,
                               index=index, history_lengths=history_lengths, query_ids=queries.user_ids,
-                              name=cfg.name, metadata={"model_version": run.model_version(),
-                                                       "dropped_test_cases": int((~keep).sum())})
+                              name=cfg.name, metadata=metadata)
     results = [result]
     if baselines:
         results += baseline_results(test_cases, exclusions, counts, cfg.eval, history_lengths=history_lengths,
                                     query_ids=queries.user_ids, seed=cfg.eval.seed)
-    run.eval.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        r.save(run.eval / r.name)
-    write_report(results, run.eval, title=f"Evaluation of run {run.root.name}")
+    out = run.eval if not run.remote else Path(tempfile.mkdtemp(prefix="eval-", dir=_mkdir(default_cache_dir())))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            r.save(out / r.name)
+        write_report(results, out, title=f"Evaluation of run {run.root.name}")
+        if run.remote:  # written locally, then each file uploaded as a whole object under <run>/eval/
+            storage = run.storage()
+            for p in sorted(out.rglob("*")):
+                if p.is_file():
+                    storage.write_bytes(f"eval/{p.relative_to(out).as_posix()}", p.read_bytes())
+    finally:
+        if run.remote:
+            shutil.rmtree(out, ignore_errors=True)
     return results
 
 
-def _csr_lists(rows: np.ndarray, cols: np.ndarray, num_rows: int) -> list[np.ndarray]:
-    """Per-row arrays of unique column indices (the exclusion lists)."""
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
-    dedup = np.ones(len(rows), dtype=bool)
-    dedup[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    rows, cols = rows[dedup], cols[dedup]
-    bounds = np.searchsorted(rows, np.arange(num_rows + 1))
-    return [cols[bounds[i]:bounds[i + 1]] for i in range(num_rows)]
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

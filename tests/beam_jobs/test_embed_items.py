@@ -107,6 +107,95 @@ def test_too_many_bad_rows_fail_the_job_and_publish_nothing(tmp_path, model_dir)
     assert not (run / "vectors" / ".staging").exists() and not (run / "vectors" / "v2").exists()
 
 
+def test_a_share_exactly_at_the_limit_passes_and_one_more_row_fails(tmp_path, model_dir):
+    run, items = make_run(tmp_path, model_dir, n=100, bad_ids=range(0, 50, 10))  # 5 of 100 = 0.05 exactly
+    result = run_embed(EmbedConfig(run=str(run), max_dead_letter_share=0.05, version="v1"), DIRECT)
+    assert (result.count, result.source_rows, result.dead_letter_count) == (95, 100, 5)
+    manifest = artifacts.read_manifest(result.directory)
+    assert (manifest["count"], manifest["source_rows"], manifest["dead_letter_count"]) == (95, 100, 5)
+    ids, _, _ = read_vectors(result.directory)
+    assert ids.tolist() == items.drop(index=range(0, 50, 10))["item_id"].tolist()
+    assert [json.loads(line)["row"] for line in result.dead_letter_path.read_text().splitlines()] == \
+        [0, 10, 20, 30, 40]
+    run2, _ = make_run(tmp_path / "six", model_dir, n=100, bad_ids=range(0, 60, 10))  # 6 of 100 > 0.05
+    with pytest.raises(DeadLetterShareExceeded, match=r"6 of 100 item rows \(6.00%\) failed validation"):
+        run_embed(EmbedConfig(run=str(run2), max_dead_letter_share=0.05), DIRECT)
+
+
+def test_every_row_dead_lettered_fails_even_when_the_share_allows_it(tmp_path, model_dir):
+    run, _ = make_run(tmp_path, model_dir, n=30, bad_ids=range(30))
+    with pytest.raises(ValueError, match=r"no item could be embedded: all 30 rows of .* were dead-lettered "
+                                         r"\(see .*dead_letter.*\.jsonl\); nothing was published"):
+        run_embed(EmbedConfig(run=str(run), max_dead_letter_share=1.0, version="v1"), DIRECT)
+    assert lifecycle.list_versions(run / "vectors") == [] and lifecycle.current_version(run / "vectors") is None
+    dead = (run / "vectors" / "dead_letter" / "v1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["row"] for line in dead] == list(range(30))  # each row once, kept for inspection
+    assert not [p for p in (run / "vectors").iterdir() if p.name.startswith(".staging")]
+
+
+def test_a_retried_bundle_s_dead_letters_are_counted_once(tmp_path, model_dir, monkeypatch):
+    """A bundle retried after its dead-letter file was written leaves a second file with the same records
+    (here: every bundle writes its file twice). The merged file, the count and the manifest hold each row once."""
+    import beam_jobs.embed_items as embed_module
+
+    original = embed_module.WriteDeadLetters.finish_bundle
+
+    def write_twice(self):
+        lines = list(self._lines)
+        original(self)
+        self._lines = lines
+        original(self)
+
+    monkeypatch.setattr(embed_module.WriteDeadLetters, "finish_bundle", write_twice)
+    run, _ = make_run(tmp_path, model_dir, n=100, bad_ids=(3, 50, 97))
+    result = run_embed(EmbedConfig(run=str(run), max_dead_letter_share=0.05, version="v1"), DIRECT)
+    assert (result.count, result.dead_letter_count) == (97, 3)
+    manifest = artifacts.read_manifest(result.directory)
+    assert (manifest["dead_letter_count"], manifest["dead_letter_reasons"]) == (3, {"unknown item id format": 3})
+    assert [json.loads(line)["row"] for line in result.dead_letter_path.read_text().splitlines()] == [3, 50, 97]
+
+
+def test_collect_dead_letters_merges_deduplicates_sorts_and_clears_staging(tmp_path):
+    from beam_jobs.embed_items import _collect_dead_letters
+
+    staging, root = tmp_path / "staging", tmp_path / "root"
+    staging.mkdir()
+
+    def rec(row, reason):
+        return json.dumps({"row": row, "item_id": f"i{row}", "reason": reason, "source": "s", "values": ""})
+
+    first = [rec(7, "malformed value: x"), rec(2, "unknown item id format: y")]
+    (staging / f"{DEAD_LETTER}-a.jsonl").write_text("\n".join(first) + "\n")
+    (staging / f"{DEAD_LETTER}-b.jsonl").write_text("\n".join(first) + "\n")  # the retry's copy
+    (staging / f"{DEAD_LETTER}-c.jsonl").write_text(rec(4, "malformed value: z") + "\n\n")
+    (staging / "part-00000-of-00001.parquet").write_bytes(b"shard")  # not a dead-letter file: left alone
+    path, count, reasons = _collect_dead_letters(staging, root, "v7")
+    assert path == root / "dead_letter" / "v7.jsonl" and count == 3
+    assert reasons == {"malformed value": 2, "unknown item id format": 1}
+    assert [json.loads(line)["row"] for line in path.read_text().splitlines()] == [2, 4, 7]
+    assert sorted(p.name for p in staging.iterdir()) == ["part-00000-of-00001.parquet"]
+    assert _collect_dead_letters(staging, root, "v8") == (None, 0, {})  # none: no file written
+    assert not (root / "dead_letter" / "v8.jsonl").exists()
+
+
+def test_pruning_removes_the_dead_letters_of_pruned_versions_only(tmp_path, model_dir):
+    run, _ = make_run(tmp_path, model_dir, n=40, bad_ids=(1,))
+    for v in ("v1", "v2", "v3", "v4"):
+        run_embed(EmbedConfig(run=str(run), max_dead_letter_share=0.05, version=v, keep_versions=2), DIRECT)
+    vectors = run / "vectors"
+    assert lifecycle.list_versions(vectors) == ["v3", "v4"] and lifecycle.current_version(vectors) == "v4"
+    assert sorted(p.name for p in (vectors / "dead_letter").iterdir()) == ["v3.jsonl", "v4.jsonl"]
+    # a failed run's dead letters (no version published) newer than every kept version stay for inspection
+    (run / "data" / "items.parquet").unlink()
+    make_run(tmp_path / "worse", model_dir, n=40, bad_ids=range(10))[0].joinpath("data", "items.parquet").rename(
+        run / "data" / "items.parquet")
+    with pytest.raises(DeadLetterShareExceeded):
+        run_embed(EmbedConfig(run=str(run), max_dead_letter_share=0.05, version="v5", keep_versions=2), DIRECT)
+    run_embed(EmbedConfig(run=str(run), max_dead_letter_share=0.5, version="v6", keep_versions=2), DIRECT)
+    assert lifecycle.list_versions(vectors) == ["v4", "v6"]
+    assert sorted(p.name for p in (vectors / "dead_letter").iterdir()) == ["v4.jsonl", "v5.jsonl", "v6.jsonl"]
+
+
 def test_a_tower_that_emits_nan_fails_and_publishes_nothing(tmp_path):
     nan_model = cached_hashing_item_tower(dim=16, nan_item_ids=("item7",))
     run, _ = make_run(tmp_path, nan_model, n=50)

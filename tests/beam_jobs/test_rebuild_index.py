@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from beam_jobs.embed_items import BadVectors, EmbedConfig, run_embed
-from beam_jobs.rebuild_index import (REBUILD_STEPS, IndexValidationError, RebuildConfig, main, rollback,
-                                     run_rebuild, validate_index)
+from beam_jobs.rebuild_index import (REBUILD_STEPS, IndexValidationError, RebuildConfig, main, result_summary,
+                                     rollback, run_rebuild, validate_index)
 from beam_jobs.testing import cached_hashing_item_tower, synthetic_items
 from core.lifecycle import InjectedCrash
 from core.rundir import RunDir
@@ -77,6 +77,28 @@ def test_rebuild_publishes_the_same_index_as_a_single_process_build(tmp_path, mo
     assert current(run / "index") == "v2"
     assert rollback(run / "index", vectors_root=run / "vectors") == "v1"
     assert current(run / "index") == "v1" and current(run / "vectors") == "v1"
+
+
+def test_rebuild_with_dead_letters_counts_the_catalogue_without_them(tmp_path, model_dir):
+    """Embedded in the same run with bad rows: the catalogue the index is checked against is the source rows
+    minus the dead letters, and both manifests record that accounting."""
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "model").symlink_to(model_dir, target_is_directory=True)
+    items = synthetic_items(300, seed=6)
+    bad = [7, 150, 299]
+    for i in bad:
+        items.loc[i, "item_id"] = f"bad id {i}"
+    items.to_parquet(run / "data" / "items.parquet", row_group_size=100)
+    flat = IndexSpec(factory="Flat", gpu="never", recall_k=10, recall_queries=50)
+    result = run_rebuild(RebuildConfig(run=str(run), index=flat, embed=EmbedConfig(num_shards=2,
+                                       max_dead_letter_share=0.02), version="v1"), DIRECT)
+    assert (result.count, result.embed.source_rows, result.embed.dead_letter_count) == (297, 300, 3)
+    manifest = json.loads((run / "index" / "v1" / "manifest.json").read_text())
+    assert (manifest["count"], manifest["source_rows"], manifest["dead_letter_count"]) == (297, 300, 3)
+    assert load_current(run / "index").item_ids.tolist() == items.drop(index=bad)["item_id"].tolist()
+    assert current(run / "index") == current(run / "vectors") == "v1"
+    assert json.loads(json.dumps(result_summary(result)))["dead_letter_count"] == 3
 
 
 def test_a_crash_after_any_step_leaves_current_serving_and_the_next_run_finishes(tmp_path, embedded_run):

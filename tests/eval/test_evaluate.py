@@ -119,3 +119,71 @@ def test_index_path_on_exact_and_approximate_indices(problem):
     assert math.isclose(vs["index_recall@20"].mean(), overall)
     head = lossy.summary.query("source == 'index_vs_exact' and family == 'popularity' and slice == 'head'")
     assert int(head["n_cases"].iloc[0]) > 0  # exact neighbours that are head items
+
+
+class TieFlippingIndex:
+    """An exact index that breaks ties the other way from the exact path: by (-score, -row), so among
+    items tied at the K-th score it returns the highest rows. ``drop_first`` makes a lossy index instead:
+    it skips each query's best item (a real loss, not a tie choice)."""
+
+    def __init__(self, items, drop_first=False):
+        self.items = np.asarray(items, np.float32)
+        self.drop_first = drop_first
+
+    def search(self, queries, k, exclude=None):
+        m, n = len(queries), len(self.items)
+        scores = np.full((m, k), -np.inf, np.float32)
+        rows = np.full((m, k), -1, np.int64)
+        for i, q in enumerate(np.asarray(queries, np.float32)):
+            s = self.items @ q
+            if exclude is not None:
+                s[exclude.rows(i)] = -np.inf  # a core.exclusions.Exclusions, as index_top_k passes
+            order = np.lexsort((-np.arange(n), -s))
+            order = order[np.isfinite(s[order])][int(self.drop_first):][:k]
+            scores[i, :len(order)], rows[i, :len(order)] = s[order], order
+        return scores, rows
+
+
+def _tied_pairs_problem():
+    """Items come in identical pairs (rows 2j, 2j+1): even rows popular (head), odd rows cold (tail), so
+    every tie at the K-th score straddles the head/tail slices. K = 3 and 5 cut through pairs."""
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((40, 8)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    items = np.repeat(base, 2, axis=0)  # (80, 8)
+    counts = np.where(np.arange(80) % 2 == 0, 50, 0).astype(np.int64)
+    queries = rng.standard_normal((60, 8)).astype(np.float32)
+    cases = np.stack([np.arange(60), rng.integers(0, 80, 60)], axis=1)
+    return queries, items, cases, counts
+
+
+def test_index_tie_choices_are_not_counted_as_losses_overall_or_per_slice():
+    queries, items, cases, counts = _tied_pairs_problem()
+    cfg = EvalConfig(ks=(3, 5), bootstrap_samples=0, head_share=0.5)
+    # the index really chooses differently among ties: at K = 3 many of its lists differ from the exact ones
+    from eval.cases import as_exclusions
+    from eval.exact import exact_top_k, index_top_k
+
+    none = as_exclusions(None, len(queries), len(items))
+    exact, flipped = exact_top_k(queries, items, 5, none), index_top_k(TieFlippingIndex(items), queries, 5, none)
+    np.testing.assert_allclose(flipped[0], exact[0], atol=1e-6)  # the same scores: only tie choices differ
+    set_differs = (np.sort(flipped[1][:, :3]) != np.sort(exact[1][:, :3])).any(axis=1)
+    assert set_differs.sum() > 10
+    assert (np.asarray(counts)[flipped[1][set_differs, 2]] == 0).mean() > 0.5  # chosen from the cold (tail) row
+    result = evaluate_vectors(queries, items, cases, None, counts, cfg, index=TieFlippingIndex(items))
+    assert labels_of(result, "popularity") == {"head", "tail"}
+    vs = result.summary[result.summary["source"] == "index_vs_exact"]
+    for k in (3, 5):
+        assert (vs[f"index_recall@{k}"].dropna() == 1.0).all(), vs[["family", "slice", f"index_recall@{k}"]]
+        for key in ("overall/all", "popularity/head", "popularity/tail", "cold/warm", "cold/cold"):
+            assert result.value(f"index_recall@{k}", key, "index_vs_exact") == 1.0, (k, key)
+        # and the index's own metrics are the exact ones overall (the same scores were retrieved)
+        assert result.value(f"recall@{k}", source="index") == pytest.approx(result.value(f"recall@{k}"), abs=0.05)
+
+    lossy = evaluate_vectors(queries, items, cases, None, counts, cfg, index=TieFlippingIndex(items, drop_first=True))
+    for k in (3, 5):  # missing the best item is a loss: the tolerance does not hide it
+        assert lossy.value(f"index_recall@{k}", source="index_vs_exact") < 0.9
+
+
+def labels_of(result, family):
+    return set(result.summary.query(f"source == 'index_vs_exact' and family == '{family}'")["slice"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from eval.cases import as_exclusions
-from eval.exact import as_vectors, count_by_slice, exact_top_k, index_correct, index_top_k
+from eval.exact import as_vectors, count_by_slice, exact_top_k, index_correct, index_credit_by_slice, index_top_k
 from indexing.item_index import ItemIndex
 from indexing.spec import IndexSpec
 
@@ -142,3 +142,26 @@ def test_vector_validation_messages():
         as_vectors(np.ones((2, 2), np.int64), "item vectors")
     with pytest.raises(ValueError, match="k must be a positive int, got 0"):
         exact_top_k(np.ones((2, 4)), np.ones((5, 4)), 0)
+
+
+def test_index_credit_by_slice_by_hand_with_a_tie_across_slices():
+    # one query; item scores 0.9 (row 0, slice 0), 0.5 (row 1, slice 0), 0.5 (row 2, slice 1), 0.1 (row 3, slice 1)
+    items = np.array([[0.9, 0], [0.5, 0], [0.5, 0], [0.1, 0]], np.float32)
+    queries = np.array([[1.0, 0]], np.float32)
+    codes = np.array([0, 0, 1, 1])
+    exact_scores, exact_rows = np.array([[0.9, 0.5]], np.float32), np.array([[0, 1]])  # exact took row 1 at the tie
+
+    def credit(index_rows):
+        n_exact, got = index_credit_by_slice(queries, items, exact_scores, exact_rows, np.array([index_rows]), 2,
+                                             codes, 2)
+        assert n_exact.tolist() == [[2, 0]]
+        return got.tolist()[0]
+
+    assert credit([0, 1]) == [2, 0]    # the exact list
+    assert credit([0, 2]) == [2, 0]    # the other tied item (slice 1): its place is credited to slice 0, no loss
+    assert credit([0, 3]) == [1, 0]    # 0.1 is below the tie: a loss
+    assert credit([2, 1]) == [1, 0]    # both tied items but not the sure one: one loss
+    assert credit([1, -1]) == [1, 0]   # padding is never found
+    # without ties it is index_correct counted by slice
+    correct = index_correct(queries, items, exact_scores, np.array([[0, 3]]), (2,))
+    assert count_by_slice(np.array([[0, 3]]), correct[2], codes, 2).tolist() == [[1, 0]]

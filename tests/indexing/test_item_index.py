@@ -4,6 +4,7 @@ Ties policy under test: equal scores are ordered by ascending row, and for the e
 lowest rows win ties at the k-th place, so Flat == lexsort((row, -score)) exactly. The tie-heavy data
 uses components in {-2..2}/4 so every inner product is exact in float32 (no rounding differences).
 """
+import faiss
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -169,7 +170,7 @@ def test_query_validation_messages():
         index.search(q[0], 5)
     with pytest.raises(ValueError, match="k must be a positive int, got 0"):
         index.search(q, 0)
-    with pytest.raises(ValueError, match="one array of rows per query: got 1 for 4"):
+    with pytest.raises(ValueError, match=r"exclude has 1 entries, expected one per query row \(4\): one array of rows per query"):
         index.search(q, 5, exclude=[[1]])
     with pytest.raises(ValueError, match=r"exclude\[1\] holds row 100, outside 0..99"):
         index.search(q, 5, exclude=[[], [100], [], []])
@@ -206,3 +207,32 @@ def test_auto_spec_builds_flat_for_small_catalogues_and_records_recall():
     _, rows = index.search(x[:2], 3)
     assert index.ids_of(rows)[0, 0] == "item0"
     assert index.ids_of(np.array([-1, 1])).tolist() == [None, "item1"]
+
+
+def test_ivf_with_so_many_exclusions_that_the_probed_lists_run_out():
+    """nprobe=1: each query sees one inverted list. Excluding all but a few of its members leaves fewer than k
+    items: the index returns exactly those (best first), then -1 / -inf, never an excluded row or a repeat."""
+    x, q = clustered_vectors(800, 16, 40, seed=9)
+    index = ItemIndex.build(x, ids(len(x)), IndexSpec(factory="IVF8,Flat", nprobe=1, gpu="never",
+                                                      recall_queries=50), "mv")
+    ivf = faiss.extract_index_ivf(index.faiss_index)
+    _, probed = ivf.quantizer.search(q, 1)
+    members = [np.flatnonzero(ivf.quantizer.search(x, 1)[1][:, 0] == probed[i, 0]) for i in range(len(q))]
+    rng = np.random.default_rng(3)
+    k = 10
+    exclude, left = [], []
+    for i, m in enumerate(members):
+        keep = rng.choice(m, size=min(len(m), [0, 1, 3, 9, 10, 25][i % 6]), replace=False)
+        others = rng.choice(np.setdiff1d(np.arange(len(x)), m), size=20, replace=False)  # outside the list
+        exclude.append(np.concatenate([np.setdiff1d(m, keep), others]))
+        left.append(keep)
+    scores, rows = index.search(q, k, exclude=exclude)
+    for i in range(len(q)):
+        s = x[left[i]] @ q[i]
+        want = left[i][np.lexsort((left[i], -s))][:k]
+        got = rows[i][rows[i] >= 0]
+        np.testing.assert_array_equal(got, want)  # the probed list's remaining items, best first
+        assert (rows[i][len(want):] == -1).all() and np.isneginf(scores[i][len(want):]).all()
+        np.testing.assert_allclose(scores[i][:len(want)], np.sort(s)[::-1][:k], rtol=1e-5, atol=1e-6)
+        assert not np.isin(got, exclude[i]).any() and len(set(got.tolist())) == len(got)
+    assert {int((r >= 0).sum()) for r in rows} == {0, 1, 3, 9, 10}  # short, empty and full rows all occur

@@ -220,3 +220,20 @@ def test_eval_grades_a_sharded_index_like_the_single_index(tied):
     assert single.summary.equals(sharded.summary)
     vs_exact = sharded.summary.loc[sharded.summary["source"] == "index_vs_exact", "index_recall@20"].dropna()
     assert len(vs_exact) and (vs_exact == 1.0).all()  # Flat shards: the merge is exact
+
+
+def test_publish_sharded_then_load_current_any(tied, tmp_path):
+    from indexing.sharded_index import load_current_any, publish_sharded
+    from indexing.store import publish_index
+
+    x, q, ids = tied
+    sharded = ShardedItemIndex.build(x, ids, FLAT, "mv", 3)
+    publish_index(tmp_path / "index", ItemIndex.build(x, ids, FLAT, "mv"), "v1")
+    final = publish_sharded(tmp_path / "index", sharded, "v2", extra_manifest={"source": "test"})
+    assert final == tmp_path / "index" / "v2" and json.loads((final / "manifest.json").read_text())["version"] == "v2"
+    current = load_current_any(tmp_path / "index")
+    assert isinstance(current, ShardedItemIndex)
+    np.testing.assert_array_equal(current.search(q, 10)[1], sharded.search(q, 10)[1])
+    with pytest.raises(FileExistsError, match="versions are immutable"):
+        publish_sharded(tmp_path / "index", sharded, "v2")
+    assert not [p for p in (tmp_path / "index").iterdir() if p.name.startswith(".")]  # no staging left

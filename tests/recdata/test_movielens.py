@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recdata import movielens as ML
+from recdata.loading import DataConfig, resolve_cache_dir
 from tests.recdata.conftest import INTER, ITEM, USER, fake_wheel, write_fixture
 
 def test_load_fixture_tables_and_features(tmp_path):
@@ -139,7 +140,9 @@ def test_interaction_with_unknown_item(tmp_path):
         ML.load_movielens_100k(d)
 
 
-REAL = Path(os.environ.get("TWOTOWER_TEST_ML100K", Path(__file__).resolve().parents[2] / ".cache" / "ml-100k"))
+# where `twotower fetch` / `make demo` put the data: the code's own cache resolver ($TWOTOWER_CACHE or
+# ~/.cache/twotower) + "ml-100k"; TWOTOWER_TEST_ML100K names another copy
+REAL = Path(os.environ.get("TWOTOWER_TEST_ML100K") or resolve_cache_dir(DataConfig(source="movielens-100k")) / ML.DIRNAME)
 
 
 @pytest.mark.skipif(not ML.is_complete(REAL), reason=f"no fetched MovieLens-100K at {REAL}")

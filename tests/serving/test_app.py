@@ -1,15 +1,19 @@
-"""The HTTP service end to end on a tiny real run: answers, every 4xx path, /version, live index reloads."""
+"""The HTTP service end to end on a tiny real run: answers, every 4xx path, /version, live index reloads,
+JSON errors for malformed HTTP, the connection cap and timeouts, /metrics scraped and parsed, graceful shutdown."""
 import http.client
 import json
 import random
+import re
 import socket
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 
 from serving.app import make_config, start
+from serving.requests import RequestError, TopKRequest
 from serving.service import TopKService
 from tests.serving.conftest import Reference, copy_run, publish_index
 from core import artifacts
@@ -197,3 +201,183 @@ def test_new_index_is_picked_up_under_load_with_zero_failed_requests(server, run
     assert status_info["index_version"] == new and status_info["reloads"] >= 1
     assert refused in status_info["refused_index_versions"]
     assert "not-this-model" in status_info["last_reload_error"]
+
+
+# ------------------------------------------------------------------ issue 13 item 2: every error is JSON
+def raw_bytes(port, data: bytes, wait_for_close=True, timeout=30) -> bytes:
+    """Send ``data``, read until the server closes the connection (or ``timeout``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+            if not wait_for_close and b"\r\n\r\n" in out:
+                return out
+
+
+def status_and_json(response: bytes) -> tuple[int, dict, bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body) if body else {}, head
+
+
+@pytest.mark.parametrize("request_bytes, status, message", [
+    (b"OPTIONS /topk HTTP/1.1\r\nHost: x\r\n\r\n", 405, r"OPTIONS is not allowed on /topk; use POST /topk"),
+    (b"GARBAGE\r\n\r\n", 400, r"malformed HTTP request: Invalid method encountered; send an HTTP/1.1 request"),
+    (b"GET /healthz HTTP/9.9\r\n\r\n", 400, r"malformed HTTP request: Invalid HTTP version"),
+    (b"POST /topk HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nContent-Length: 30\r\n\r\n{\"k\": 1}",
+     400, r"malformed HTTP request: Duplicate Content-Length"),
+    (b"POST /topk HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+     400, r"malformed HTTP request: Transfer-Encoding can't be present with Content-Length"),
+])
+def test_odd_methods_garbage_and_smuggling_attempts_get_json_errors(server, request_bytes, status, message):
+    got_status, got, _ = status_and_json(raw_bytes(server.port, request_bytes))
+    assert got_status == status and re.search(message, got["error"]), got
+
+
+def test_head_gets_a_json_405_head_with_allow(server):
+    head = raw_bytes(server.port, b"HEAD /topk HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, body, head = status_and_json(head)
+    assert status == 405 and b"allow: POST" in head and body == {}  # HEAD answers carry no body
+
+
+def test_readyz_metrics_and_openapi_routes(server, client, run):
+    status, ready, _ = client.call("GET", "/readyz")
+    assert status == 200 and ready["status"] == "ready" and ready["model_version"] == run.model_version()
+    assert ready["index_model_version"] == ready["model_version"]
+    status, doc, _ = client.call("GET", "/openapi.json")
+    assert status == 200 and set(doc["paths"]) == {"/topk", "/healthz", "/readyz", "/version", "/metrics",
+                                                    "/openapi.json"}
+
+
+# ------------------------------------------------------------------ issue 16: Prometheus metrics, scraped
+def scrape(port) -> dict:
+    """{(name, frozenset(labels.items())): value} from GET /metrics, parsed as the exposition format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=")
+        text = r.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_by_status_and_time_every_stage(server, client, run):
+    before = scrape(server.port)
+    ok, bad = 7, 3
+    for i in range(ok):
+        assert client.call("POST", "/topk", {"user_id": f"u{i}", "k": 2})[0] == 200
+    for _ in range(bad):
+        assert client.call("POST", "/topk", {"user_id": "u1", "k": 0})[0] == 400
+    after = scrape(server.port)
+
+    def delta(name, **labels):
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("twotower_http_requests_total", path="/topk", method="POST", status="200") == ok
+    assert delta("twotower_http_requests_total", path="/topk", method="POST", status="400") == bad
+    assert delta("twotower_request_duration_seconds_count", path="/topk") == ok + bad
+    assert delta("twotower_request_duration_seconds_sum", path="/topk") > 0
+    assert delta("twotower_queue_wait_seconds_count") == ok  # only requests that reached a batch
+    batches = delta("twotower_batch_size_count")
+    assert 1 <= batches <= ok and delta("twotower_batch_size_sum") == ok
+    assert delta("twotower_tower_seconds_count") == batches == delta("twotower_search_seconds_count")
+    assert delta("twotower_tower_seconds_sum") > 0 and delta("twotower_search_seconds_sum") > 0
+    info = [labels for (name, labels), value in after.items() if name == "twotower_serving_info" and value == 1]
+    assert info == [frozenset({"model_version": run.model_version(),
+                               "index_version": server.service.state.version}.items())]
+    for outcome in ("swapped", "refused", "failed"):
+        assert ("twotower_index_reloads_total", frozenset({"outcome": outcome}.items())) in after
+    assert after[("twotower_open_connections", frozenset())] >= 1  # at least the client's keep-alive one
+
+
+# ------------------------------------------------------------------ issue 13 item 3: connection cap, timeouts
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory):
+    """A copy nobody publishes into (the reload test leaves ``run`` on a refused index)."""
+    return copy_run(tmp_path_factory.mktemp("fresh"))
+
+
+@pytest.fixture(scope="module")
+def tight_server(fresh_run):
+    service = TopKService.open(fresh_run.root, make_config({"reload_interval_s": None, "max_connections": 3,
+                                                      "read_timeout_s": 1.0, "idle_timeout_s": 1.0}))
+    with start(service, "127.0.0.1", 0) as running:
+        yield running
+
+
+def test_connections_above_the_cap_get_a_json_503_and_are_closed(tight_server):
+    held = [socket.create_connection(("127.0.0.1", tight_server.port), timeout=30) for _ in range(3)]
+    try:
+        time.sleep(0.2)  # the server has accepted them
+        status, got, _ = status_and_json(raw_bytes(tight_server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert status == 503 and got["error"] == ("too many open connections: 3 are open (max_connections=3); "
+                                                  "retry later, and reuse keep-alive connections")
+        assert tight_server.service.connection_stats()["refused_connections"] >= 1
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while tight_server.service.connection_stats()["open_connections"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status, got, _ = status_and_json(raw_bytes(tight_server.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"))
+    assert status == 200  # room again once they closed
+
+
+def test_a_slow_request_gets_a_408_and_an_idle_connection_is_closed(tight_server):
+    started = time.monotonic()
+    status, got, _ = status_and_json(raw_bytes(tight_server.port, b"POST /topk HTTP/1.1\r\nHost: x\r\nConte"))
+    assert status == 408 and got["error"] == ("the request did not arrive within 1 s (read_timeout_s); send the "
+                                              "whole head and body at once")
+    assert raw_bytes(tight_server.port, b"") == b""  # nothing sent: closed after read_timeout_s, no answer
+    with socket.create_connection(("127.0.0.1", tight_server.port), timeout=30) as sock:  # idle after an answer
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        out = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 20
+
+
+# ------------------------------------------------------------------ issue 16: graceful shutdown
+def test_graceful_shutdown_stops_accepting_answers_in_flight_requests_then_exits(fresh_run):
+    from tests.serving.test_service import GatedEncoder
+
+    service = TopKService.open(fresh_run.root, make_config({"reload_interval_s": None, "drain_timeout_s": 30}))
+    service.encoder = GatedEncoder(service.encoder)
+    running = start(service, "127.0.0.1", 0)
+    answers = []
+    in_flight = threading.Thread(target=lambda: answers.append(
+        Client(running.port).call("POST", "/topk", {"user_id": "u1", "k": 4})))
+    in_flight.start()
+    try:
+        assert service.encoder.entered.wait(30)  # the request is inside its batch, held
+        stopper = threading.Thread(target=running.shutdown)
+        stopper.start()
+        deadline = time.monotonic() + 30
+        refused = False
+        while not refused and time.monotonic() < deadline:  # the listener closes at once
+            try:
+                socket.create_connection(("127.0.0.1", running.port), timeout=1).close()
+                time.sleep(0.05)
+            except OSError:
+                refused = True
+        assert refused, "the server still accepts connections while shutting down"
+        assert stopper.is_alive() and not answers  # still draining: the held request is not answered yet
+        service.encoder.gate.set()
+        in_flight.join(30)
+        stopper.join(30)
+        assert not stopper.is_alive()
+        status, body, _ = answers[0]
+        assert status == 200 and len(body["items"]) == 4  # answered, not dropped
+    finally:
+        service.encoder.gate.set()
+        running.close()
+    with pytest.raises(RequestError, match="shutting down"):
+        service.submit(TopKRequest(k=1, exclude_seen=True, user_id="x"))

@@ -253,3 +253,56 @@ def _with_model(index, model_version):
     from indexing.item_index import ItemIndex
 
     return ItemIndex(index.faiss_index, index.item_ids, index.spec, model_version, index.factory)
+
+
+def upload_run(local_root, url):
+    """Every file of a local run directory as objects under ``url`` (what a run on S3 looks like)."""
+    from core.storage import open_storage
+
+    store = open_storage(url)
+    for p in sorted(local_root.rglob("*")):
+        if p.is_file() and ".lock" not in p.name:
+            store.write_bytes(p.relative_to(local_root).as_posix(), p.read_bytes())
+    return store
+
+
+def test_a_run_on_s3_is_served_from_the_verified_cache_and_hot_reloads_from_the_pointer(tmp_path, s3_url,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
+    run = copy_run(tmp_path)
+    store = upload_run(run.root, s3_url)
+    first = lifecycle.current_version(run.index)
+    svc = TopKService.open(s3_url, ServingConfig(reload_interval_s=0.05))
+    try:
+        assert svc.state.version == first and svc.run.remote
+        answer = svc.topk(TopKRequest(k=5, exclude_seen=True, user_id="never-seen", timestamp=T))
+        assert [x["item_id"] for x in answer["items"]] == Reference(run).raw("never-seen", {}, [], 5, T)[0]
+        assert not list(tmp_path.joinpath("cache").rglob("*.lock"))
+        # a new version whose index object is truncated: refused by sha256 before loading, the old one serves on
+        new = publish_index(run, perturb=0.5, seed=3)
+        upload_run(run.index / new, f"{s3_url}/index/{new}")
+        blob = store.read_bytes(f"index/{new}/index.faiss")
+        store.write_bytes(f"index/{new}/index.faiss", blob[: len(blob) // 2])
+        store.write_bytes("index/current", f"{new}\n".encode())
+        deadline = time.monotonic() + 60
+        while svc.watcher.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.state.version == first
+        assert f"index/{new}/index.faiss: {len(blob) // 2} bytes, the manifest says {len(blob)}; the object is " \
+               "truncated" in svc.watcher.last_error
+        assert svc.health()["status"] == "degraded"
+        # the object repaired: the watcher sees the objects change, downloads, verifies and swaps
+        store.write_bytes(f"index/{new}/index.faiss", blob)
+        svc.watcher.failed[new]["next_try"] = 0  # skip the back-off (the repaired object has the same key)
+        while svc.state.version != new and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.state.version == new
+        answer = svc.topk(TopKRequest(k=5, exclude_seen=True, user_id="never-seen", timestamp=T))
+        assert answer["index_version"] == new
+        assert [x["item_id"] for x in answer["items"]] == Reference(run).raw("never-seen", {}, [], 5, T)[0]
+        cached = {p.name for p in svc.index_source.local_root.iterdir() if not p.name.startswith(".")}
+        assert cached == {first, new}
+        text = json.dumps([svc.health(), svc.version_info()])
+        assert str(tmp_path) not in text, text
+    finally:
+        svc.close()

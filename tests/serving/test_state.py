@@ -55,4 +55,4 @@ def test_build_state_drops_items_the_index_does_not_hold(users):
     vectors = rng.standard_normal((3, 4)).astype(np.float32)
     index = ItemIndex.build(vectors, np.array(["x", "y", "z"], dtype=object), IndexSpec(factory="Flat"), "m")
     state = build_state(index, "v", users)
-    assert len(state.seen_rows) == 0 and len(state.seen_indptr) == len(users) + 1
+    assert state.seen.nnz == 0 and state.seen.num_queries == len(users)

@@ -45,12 +45,13 @@ def test_unknown_user_and_features():
 def test_seen_rows_match_a_slow_reference():
     u = users()
     catalogue = pd.Index(["y", "x", "q", "unused"])  # "w" and "p" are not in this index
-    indptr, rows = u.seen_rows(catalogue)
+    excl = u.seen_rows(catalogue)
+    assert excl.num_queries == len(u) and excl.num_items == len(catalogue)
     for name in ("a", "b", "c"):
         r = u.row_of(name)
         seen = INTERACTIONS.loc[INTERACTIONS.user_id == name, "item_id"]
         want = sorted({catalogue.get_loc(i) for i in seen if i in catalogue})
-        assert rows[indptr[r]:indptr[r + 1]].tolist() == want
+        assert excl.rows(r).tolist() == want
 
 
 def test_bad_tables_are_refused():

@@ -46,6 +46,45 @@ def test_demo_writes_every_artifact_of_one_model_version(demo_run, capsys):
     assert metrics and (run.eval / "report.md").is_file()
 
 
+def test_demo_metrics_are_sane_and_the_model_beats_random(demo_run):
+    """What the demo's numbers must satisfy: recalls are fractions, a Flat index returns the exact top-K
+    (index recall 1 and the same recall as exact search, in every slice), and the trained model is above
+    the random baseline's confidence interval."""
+    import math
+
+    from eval.result import EvalResult
+
+    model = EvalResult.load(demo_run.eval / "tiny")
+    rand = EvalResult.load(demo_run.eval / "random")
+    assert model.info["counts"]["num_cases"] == 300 and set(model.sources) == {"exact", "index", "index_vs_exact"}
+    slices = sorted(set(model.summary["family"] + "/" + model.summary["slice"]))
+    assert "overall/all" in slices and "popularity/head" in slices
+    scored = 0
+    for key in slices:
+        for k in (10, 50):
+            exact = model.value(f"recall@{k}", key, "exact")
+            index = model.value(f"recall@{k}", key, "index")
+            if math.isnan(exact):  # an empty slice has no number
+                assert math.isnan(index)
+                continue
+            scored += 1
+            assert 0.0 <= exact <= 1.0 and 0.0 <= index <= 1.0, (key, k, exact, index)
+            assert 0.0 <= model.value(f"hitrate@{k}", key, "exact") <= 1.0
+            assert index == pytest.approx(exact, abs=1e-12), (key, k)  # Flat: the index is exact search
+            vs = model.value(f"index_recall@{k}", key, "index_vs_exact")
+            assert math.isnan(vs) or vs == pytest.approx(1.0), (key, k, vs)
+    assert scored >= 10
+    assert model.value("index_recall@10", source="index_vs_exact") == pytest.approx(1.0)
+    summary = model.summary.set_index(["source", "family", "slice"])
+    rsummary = rand.summary.set_index(["source", "family", "slice"])
+    for k in (10, 50):
+        ours = summary.loc[("exact", "overall", "all")]
+        theirs = rsummary.loc[("exact", "overall", "all")]
+        assert 0.0 <= theirs[f"recall@{k}_lo"] <= theirs[f"recall@{k}"] <= theirs[f"recall@{k}_hi"] <= 1.0
+        # the model's whole interval is above the random baseline's whole interval
+        assert ours[f"recall@{k}_lo"] > theirs[f"recall@{k}_hi"], (k, ours[f"recall@{k}_lo"], theirs[f"recall@{k}_hi"])
+
+
 def test_eval_and_compare_through_the_cli(demo_run, capsys, tmp_path):
     assert main(["eval", str(demo_run.root), "--no-baselines"]) == 0
     out = capsys.readouterr().out
@@ -67,6 +106,28 @@ def test_eval_refuses_vectors_from_another_model_version(demo_run, tmp_path, cap
     assert main(["eval", str(run.root), "--no-baselines"]) == 2
     err = capsys.readouterr().err
     assert "made by model version" in err and "some-other-version" in err and "twotower rebuild" in err
+
+
+def test_eval_says_when_no_index_is_published_and_grades_exact_only(demo_run, tmp_path, capsys):
+    # issue 13 item 9: an empty index/current used to skip the index silently
+    import shutil
+
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(demo_run.root, run.root)
+    (run.index / lifecycle.CURRENT).write_text("")
+    assert main(["eval", str(run.root), "--no-baselines"]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny | index |" not in out
+    assert f"index: not evaluated: {run.index / 'current'} is empty or missing (no index published)" in out
+    assert "twotower rebuild --run" in out
+    report = (run.eval / "report.md").read_text()
+    assert "## Index retrieval\n\nNot evaluated: " in report and "is empty or missing" in report
+    saved = json.loads((run.eval / "tiny" / "metrics.json").read_text())
+    assert "is empty or missing" in saved["metadata"]["index_skipped"]
+    # with the index published again, nothing says it was skipped
+    assert main(["eval", str(demo_run.root), "--no-baselines"]) == 0
+    assert "not evaluated" not in capsys.readouterr().out
+    assert "Not evaluated" not in (demo_run.eval / "report.md").read_text()
 
 
 def test_eval_of_missing_run_is_a_clear_error(tmp_path, capsys):
@@ -177,3 +238,32 @@ def test_rollback_to_an_index_of_another_model_is_refused(run_copy, capsys):
     assert f"{run.index}/{first} was made by model version 'an-older-model' but the run's model {run.model} is " \
            f"model version '{run.model_version()}'" in err
     assert lifecycle.current_version(run.index) != first
+
+
+def test_eval_of_a_run_on_s3_reads_through_the_verified_cache_and_writes_eval_objects(demo_run, s3_url, tmp_path,
+                                                                                     capsys, monkeypatch):
+    from core.storage import open_storage
+
+    monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
+    store = open_storage(s3_url)
+    for p in sorted(demo_run.root.rglob("*")):
+        if p.is_file() and not p.relative_to(demo_run.root).as_posix().startswith("eval/") and ".lock" not in p.name:
+            store.write_bytes(p.relative_to(demo_run.root).as_posix(), p.read_bytes())
+    assert main(["eval", str(demo_run.root), "--no-baselines"]) == 0
+    local_out = capsys.readouterr().out
+    assert main(["eval", s3_url, "--no-baselines"]) == 0
+    remote_out = capsys.readouterr().out  # the same numbers, read from object storage
+    assert remote_out.replace(s3_url, str(demo_run.root)) == local_out and f"{s3_url}/eval/report.md" in remote_out
+    remote_metrics = json.loads(store.read_bytes("eval/tiny/metrics.json"))
+    local_metrics = json.loads((demo_run.eval / "tiny" / "metrics.json").read_text())
+    assert {k: v for k, v in remote_metrics.items() if k != "timings"} == \
+        {k: v for k, v in local_metrics.items() if k != "timings"}
+    assert store.exists("eval/report.md") and not list((tmp_path / "cache").glob("eval-*"))
+    # a truncated vectors shard on the store is refused before anything is graded
+    vectors = lifecycle.current_version(demo_run.vectors)
+    shard = next(k for k in store.list(f"vectors/{vectors}") if k.endswith(".parquet"))
+    store.write_bytes(shard, store.read_bytes(shard)[:-5])
+    for entry in (tmp_path / "cache").iterdir():  # a fresh cache: the earlier verified copy is gone
+        __import__("shutil").rmtree(entry)
+    assert main(["eval", s3_url, "--no-baselines"]) == 2
+    assert f"{shard.rsplit('/', 1)[1]}: " in capsys.readouterr().err

@@ -28,14 +28,18 @@ def _results():
     return out
 
 
-def test_write_report_writes_every_artifact(tmp_path):
+def test_write_report_writes_every_artifact(tmp_path, saved_figures):
+    import twotower.studies.scaling.report as report_module
+    from tests.conftest import check_png_plot
+
+    figures = saved_figures(report_module)
     results = _results()
     fits = fit_laws(results, "valid", bootstrap=20)
     path = write_report(tmp_path, GRID, results, fits)
     assert path == tmp_path / "report.md"
-    for plot in PLOTS:
-        data = (tmp_path / plot).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    for plot in PLOTS:  # a real picture of about the figure's size, not blank
+        check_png_plot(tmp_path / plot, min_size=(400, 300), max_size=(1500, 700))
+    _check_plotted_series(figures, results, fits)
     # save → load: the files hold what was computed
     assert json.loads((tmp_path / "fits.json").read_text()) == json.loads(json.dumps(fits))
     table = pd.read_csv(tmp_path / "points.csv")
@@ -43,6 +47,49 @@ def test_write_report_writes_every_artifact(tmp_path):
     assert list(table["key"]) == list(expected["key"])
     assert np.allclose(table["flops"], expected["flops"]) and np.allclose(table["loss_valid"], expected["loss_valid"])
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def _check_plotted_series(figures, results, fits):
+    """The figures draw the data: read the series back from the matplotlib objects."""
+    from matplotlib.container import ErrorbarContainer
+
+    # loss against compute: one line per point (by N), through its curve's (flops, valid loss)
+    (ax,) = figures["loss_vs_compute.png"].axes
+    ordered = sorted(results, key=lambda r: r["params"]["non_embedding"])
+    lines = ax.get_lines()
+    for line, r in zip(lines, ordered):
+        np.testing.assert_allclose(line.get_xdata(), [e["flops"] for e in r["curve"]])
+        np.testing.assert_allclose(line.get_ydata(), [e["loss_valid"] for e in r["curve"]])
+    fit_line = next(line for line in lines if str(line.get_label()).startswith("fit: b="))
+    f = fits["compute"]["fit"]
+    xs = np.asarray(fit_line.get_xdata())
+    np.testing.assert_allclose(fit_line.get_ydata(), f["a"] * (xs / f["x0"]) ** (-f["b"]) + f["c"])
+    assert len(lines) == len(results) + 3  # + the fit, the pure power law and the frontier
+    # recall against compute: one error bar per point in each of overall / head / tail
+    axes = figures["recall_vs_compute.png"].axes
+    assert [a.get_title() for a in axes] == ["overall", "head", "tail"]
+    for a, part in zip(axes, ("overall", "head", "tail")):
+        bars = [c for c in a.containers if isinstance(c, ErrorbarContainer)]
+        assert len(bars) == len(results)
+        for bar, r in zip(bars, results):
+            x, y = bar.lines[0].get_data()
+            assert (x[0], y[0]) == pytest.approx((r["compute"]["flops"], r["recall"][part]["value"]))
+    # params / data: the best losses the fits were made from
+    for a, law in zip(figures["loss_vs_params_data.png"].axes, ("params", "data")):
+        best = [line for line in a.get_lines() if line.get_label() == "best loss reached"]
+        if fits[law].get("x"):
+            np.testing.assert_allclose(best[0].get_xdata(), fits[law]["x"])
+            np.testing.assert_allclose(best[0].get_ydata(), fits[law]["y"])
+        else:
+            assert not best
+    # batch size: one line per row of the batch-size axis table
+    table = axis_table(results, "batch_size", "valid")
+    (ax,) = figures["loss_vs_batch.png"].axes
+    assert [line.get_label() for line in ax.get_lines()] == list(table.index) and len(table) >= 2
+    for line, (_, row) in zip(ax.get_lines(), table.iterrows()):
+        row = row.dropna()
+        np.testing.assert_allclose(line.get_xdata(), row.index.astype(float))
+        np.testing.assert_allclose(line.get_ydata(), row.to_numpy(float))
 
 
 def test_markdown_holds_the_laws_the_points_and_the_tables():

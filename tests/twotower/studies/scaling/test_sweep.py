@@ -33,7 +33,11 @@ def _grid_file(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_two_point_sweep_runs_end_to_end_then_resume_skips_both(tmp_path):
+def test_two_point_sweep_runs_end_to_end_then_resume_skips_both(tmp_path, saved_figures):
+    import twotower.studies.scaling.report as report_module
+    from tests.conftest import check_png_plot
+
+    figures = saved_figures(report_module)
     grid_path = _grid_file(tmp_path)
     out = tmp_path / "out"
     lines = []
@@ -59,8 +63,17 @@ def test_two_point_sweep_runs_end_to_end_then_resume_skips_both(tmp_path):
     assert small["data"]["valid_loss_examples"] == big["data"]["valid_loss_examples"]
     report = (out / "report.md").read_text()
     assert all(key in report for key in keys) and "## Fitted laws" in report and "not fitted" in report
-    for plot in PLOTS:
-        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in PLOTS:  # a real picture of about the figure's size, not blank
+        check_png_plot(out / plot, min_size=(400, 300), max_size=(1500, 700))
+    # the loss plot draws the two points' curves: (flops, valid loss) per epoch, smaller model first
+    lines = figures["loss_vs_compute.png"].axes[0].get_lines()
+    for line, result in zip(lines, (small, big)):
+        np.testing.assert_allclose(line.get_xdata(), [e["flops"] for e in result["curve"]])
+        np.testing.assert_allclose(line.get_ydata(), [e["loss_valid"] for e in result["curve"]])
+    recall_axes = figures["recall_vs_compute.png"].axes
+    for ax, part in zip(recall_axes, ("overall", "head", "tail")):  # one error bar per point
+        got = sorted(float(bar.lines[0].get_data()[1][0]) for bar in ax.containers)
+        assert got == pytest.approx(sorted(r["recall"][part]["value"] for r in (small, big)))
     assert json.loads((out / "fits.json").read_text()).keys() == outcome.fits.keys()
     assert len((out / "points.csv").read_text().strip().splitlines()) == 3
 
