@@ -217,8 +217,13 @@ def test_a_crash_after_any_step_leaves_current_and_the_next_run_cleans_up(tmp_pa
         assert lifecycle.current_version(vectors) == "v0"
         # Before the manifest a crash leaves an unfinished version (no manifest, a .staging marker; the next
         # job removes it), which no reader takes for a version; after it the version is finished, never current.
-        staged = sorted(p.name for p in (vectors / ".staging").iterdir()) if (vectors / ".staging").exists() else []
-        assert staged == ([] if step == "manifest" else [f"crash-{step}"])
+        # (the next job leaves an "abandoned" tombstone in its place, so the name is never handed out again).
+        markers = {p.name: json.loads(p.read_text()) for p in (vectors / ".staging").iterdir()} \
+            if (vectors / ".staging").exists() else {}
+        live = sorted(name for name, marker in markers.items() if marker.get("state") != "abandoned")
+        assert live == ([] if step == "manifest" else [f"crash-{step}"])
+        if step == "manifest":  # this job took the lease after the "pipeline" crash and removed its files
+            assert markers["crash-pipeline"]["state"] == "abandoned" and not (vectors / "crash-pipeline").exists()
         assert (vectors / f"crash-{step}" / "manifest.json").exists() == (step == "manifest")
     assert lifecycle.list_versions(vectors) == ["crash-manifest", "v0"]
     run_embed(EmbedConfig(run=str(run), version="v1"), DIRECT)
