@@ -103,7 +103,12 @@ def stage_index(cfg: RunConfig, run: RunDir) -> dict:
     vec_dir = artifacts.current_dir(run.vectors)
     item_ids, vectors, manifest = read_vectors(vec_dir)
     check_model_version(run, manifest["model_version"], f"vectors {vec_dir}")
-    index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"])
+    from beam_jobs.query_set import QUERY_SOURCE, validation_query_vectors
+
+    # tuned and checked on the queries it will serve: query-tower vectors of validation users
+    queries = validation_query_vectors(run, cfg.index)
+    index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"], queries=queries,
+                            query_source=QUERY_SOURCE)
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     while (run.index / version).exists():
         version += "x"
