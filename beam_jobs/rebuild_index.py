@@ -1,7 +1,8 @@
 """The nightly job: embed the catalogue, build the FAISS index in shards, validate, publish atomically.
 
     1 embed     run_embed -> vectors/<v>/ (finished, not yet current)         [or reuse a vectors version]
-    2 train     indexing.train_empty on a seeded sample (spec.train_size, spec.seed) -> trained empty index
+    2 train     indexing.train_empty_with_report on seeded samples -> trained empty index (quantizer chosen
+                among spec.quantizer_restarts on the query set: query-tower vectors of validation users)
     3 add       Beam: one task per vectors shard; each worker reads its shard and calls
                 indexing.add_shard(trained, vectors, rows) on a copy of the trained index (the trained
                 index arrives as a side input); the blobs land in the index root's scratch space
@@ -44,7 +45,8 @@ from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from beam_jobs.embed_items import EmbedConfig, EmbedResult, prune_versions, run_embed
 from indexing.gate import DEFAULT_RECALL_FLOOR, IndexValidationError, check_publishable
 from indexing.item_index import ItemIndex
-from indexing.sharded import add_shard, merge_shards, train_empty
+from beam_jobs.query_set import QUERY_SOURCE, validation_query_vectors
+from indexing.sharded import add_shard, merge_shards, train_empty_with_report
 from indexing.spec import IndexSpec
 from indexing.store import rollback_index, stage_index
 from indexing.vectors import read_vectors
@@ -206,10 +208,13 @@ def add_shards_with_beam(tasks: Sequence[ShardTask], trained: bytes, dim: int, w
 
 def validate_index(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarray, vectors_manifest: dict,
                    expected_model_version: str | None, recall_floor: float,
-                   catalogue_rows: int | None = None) -> dict:
-    """``indexing.gate.check_publishable`` (kept under this name for the rebuild's callers)."""
+                   catalogue_rows: int | None = None, *, queries: np.ndarray | None = None,
+                   query_source: str = "queries") -> dict:
+    """``indexing.gate.check_publishable`` (kept under this name for the rebuild's callers); ``queries`` float32
+    (m, d) is the query set recall is checked on (``beam_jobs.query_set``: query-tower vectors of validation
+    users; None = item vectors as queries)."""
     return check_publishable(index, vectors, item_ids, vectors_manifest, expected_model_version, recall_floor,
-                             catalogue_rows)
+                             catalogue_rows, queries=queries, query_source=query_source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,7 +290,10 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
                                    f"published: {exc}") from None
     n, dim = vectors.shape
     spec = cfg.index
-    trained = train_empty(vectors, spec, n_items=n)
+    # the queries the index will serve: query-tower vectors of the run's validation users (None without a run)
+    queries = validation_query_vectors(RunDir(cfg.run), spec) if cfg.run else None
+    trained, quantizer = train_empty_with_report(vectors, spec, n_items=n, queries=queries,
+                                                 query_source=QUERY_SOURCE)
     step_done("train")
 
     tasks = shard_tasks(vectors_dir, vmanifest)
@@ -295,13 +303,15 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
     merged = merge_shards(trained, blobs, n_items=n)  # a lost or doubled shard is refused here
     del blobs
     factory = spec.resolve_factory(n, dim)
-    index = ItemIndex.from_faiss(merged, item_ids, spec, vmanifest["model_version"], factory=factory)
+    index = ItemIndex.from_faiss(merged, item_ids, spec, vmanifest["model_version"], factory=factory,
+                                 quantizer=quantizer)
     step_done("merge")
 
     run_model = RunDir(cfg.run).model_version_file if cfg.run else None
     expected_mv = run_model.read_text().strip() if run_model is not None and run_model.is_file() else None
     catalogue = embedded.source_rows - embedded.dead_letter_count if embedded else None
-    recall = check_publishable(index, vectors, item_ids, vmanifest, expected_mv, cfg.recall_floor, catalogue)
+    recall = check_publishable(index, vectors, item_ids, vmanifest, expected_mv, cfg.recall_floor, catalogue,
+                               queries=queries, query_source=QUERY_SOURCE)
     step_done("validate")
 
     extra = {"vectors_version": vmanifest["version"], "vectors_dir": str(vectors_dir),

@@ -32,7 +32,8 @@ class IndexValidationError(ValueError):
 
 def check_publishable(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarray, vectors_manifest: dict,
                       expected_model_version: str | None, recall_floor: float = DEFAULT_RECALL_FLOOR,
-                      catalogue_rows: int | None = None, *, unit_norm: bool = True) -> dict:
+                      catalogue_rows: int | None = None, *, unit_norm: bool = True,
+                      queries: np.ndarray | None = None, query_source: str = "queries") -> dict:
     """Pre-publish checks (module docstring); returns the measured recall dict, raises ``IndexValidationError``.
 
     vectors float32 (n, d) and item_ids (n,): what the index was built from, in row order.
@@ -40,6 +41,8 @@ def check_publishable(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarra
     expected_model_version: the run's model (None when unknown).
     catalogue_rows: rows of the items table minus dead letters, when known (embedded in this run).
     unit_norm: the tower L2-normalises its output, so every vector must have norm 1.
+    queries float32 (m, d): the query set recall is checked on (query-tower vectors of validation users);
+    None = item vectors as queries.
     """
     if not 0.0 <= recall_floor <= 1.0:
         raise ValueError(f"recall_floor must be in [0, 1], got {recall_floor}")
@@ -91,7 +94,7 @@ def check_publishable(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarra
             problems.append(f"model version mismatch: {exc}")
     recall = None
     if not problems:
-        recall = index.measure_recall(vectors)
+        recall = index.measure_recall(vectors, queries, query_source=query_source)
         if recall["recall"] < recall_floor:
             problems.append(
                 f"recall@{recall['k']} = {recall['recall']:.4f} over {recall['num_queries']} sampled queries is "

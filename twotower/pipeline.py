@@ -108,12 +108,18 @@ def stage_index(cfg: RunConfig, run: RunDir) -> Path:
     from indexing.store import publish_index
     from indexing.vectors import read_vectors
 
+    from beam_jobs.query_set import QUERY_SOURCE, validation_query_vectors
+
     with VersionedRoot(run.index).lock("twotower index") as lease:
         vec_dir = current_dir(run.vectors)
         item_ids, vectors, manifest = read_vectors(vec_dir)
         check_model_version(run, manifest["model_version"], f"the vectors {vec_dir}")
-        index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"])
-        check_publishable(index, vectors, item_ids, manifest, run.model_version(), DEFAULT_RECALL_FLOOR)
+        # tuned and checked on the queries it will serve: query-tower vectors of validation users
+        queries = validation_query_vectors(run, cfg.index)
+        index = ItemIndex.build(vectors, item_ids, cfg.index, manifest["model_version"], queries=queries,
+                                query_source=QUERY_SOURCE)
+        check_publishable(index, vectors, item_ids, manifest, run.model_version(), DEFAULT_RECALL_FLOOR,
+                          queries=queries, query_source=QUERY_SOURCE)
         return publish_index(run.index, index, extra_manifest={"vectors_version": manifest["version"],
                                                                "vectors_dir": str(vec_dir),
                                                                "recall_floor": DEFAULT_RECALL_FLOOR}, lease=lease)

@@ -42,6 +42,8 @@ def test_demo_writes_every_artifact_of_one_model_version(demo_run, capsys):
     idx = artifacts.verify_manifest(lifecycle.current_dir(run.index))
     assert vec["model_version"] == version and idx["model_version"] == version
     assert vec["count"] == 200
+    # the index's recall is checked on the queries it serves: query-tower vectors of validation users (issue 15)
+    assert idx["recall"]["query_source"] == "query_tower_valid_users" and idx["recall"]["num_queries"] > 10
     metrics = json.loads((run.eval / "tiny" / "metrics.json").read_text())
     assert metrics and (run.eval / "report.md").is_file()
 
