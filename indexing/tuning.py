@@ -220,7 +220,8 @@ def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query
             fi.apply_search_params(index, nprobe=value, k_factor=kf)
             mean, bound = _search_recall(index, vectors, queries, exact_scores, k)
             curve.append((kf, value, round(mean, 6)))
-            last = (value, kf, mean, bound)
+            if last is None or mean > last[2]:
+                last = (value, kf, mean, bound)  # unreached target: fall back to the best pair measured
             if bound >= target:
                 reached = (value, kf, mean, bound)
                 limit = i + 1
@@ -233,7 +234,7 @@ def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query
             if flat_steps >= PLATEAU_STEPS:
                 break
         if reached is None:
-            grid.append((kf, None, round(last[2], 6), None))
+            grid.append((kf, None, round(max(r for f, _, r in curve if f == kf), 6), None))
             continue
         cost = reached[0] * per_probe + REFINE_BYTE_COST * k * kf * refine_bytes
         grid.append((kf, reached[0], round(reached[2], 6), round(cost)))

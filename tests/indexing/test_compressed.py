@@ -121,3 +121,13 @@ def test_the_bytes_auto_budgets_are_the_bytes_the_index_holds():
                          recall_queries=20, train_size=2600)  # small training sample: the test is about bytes
         index = ItemIndex.build(x, ids, spec, "mv")
         assert index.factory == factory and index.bytes_per_item["total"] == per_item
+
+
+def test_an_unreachable_target_keeps_the_best_pair_measured(data):
+    x, q, ids = data
+    spec = IndexSpec(**{**SPEC.__dict__, "factory": "IVF64,PQ2x4fs,Refine(PQ2)", "target_recall": 1.0})
+    index = ItemIndex.build(x, ids, spec, "mv", queries=q)
+    t = index.tuning
+    assert not t["reached"] and all(row[1] is None for row in t["grid"])
+    best = max(t["curve"], key=lambda p: p[2])
+    assert [t["k_factor"], t["value"]] == best[:2] and t["recall"] == pytest.approx(best[2], abs=1e-6)
