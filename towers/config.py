@@ -142,6 +142,10 @@ class TrainConfig:
 
     temperature           softmax temperature applied to cosine scores (smaller = sharper)
     learning_rate         optimizer step size
+    optimizer             "adam" or "adagrad" (tf-keras; ``towers.optimizers``)
+    sparse_updates        embedding tables update only the rows the batch touched, so a step costs
+                          O(rows touched), not O(table size): "adam" becomes ``LazyAdam`` (a row's
+                          moments do not decay in steps that skip it); "adagrad" is sparse either way
     batch_size            examples per step; every other candidate in the batch is a negative
     epochs                passes over the training interactions
     shuffle_buffer        examples held by the shuffler; 0 = all of them (a full shuffle)
@@ -187,6 +191,7 @@ class TrainConfig:
     temperature: float = 0.05
     learning_rate: float = 0.003
     optimizer: Literal["adam", "adagrad"] = "adam"
+    sparse_updates: bool = False
     batch_size: int = 1024
     epochs: int = 10
     shuffle_buffer: int = 0

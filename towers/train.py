@@ -34,6 +34,7 @@ from towers.inputs import batches_per_epoch, heldout_examples, item_features_bat
     training_examples
 from towers.item_tower import ItemTower, make_item_id_embedding
 from towers.model import TwoTowerModel
+from towers import optimizers
 from towers.monitor import HeldoutRecall
 from towers.query_tower import QueryTower
 from towers.strategy import is_chief, make_strategy
@@ -101,9 +102,8 @@ def clue_objective(query_tower: QueryTower, cfg: TrainConfig, weight: float) -> 
 
 
 def make_optimizer(cfg: TrainConfig):
-    if cfg.optimizer == "adam":
-        return tf.keras.optimizers.Adam(cfg.learning_rate)
-    return tf.keras.optimizers.Adagrad(cfg.learning_rate)
+    """The configured optimizer (``towers.optimizers.make_optimizer``)."""
+    return optimizers.make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.sparse_updates)
 
 
 def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
