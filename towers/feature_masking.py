@@ -228,6 +228,11 @@ class TwoViewAugmenter:
                                  "build it with towers.feature_masking.feature_correlation / mutual_information_table")
             self.group_table = tf.constant(cfm_group_table(correlation, self.names, self.maskable, cfm_k))
 
+    def in_one_view(self, name: str) -> bool:
+        """True when every example keeps feature ``name`` in exactly one of its two views
+        (``masks`` are complementary on the maskable features when there are at least two)."""
+        return name in self.maskable and len(self.maskable) >= 2
+
     # -- masks ---------------------------------------------------------------------------------
 
     def _scatter_columns(self, maskable_keep: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:

@@ -111,8 +111,9 @@ class QueryTower(tf.keras.Model):
         return self.history_encoder(inputs["history"], tf.cast(inputs["history_timestamps"], tf.int64),
                                     tf.cast(inputs["timestamp"], tf.int64), training=training)
 
-    def embed_features(self, inputs: dict, training=False) -> list:
-        """One vector per entry of ``feature_names``."""
+    def embed_features(self, inputs: dict, training=False, history: tf.Tensor | None = None) -> list:
+        """One vector per entry of ``feature_names``. ``history``: the history encoder's output
+        for these inputs when already computed (``encode_history``); it is used as is."""
         missing = [n for n in self.raw_input_names if n not in inputs]
         if missing:
             raise ValueError(f"query tower inputs are missing {missing}; got {sorted(inputs)}")
@@ -122,7 +123,7 @@ class QueryTower(tf.keras.Model):
         if self.features is not None:
             parts += self.features(inputs)
         if self.history_encoder is not None:
-            parts.append(self.encode_history(inputs, training=training))
+            parts.append(history if history is not None else self.encode_history(inputs, training=training))
         return parts
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: skip AST conversion

@@ -14,7 +14,11 @@ ItemSSL   each step draws ``item_batch_size`` rows UNIFORMLY (with replacement) 
           as often as the head; views by RFM / CFM feature masking + multi-value dropout.
 QuerySSL  the first ``batch_size`` queries of the (shuffled) training batch; views by feature masking of the query tower's parts
           (user features, "history") + dropout of history elements (→ "", works with any history
-          encoder) + multi-value dropout.
+          encoder) + multi-value dropout. The masks are complementary, so each example's history
+          is kept in exactly one view (zeroed in the other by the head's feature mask): the
+          history encoder runs once per example, on the history of the view that keeps it, and
+          both views reuse that output (the same loss as encoding both views; half the encoder
+          cost). Towers without ``encode_history`` are called once per view.
 """
 from __future__ import annotations
 
@@ -68,8 +72,9 @@ class QuerySSL(tf.keras.layers.Layer):
     ``call(query_inputs, step, training) -> scalar`` (unweighted)."""
 
     def __init__(self, query_tower, augmenter: TwoViewAugmenter, temperature: float, seed: int,
-                 batch_size: int = 0, **kwargs):
+                 batch_size: int = 0, encode_history_once: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.encode_history_once = bool(encode_history_once)  # False: two full tower passes (reference)
         self.batch_size = int(batch_size)  # 0 = every query of the batch
         self.query_tower = query_tower
         self.augmenter = augmenter
@@ -82,7 +87,22 @@ class QuerySSL(tf.keras.layers.Layer):
             query_inputs = {name: value[:self.batch_size] for name, value in query_inputs.items()}
         (in1, keep1), (in2, keep2) = self.augmenter.views(query_inputs,
                                                           step_seed(self.seed, step, STREAM_SSL_QUERY_VIEWS))
-        z1 = self.query_tower(in1, training=training, feature_mask=keep1)
-        z2 = self.query_tower(in2, training=training, feature_mask=keep2)
+        z1, z2 = self._encode(in1, keep1, in2, keep2, training)
         users = tf.strings.to_hash_bucket_fast(query_inputs["user_id"], _ID_HASH_BUCKETS)
         return contrastive_loss(z1, z2, self.temperature, groups=users)
+
+    def _encode(self, in1, keep1, in2, keep2, training):
+        tower = self.query_tower
+        once = (self.encode_history_once and getattr(tower, "history_encoder", None) is not None
+                and "history" in self.augmenter.names and self.augmenter.in_one_view("history"))
+        if not once:
+            return (tower(in1, training=training, feature_mask=keep1),
+                    tower(in2, training=training, feature_mask=keep2))
+        column = self.augmenter.names.index("history")
+        in_first = keep1[:, column] > 0  # [N]: the view that keeps the example's history
+        kept = dict(in1)
+        for name in ("history", "history_timestamps"):
+            kept[name] = tf.where(in_first[:, tf.newaxis], in1[name], in2[name])
+        history = tower.encode_history(kept, training=training)
+        return tuple(tower.head(tower.embed_features(inputs, training=training, history=history), feature_mask=keep,
+                                training=training) for inputs, keep in ((in1, keep1), (in2, keep2)))

@@ -112,3 +112,49 @@ def test_query_ssl_drops_history_and_groups_by_user():
     z1 = tower.numpy_embed({k: v.numpy() for k, v in in1.items()}, k1.numpy())
     z2 = tower.numpy_embed({k: v.numpy() for k, v in in2.items()}, k2.numpy())
     assert got2 == pytest.approx(numpy_contrastive(z1, z2, 0.5, users[:2]), rel=1e-5)
+
+
+@pytest.mark.parametrize("encoder,mode", [("features", "rfm"), ("sequence", "cfm")])
+def test_query_ssl_encodes_each_history_once_with_the_same_loss(encoder, mode, monkeypatch):
+    """Complementary masks keep each history in one view: encoding it once (for that view) gives
+    the loss of two full tower passes, and the history encoder sees N rows, not 2N."""
+    from tests.towers.conftest import planted
+    from towers.config import SequenceConfig, TowerConfig
+    from towers.feature_masking import feature_correlation
+    from towers.inputs import make_tf_dataset, training_examples, user_features_batch
+    from towers.item_tower import make_item_id_embedding
+    from towers.query_tower import QueryTower
+    from towers.vocab import build_vocabularies
+
+    ds, split = planted()
+    cfg = TowerConfig(output_dim=16, id_embedding_dim=16, feature_embedding_dim=8, hidden_units=(32,), max_history=8,
+                      user_encoder=encoder, sequence=SequenceConfig(max_length=8, width=16, ff_dim=32, num_heads=2))
+    vocab = build_vocabularies(ds, split.train, cfg)
+    tower = QueryTower(make_item_id_embedding(vocab, cfg), vocab, cfg)
+    correlation = None
+    if mode == "cfm":
+        users = user_features_batch(ds.users, tower.feature_specs)
+        correlation = feature_correlation(users, tower.feature_specs, tower.feature_names,
+                                          np.ones(len(ds.users), np.int64))
+    aug = TwoViewAugmenter(tower.feature_names, tower.feature_specs, mode, correlation, sequence_dropout=0.3)
+    ex = training_examples(ds, split.train, 8, True)
+    query = next(iter(make_tf_dataset(ds, ex, 64, shuffle=True, seed=0, history_width=ex.max_history)))["query"]
+    step = tf.constant(4, tf.int64)
+    rows_encoded = []
+    encode = tower.encode_history
+    monkeypatch.setattr(tower, "encode_history", lambda inputs, training=False: (
+        rows_encoded.append(int(tf.shape(inputs["history"])[0])), encode(inputs, training=training))[1])
+    once = QuerySSL(tower, aug, temperature=0.2, seed=3, batch_size=32)(query, step)
+    assert rows_encoded == [32]
+    twice = QuerySSL(tower, aug, temperature=0.2, seed=3, batch_size=32, encode_history_once=False)(query, step)
+    assert rows_encoded == [32, 32, 32]
+    assert aug.in_one_view("history")
+    np.testing.assert_allclose(once.numpy(), twice.numpy(), rtol=1e-6)
+
+
+def test_history_alone_maskable_is_kept_in_both_views():
+    aug = TwoViewAugmenter(("user_id", "history"), (), "rfm", mask_ids=False)
+    assert not aug.in_one_view("history") and not aug.in_one_view("user_id")
+    keep1, keep2 = aug.masks(tf.constant(3), tf.constant([1, 2], tf.int64))
+    np.testing.assert_array_equal(keep1.numpy(), 1)
+    np.testing.assert_array_equal(keep2.numpy(), 1)
