@@ -36,7 +36,6 @@ import dataclasses
 import json
 import logging
 import pickle
-import shutil
 import sys
 import time
 import uuid
@@ -56,13 +55,12 @@ from beam_jobs.item_blocks import ValidateItemBlocks
 from beam_jobs.item_rows import DEAD_LETTER, DEFAULT_ID_PATTERN, RowValidator
 from beam_jobs.item_source import DEFAULT_ROWS_PER_UNIT, ItemSource, ReadItemBlocks, plan_item_source
 from indexing.vectors import finalize_vectors, shard_name, write_shard
-from core import artifacts, strict
+from core import strict
 from core.guard import require_same_model
 from core.lifecycle import (InjectedCrash, Lease, VersionedRoot, check_crash_at, check_version_name, crash_point,
                             new_version, version_sort_key)
 from core.rundir import RunDir
-from core.storage import open_storage
-from core.version_cache import is_url
+from core.storage import Storage, join_url, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +138,13 @@ class EmbedResult:
     """What run_embed produced: the finished version directory and its numbers."""
 
     version: str
-    directory: Path
+    directory: Path | str       # local directory, or the version's URL on object storage
     count: int
     dim: int
     model_version: str
     source_rows: int
     dead_letter_count: int
-    dead_letter_path: Path | None
+    dead_letter_path: Path | str | None
     published: bool
     seconds: float
 
@@ -308,10 +306,7 @@ class WriteDeadLetters(beam.DoFn):
         if self._lines:
             name = f"{DEAD_LETTER}-{uuid.uuid4().hex}.jsonl"
             data = ("\n".join(self._lines) + "\n").encode("utf-8")
-            if is_url(self._directory):
-                open_storage(self._directory).write_bytes(name, data)  # whole objects appear atomically
-            else:
-                artifacts.atomic_write_bytes(Path(self._directory) / name, data)
+            open_storage(self._directory).write_bytes(name, data)  # whole objects (or files) appear atomically
             self._lines = []
 
 
@@ -379,20 +374,20 @@ def _embed_locked(cfg: EmbedConfig, root: VersionedRoot, pipeline_args, crash_at
     log.info("embedding %d item rows from %s with %s (model %s) into %s shards on %s", source.num_rows,
              cfg.items, cfg.item_tower, model_version, num_shards, runner_name(options))
     stage = root.stage(version)
-    staging = stage.path
-    local_root = Path(cfg.output)
+    # where workers write: the local directory, or the version's URL on object storage (no shared disk needed)
+    staging = stage.path if stage.path is not None else stage.storage.url
     try:
         with beam.Pipeline(options=options) as pipeline:
-            build_embed_pipeline(pipeline, source, handler, validator, str(staging or stage.storage.url), num_shards,
-                                 model_version,
+            build_embed_pipeline(pipeline, source, handler, validator, str(staging), num_shards, model_version,
                                  cfg.batch_size)
         crash_point("pipeline", crash_at)
-        dead_path, dead_count, reasons = _collect_dead_letters(staging, local_root, version)
+        dead_key, dead_count, reasons = _collect_dead_letters(stage.storage, root.storage, version)
+        dead_path = _location(root.storage, dead_key)
         _check_dead_letters(dead_count, reasons, source.num_rows, cfg, dead_path)
-        _fill_empty_shards(staging, num_shards, model_version)
+        _fill_empty_shards(stage.storage, str(staging), num_shards, model_version)
         manifest = finalize_vectors(staging, model_version, version, expected_count=source.num_rows - dead_count,
                                     extra_manifest=_embed_manifest_fields(cfg, source.num_rows, dead_count, reasons,
-                                                                          dead_path, local_root))
+                                                                          dead_key))
         root.finish(stage)
     except InjectedCrash:
         raise  # like a killed job: the unfinished version stays behind; the next job's lease removes it
@@ -408,12 +403,12 @@ def _embed_locked(cfg: EmbedConfig, root: VersionedRoot, pipeline_args, crash_at
 
 
 def _embed_manifest_fields(cfg: EmbedConfig, source_rows: int, dead_count: int, reasons: Counter,
-                           dead_path: Path | None, root: Path) -> dict:
+                           dead_key: str | None) -> dict:
     """What the vectors manifest records about this run besides the vectors: the row accounting
     (count = source_rows - dead_letter_count) and the batch size (vectors depend on it in the last bits)."""
     return {"source_rows": source_rows, "dead_letter_count": dead_count,
             "dead_letter_reasons": dict(sorted(reasons.items())),
-            "dead_letter_file": str(dead_path.relative_to(root)) if dead_path is not None else None,
+            "dead_letter_file": dead_key,
             "batch_size": cfg.batch_size}
 
 
@@ -426,25 +421,34 @@ def _check_columns(source: ItemSource, feature_names: Iterable[str], items: str)
             "for this table")
 
 
-def _collect_dead_letters(staging: Path, root: Path, version: str) -> tuple[Path | None, int, Counter]:
-    """Merge the workers' dead-letter files (sorted by row) into root/dead_letter/<version>.jsonl and remove
-    them from staging; count the reasons."""
+def _collect_dead_letters(staging: Storage, root: Storage, version: str) -> tuple[str | None, int, Counter]:
+    """Merge the workers' dead-letter objects of the version being written (sorted by row) into
+    ``dead_letter/<version>.jsonl`` of the root and remove them from the version; count the reasons.
+    Returns (that key or None, count, reasons). Works on a local directory and on object storage alike."""
     records = []
-    for part in sorted(staging.glob(f"{DEAD_LETTER}-*.jsonl")):
-        with open(part, encoding="utf-8") as fh:
-            records.extend(json.loads(line) for line in fh if line.strip())
-        part.unlink()
+    parts = [k for k in staging.list() if "/" not in k and k.startswith(f"{DEAD_LETTER}-") and k.endswith(".jsonl")]
+    for part in parts:
+        text = staging.read_bytes(part).decode("utf-8")
+        records.extend(json.loads(line) for line in text.splitlines() if line.strip())
+        staging.delete(part)
     if not records:
         return None, 0, Counter()
     # A bundle retried after writing its file would repeat its records: keep one of each.
     records = list({(r["row"], r["reason"]): r for r in records}.values())
     records.sort(key=lambda r: (r["row"], r["reason"]))
     reasons = Counter(r["reason"].split(":")[0] for r in records)
-    dest = root / DEAD_LETTER_DIR / f"{version}.jsonl"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    artifacts.atomic_write_bytes(dest, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                                               for r in records).encode("utf-8"))
-    return dest, len(records), reasons
+    key = f"{DEAD_LETTER_DIR}/{version}.jsonl"
+    root.write_bytes(key, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                                  for r in records).encode("utf-8"))
+    return key, len(records), reasons
+
+
+def _location(storage: Storage, key: str | None) -> Path | str | None:
+    """The local path of ``key`` (local storage) or its URL (object storage), for results and messages."""
+    if key is None:
+        return None
+    local = storage.local_path(key)
+    return local if local is not None else join_url(storage.url, key)
 
 
 def _check_dead_letters(count: int, reasons: Counter, num_rows: int, cfg: EmbedConfig, path) -> None:
@@ -466,11 +470,11 @@ def _check_dead_letters(count: int, reasons: Counter, num_rows: int, cfg: EmbedC
                          f"(see {path}); nothing was published")
 
 
-def _fill_empty_shards(staging: Path, num_shards: int, model_version: str) -> None:
+def _fill_empty_shards(staging: Storage, target: str, num_shards: int, model_version: str) -> None:
     """Shards that received no rows still get a (0-row) file, so the set part-i-of-N is complete."""
     for s in range(num_shards):
-        if not (staging / shard_name(s, num_shards)).exists():
-            write_shard(staging, s, num_shards, [], np.zeros((0, 0), np.float32), model_version)
+        if not staging.exists(shard_name(s, num_shards)):
+            write_shard(target, s, num_shards, [], np.zeros((0, 0), np.float32), model_version)
 
 
 def prune_versions(root: VersionedRoot | str | Path, keep: int, protect=()) -> list[str]:
@@ -479,12 +483,12 @@ def prune_versions(root: VersionedRoot | str | Path, keep: int, protect=()) -> l
     root = root if isinstance(root, VersionedRoot) else VersionedRoot(root)
     removed = root.prune(keep, protect)
     kept = root.versions()
-    folder = root.local_dir(DEAD_LETTER_DIR)
-    if kept and folder is not None and folder.is_dir():
+    if kept:
         oldest = version_sort_key(kept[0])
-        for f in folder.glob("*.jsonl"):
-            if version_sort_key(f.name[: -len(".jsonl")]) < oldest:
-                f.unlink()
+        for key in root.storage.list(DEAD_LETTER_DIR):  # a local directory or object storage alike
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".jsonl") and version_sort_key(name[: -len(".jsonl")]) < oldest:
+                root.storage.delete(key)
     return removed
 
 

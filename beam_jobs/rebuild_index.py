@@ -50,12 +50,11 @@ from indexing.sharded import add_shard, merge_shards, train_empty_with_report
 from indexing.spec import IndexSpec
 from indexing.store import rollback_index, stage_index
 from indexing.vectors import read_vectors
-from core import artifacts, strict
+from core import strict
 from core.lifecycle import (InjectedCrash, VersionedRoot, check_crash_at, check_version_name, crash_point,
                             new_version)
 from core.rundir import RunDir
-from core.storage import open_storage
-from core.version_cache import is_url
+from core.storage import join_url, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ class RebuildResult:
     """What was published: versions, directories, and the numbers the validation measured."""
 
     version: str
-    index_dir: Path
+    index_dir: Path | str      # local directory, or the version's URL on object storage
     vectors_dir: Path
     count: int
     dim: int
@@ -136,12 +135,9 @@ class ShardTask:
 
 def read_shard_vectors(path: str, dim: int, expected_rows: int) -> np.ndarray:
     """float32 (rows, dim) of one vectors shard (the ``vector`` column only); ``path`` may be a URL."""
-    if is_url(path):
-        parent, name = str(path).rsplit("/", 1)
-        with open_storage(parent).open_read(name) as stream:  # ranged reads: only the vector column's pages
-            table = pq.read_table(stream, columns=["vector"])
-    else:
-        table = pq.read_table(path, columns=["vector"])
+    parent, name = str(path).rsplit("/", 1)
+    with open_storage(parent).open_read(name) as stream:  # object storage: ranged reads of the column's pages
+        table = pq.read_table(stream, columns=["vector"])
     column = table.column("vector").combine_chunks()
     vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     if len(column) != expected_rows or vectors.size != expected_rows * dim:
@@ -161,10 +157,7 @@ class AddShard(beam.DoFn):
         vectors = read_shard_vectors(task.path, self._dim, task.count)
         rows = np.arange(task.first_row, task.first_row + task.count, dtype=np.int64)
         blob = add_shard(trained, vectors, rows)
-        if is_url(self._work_dir):
-            open_storage(self._work_dir).write_bytes(shard_blob_name(task.index), blob)
-        else:
-            artifacts.atomic_write_bytes(Path(self._work_dir) / shard_blob_name(task.index), blob)
+        open_storage(self._work_dir).write_bytes(shard_blob_name(task.index), blob)  # appears whole or not at all
         yield task.index
 
 
@@ -172,17 +165,19 @@ def shard_blob_name(index: int) -> str:
     return f"shard-{index:05d}.faiss"
 
 
-def shard_tasks(vectors_dir: Path, manifest: dict) -> list[ShardTask]:
+def shard_tasks(vectors_dir: Path | str, manifest: dict) -> list[ShardTask]:
+    """One task per vectors shard (a local directory or a URL); row counts from the Parquet footers."""
+    storage = open_storage(str(vectors_dir))
     tasks, first = [], 0
     for i, name in enumerate(manifest["shards"]):
-        path = vectors_dir / name
-        count = pq.ParquetFile(path).metadata.num_rows
-        tasks.append(ShardTask(i, str(path), first, count))
+        with storage.open_read(name) as stream:
+            count = pq.ParquetFile(stream).metadata.num_rows
+        tasks.append(ShardTask(i, join_url(str(vectors_dir), name), first, count))
         first += count
     return tasks
 
 
-def add_shards_with_beam(tasks: Sequence[ShardTask], trained: bytes, dim: int, work_dir: Path,
+def add_shards_with_beam(tasks: Sequence[ShardTask], trained: bytes, dim: int, work_dir: Path | str,
                          pipeline_args: Sequence[str] | None) -> list[bytes]:
     """Run the add step as a Beam pipeline; returns the shard blobs in shard order."""
     options = pipeline_options(pipeline_args)
@@ -192,13 +187,15 @@ def add_shards_with_beam(tasks: Sequence[ShardTask], trained: bytes, dim: int, w
          | "ShardTasks" >> beam.Create(list(tasks))
          | "SpreadShards" >> beam.Reshuffle()
          | "AddShard" >> beam.ParDo(AddShard(str(work_dir), dim), trained=beam.pvalue.AsSingleton(trained_pc)))
+    storage = open_storage(str(work_dir))
     blobs = []
     for task in tasks:
-        path = work_dir / shard_blob_name(task.index)
-        if not path.is_file():
-            raise RuntimeError(f"the add step finished without writing {path} (shard {task.index} of "
-                               f"{len(tasks)}); rerun the rebuild")
-        blobs.append(path.read_bytes())
+        name = shard_blob_name(task.index)
+        try:
+            blobs.append(storage.read_bytes(name))
+        except FileNotFoundError:
+            raise RuntimeError(f"the add step finished without writing {join_url(str(work_dir), name)} (shard "
+                               f"{task.index} of {len(tasks)}); rerun the rebuild") from None
     return blobs
 
 
@@ -240,8 +237,8 @@ def run_rebuild(config: RebuildConfig, pipeline_args: Sequence[str] | None = Non
             raise FileExistsError(f"{index_root.url}/{version} already exists; versions are immutable, choose a "
                                   "new name")
         scratch = index_root.scratch(version)
-        work = Path(scratch.local_path())
-        work.mkdir(parents=True, exist_ok=True)
+        # the add step's blobs: a local directory, or a prefix on object storage the workers write to
+        work = scratch.local_path() if scratch.local_path() is not None else scratch.url
         try:
             result = _rebuild_locked(cfg, version, work, pipeline_args, crash_at, index_lease, vectors_lease)
         except InjectedCrash:
@@ -253,7 +250,7 @@ def run_rebuild(config: RebuildConfig, pipeline_args: Sequence[str] | None = Non
         return result
 
 
-def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args, crash_at, index_lease,
+def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline_args, crash_at, index_lease,
                     vectors_lease) -> RebuildResult:
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -276,7 +273,8 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
         if vv is None:
             raise FileNotFoundError(f"{vectors_root.url}/current does not exist; embed first or pass a "
                                     "vectors version")
-        vectors_dir = Path(vectors_root.local_dir(vv))
+        local = vectors_root.local_dir(vv)
+        vectors_dir = local if local is not None else join_url(vectors_root.url, vv)
     else:
         embedded = run_embed(dataclasses.replace(cfg.embed, version=version, publish=False), pipeline_args,
                              lease=vectors_lease)
@@ -332,7 +330,8 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path, pipeline_args,
     if embedded is not None:
         prune_versions(vectors_root, cfg.keep_versions, protect=vectors_in_use(index_root))
     step_done("publish")
-    return RebuildResult(version, stage.path, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
+    index_dir = stage.path if stage.path is not None else stage.storage.url
+    return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
                          len(tasks), seconds, embedded)
 
 
