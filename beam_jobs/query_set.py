@@ -15,6 +15,7 @@ import numpy as np
 
 from core import artifacts
 from core.rundir import RunDir
+from core.version_cache import cached_directory
 from indexing.spec import IndexSpec
 
 QUERY_SOURCE = "query_tower_valid_users"
@@ -30,7 +31,8 @@ def validation_query_vectors(run: RunDir, spec: IndexSpec) -> np.ndarray | None:
 
     if not (run.data / artifacts.MANIFEST).is_file() or not run.query_tower.is_dir():
         return None
-    dataset, split = load_split(run.data)
+    # a run on object storage: data/ and model/ read from sha256-verified local copies (core.version_cache)
+    dataset, split = load_split(cached_directory(str(run.data)))
     valid = getattr(split, "valid", None)
     if valid is None or len(valid) == 0:
         return None
@@ -39,10 +41,11 @@ def validation_query_vectors(run: RunDir, spec: IndexSpec) -> np.ndarray | None:
     if len(users) > wanted:
         users = np.random.default_rng([spec.seed, 6]).choice(users, size=wanted, replace=False)
         valid = valid[valid["user_id"].isin(set(users.tolist()))]
-    max_history = int(artifacts.read_manifest(run.model).get("max_history", 0) or 0) or None
+    model = cached_directory(str(run.model))
+    max_history = int(artifacts.read_manifest(model).get("max_history", 0) or 0) or None
     if max_history is None:
         raise ValueError(f"{run.model} has no max_history in its manifest; re-export the towers")
     queries = eval_queries(dataset, SimpleNamespace(train=split.train, valid=None, test=valid), max_history,
                            per="user")
-    vectors = np.asarray(load_tower(run.query_tower)(queries.features), dtype=np.float32)
+    vectors = np.asarray(load_tower(model / run.query_tower.name)(queries.features), dtype=np.float32)
     return vectors if len(vectors) else None
