@@ -169,12 +169,15 @@ def test_collect_dead_letters_merges_deduplicates_sorts_and_clears_staging(tmp_p
     (staging / f"{DEAD_LETTER}-b.jsonl").write_text("\n".join(first) + "\n")  # the retry's copy
     (staging / f"{DEAD_LETTER}-c.jsonl").write_text(rec(4, "malformed value: z") + "\n\n")
     (staging / "part-00000-of-00001.parquet").write_bytes(b"shard")  # not a dead-letter file: left alone
-    path, count, reasons = _collect_dead_letters(staging, root, "v7")
-    assert path == root / "dead_letter" / "v7.jsonl" and count == 3
+    from core.storage import open_storage
+
+    key, count, reasons = _collect_dead_letters(open_storage(staging), open_storage(root), "v7")
+    assert key == "dead_letter/v7.jsonl" and count == 3
+    path = root / key
     assert reasons == {"malformed value": 2, "unknown item id format": 1}
     assert [json.loads(line)["row"] for line in path.read_text().splitlines()] == [2, 4, 7]
     assert sorted(p.name for p in staging.iterdir()) == ["part-00000-of-00001.parquet"]
-    assert _collect_dead_letters(staging, root, "v8") == (None, 0, {})  # none: no file written
+    assert _collect_dead_letters(open_storage(staging), open_storage(root), "v8") == (None, 0, {})  # no file
     assert not (root / "dead_letter" / "v8.jsonl").exists()
 
 
