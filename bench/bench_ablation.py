@@ -73,7 +73,8 @@ def run_one(config: str, overrides: list[str], run_root: Path, baselines: bool =
     from indexing.vectors import write_vectors
     from towers.export import load_tower
     from towers.inputs import item_features_batch
-    from core import artifacts, lifecycle, pipeline
+    from core import lifecycle
+    from twotower import pipeline
     from twotower.config import load_config
     from core.rundir import RunDir
 
