@@ -1,27 +1,32 @@
-"""Serving latency under open-loop load: the HTTP top-k service over a 1M-item index, at fixed request rates.
+"""Serving latency under open-loop load, the old server next to the new one in one run (issues #16, #13).
 
-    .venv/bin/python -m bench.bench_serving --run /tmp/serve_run            # the reported configuration
-    .venv/bin/python -m bench.bench_serving --run /tmp/serve_run --rates 100 --duration 5 --n 100000
+    nice -n 5 .venv/bin/python -m bench.bench_serving --workdir /tmp/sbench            # the reported run
+    .venv/bin/python -m bench.bench_serving --workdir /tmp/sb --n 100000 --rates 100 --duration 5 --servers new
 
-Setup. ``--run`` is a finished run (e.g. ``twotower demo``: MovieLens-100K, 1682 items). A bench run
-directory (``--workdir``) links that run's model/ and data/, and gets a synthetic ``--n``-item index
-published under its own index/: the run's real item vectors (rows 0..1681, their real ids) plus
-``n - 1682`` synthetic normalised clustered vectors (``indexing.synthetic.clustered_vectors``, ids
-"syn-<i>"), built with ``IndexSpec()`` (factory "auto": IVF4096,Flat for 1M x 64, default nprobe). Its
-manifest carries the run's model version, which is what lets the service start with the real query tower;
-the synthetic rows are not embeddings of anything. The index is built once and reused.
+Setup. ``--run`` is a finished run; without it one is trained with ``--make-run-config`` (demo: MovieLens-100K,
+1682 items) into WORKDIR/train, items embedded in-process. A bench run directory links that run's model/ and
+data/, and gets a synthetic ``--n``-item index published under its own index/: the run's real item vectors
+(rows 0..1681, their real ids) plus ``n - 1682`` synthetic normalised clustered vectors
+(``indexing.synthetic.clustered_vectors``, ids "syn-<i>"), built with ``IndexSpec()`` (factory "auto":
+IVF4096,Flat for 1M x 64, default nprobe). Its manifest carries the run's model version, which is what lets
+the service start with the real query tower; the synthetic rows are not embeddings of anything. Built once,
+reused.
 
-Load. The service runs as its own process (``python -m serving``, OMP_WAIT_POLICY=PASSIVE), bound to
-127.0.0.1. This process sends requests OPEN-LOOP: request i is due at t0 + i / rate whatever happened to
-earlier ones, each on an idle keep-alive connection (a new one when all are busy), and its latency is
-measured from its due time to the last byte of the answer (so queueing in the client counts too: no
-coordinated omission). At most ``--max-connections`` (256) are open, like a client pool; a due request
-that finds all of them busy waits for one, and the wait is part of its latency. Mix: ``--raw-share`` raw-feature requests (random features + 10 random real
-items as history), the rest known MovieLens users; k=``--k``, exclude_seen true.
+Servers. "old" = the ``serving/`` package at ``--old-rev`` (the standard library's ThreadingHTTPServer,
+before issues #13/#16), extracted from git into WORKDIR and run against today's other packages; "new" = this
+tree (uvicorn + httptools + uvloop). Each runs as its own process (``python -m serving``,
+OMP_WAIT_POLICY=PASSIVE) on 127.0.0.1 with the same ``--set`` options.
 
-Baselines in the same run: "bare" = the query tower + index search called directly, one request at a
-time, in-process (no HTTP, no batching: the floor a request can cost); and the same server with
-micro-batching off (max_batch=1). Ratios: p50 / bare p50.
+Load. This process sends requests OPEN-LOOP: request i is due at t0 + i / rate whatever happened to earlier
+ones, each on an idle keep-alive connection (a new one when all are busy, at most ``--max-connections``),
+and its latency runs from its due time to the last byte of the answer (no coordinated omission). Mix:
+``--raw-share`` raw-feature requests (features + 10 random real items as history), the rest known users;
+k=``--k``, exclude_seen true. Scenarios: "rates" (each of ``--rates``), "rebuild" (100 req/s for 40 s while
+the publish half of a rebuild runs twice in another process: load the current index, save it as a new
+version with sha256s, flip ``current``; the servers reload every 1 s), "poison" (issue #13's load test: 100
+req/s from 16 connections for ``--poison-duration`` s while one more client sends 10 poison req/s (2**63
+timestamps, 100k-deep JSON, 5000-digit ints, bad fields) and the index is published twice; every valid
+request must succeed).
 """
 from __future__ import annotations
 
@@ -161,38 +166,29 @@ def request_bodies(run: Path, count: int, raw_share: float, k: int, seed: int) -
     return bodies
 
 
-# ----------------------------------------------------------------------------------- bare baseline
-def bare_latency(run: Path, bodies: list[bytes], count: int) -> np.ndarray:
-    """Seconds per request of tower + index search called directly (in-process, one at a time)."""
-    from serving.config import ServingConfig
-    from serving.requests import decode_json, parse_topk
-    from serving.service import TopKService
-    from serving.tower_inputs import batch_inputs
-
-    service = TopKService.open(run, ServingConfig(reload_interval_s=None))
-    try:
-        times = []
-        for body in bodies[:count]:
-            request = parse_topk(decode_json(body), service.user_specs, max_k=1000, max_history_items=10_000)
-            start = time.perf_counter()
-            pending = service.resolve(request)
-            vectors = service.encoder(batch_inputs([pending.inputs], service.user_specs, service.users.max_history))
-            service.state.index.search(vectors, request.k, [service._exclusions(pending, service.state)])
-            times.append(time.perf_counter() - start)
-        return np.array(times[10:])  # the first calls warm caches
-    finally:
-        service.close()
-
-
 # ----------------------------------------------------------------------------------- server process
+def old_serving(workdir: Path, rev: str) -> Path:
+    """The ``serving/`` package as of git revision ``rev`` (the ThreadingHTTPServer implementation), extracted
+    into ``workdir/old-<rev>/serving`` for the side-by-side comparison; it runs against today's other packages
+    (indexing/, towers/, core/), so only the serving code differs."""
+    target = workdir / f"old-{rev}"
+    if not (target / "serving" / "app.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "serving"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
 class Server:
-    def __init__(self, run: Path, options: list[str]):
+    def __init__(self, run: Path, options: list[str], pythonpath: Path | None = None, reload_s: float | None = None):
         cmd = [sys.executable, "-m", "serving", "--run", str(run), "--host", HOST, "--port", "0",
-               "--set", "reload_interval_s=null"]
+               "--set", f"reload_interval_s={'null' if reload_s is None else reload_s}"]
         for opt in options:
             cmd += ["--set", opt]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        path = f"{pythonpath}{os.pathsep}{ROOT}" if pythonpath else str(ROOT)
+        env = {**os.environ, "PYTHONPATH": path, "OMP_WAIT_POLICY": "PASSIVE"}
+        self.proc = subprocess.Popen(cmd, cwd=pythonpath or ROOT, env=env, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.url = None
         deadline = time.monotonic() + 600
@@ -297,81 +293,191 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float
             "max": float(lat.max()) if len(lat) else float("nan")}
 
 
-def run_rates(server: Server, bodies, rates, duration, label, max_connections) -> list[dict]:
-    rows = []
-    asyncio.run(open_loop(server.port, bodies, 50, 2.0, max_connections))  # warm-up, not reported
-    for rate in rates:
-        before, cpu_before = server.get("/healthz"), server.cpu_seconds()
-        row = asyncio.run(open_loop(server.port, bodies, rate, duration, max_connections))
-        after, cpu_after = server.get("/healthz"), server.cpu_seconds()
-        batches = after["batches"] - before["batches"]
-        row.update(server=label, mean_batch=(after["requests"] - before["requests"]) / max(batches, 1),
-                   largest_batch=after["largest_batch"],
-                   cpu_ms_per_request=1000 * (cpu_after - cpu_before) / max(row["ok"], 1))
-        rows.append(row)
-        print(f"  {label:<14} {rate:>6.0f} req/s: achieved {row['achieved']:.1f}, ok {row['ok']}, errors "
-              f"{row['errors']}, p50 {row['p50']:.2f} ms, p90 {row['p90']:.2f}, p99 {row['p99']:.2f}, "
-              f"max {row['max']:.1f}, mean batch {row['mean_batch']:.2f}, server CPU {row['cpu_ms_per_request']:.2f} ms/request, "
-              f"connections {row['connections']}",
-              flush=True)
-    return rows
+POISON = [  # issue 13's hostile-but-fair client: each must get a 4xx and hurt no one else
+    b'{"user_id": "1", "k": 10, "timestamp": 9223372036854775808}',
+    b'{"history": ["1"], "history_timestamps": [18446744073709551616], "k": 10}',
+    b'{"features": {}, "history": ["1"], "k": 10, "timestamp": -1}',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"user_id": "1", "k": ' + b"9" * 5000 + b"}",
+    b'{"user_id": "1", "k": 0}',
+    b'{"user_id": "1", "k": 10, "shoe_size": 44}',
+    b"{not json",
+]
+
+
+async def poison_loop(port: int, rate: float, duration: float) -> dict:
+    """One client sending ``POISON`` bodies round-robin at ``rate`` req/s on its own connections."""
+    count = int(rate * duration)
+    statuses = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    conn = None
+    for i in range(count):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection(HOST, port)
+            statuses.append(await _exchange(*conn, POISON[i % len(POISON)]))
+        except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
+            statuses.append(-1)
+        if conn is not None:  # the server may close after an error: reconnect for the next one
+            conn[1].close()
+            conn = None
+    codes: dict = {}
+    for st in statuses:
+        codes[st] = codes.get(st, 0) + 1
+    return {"sent": count, "statuses": codes}
+
+
+def publish_copy(run: Path, tag: str) -> float:
+    """The publish half of a rebuild, in its own process: load the current index (sha256-verified), save it
+    as a new version (write + sha256 + manifest), flip ``current``. Returns seconds."""
+    code = ("import sys, time; from indexing.store import load_current, publish_index; "
+            "idx = load_current(sys.argv[1]); "
+            "publish_index(sys.argv[1], idx, time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()) + '-' + sys.argv[2], keep=3)")
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+    subprocess.run([sys.executable, "-c", code, str(run / "index"), tag], check=True, env=env, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+async def with_publishes(run: Path, job, duration: float, publishes: int, tag: str) -> tuple:
+    """Run ``job`` (a coroutine) while ``publishes`` new index versions are published, evenly spread."""
+    async def publisher():
+        times = []
+        for j in range(publishes):
+            await asyncio.sleep(duration / (publishes + 1) if j == 0 else 1.0)
+            times.append(await asyncio.to_thread(publish_copy, run, f"{tag}{j}"))
+        return times
+    return await asyncio.gather(job, publisher())
+
+
+def row_line(r: dict) -> str:
+    return (f"| {r['server']} | {r['scenario']} | {r['rate']:.0f} | {r['achieved']:.1f} | {r['ok']} | {r['errors']} | "
+            f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['max']:.1f} | {r.get('mean_batch', float('nan')):.2f} "
+            f"| {r.get('cpu_ms_per_request', float('nan')):.2f} | {r.get('load', float('nan')):.1f} |")
+
+
+def measure(server: Server, label: str, scenario: str, coro_factory) -> tuple[dict, object]:
+    before, cpu_before = server.get("/healthz"), server.cpu_seconds()
+    result = asyncio.run(coro_factory())
+    row, extra = (result, None) if isinstance(result, dict) else (result[0], result[1])
+    after, cpu_after = server.get("/healthz"), server.cpu_seconds()
+    batches = after["batches"] - before["batches"]
+    row.update(server=label, scenario=scenario, load=os.getloadavg()[0],
+               mean_batch=(after["requests"] - before["requests"]) / max(batches, 1),
+               cpu_ms_per_request=1000 * (cpu_after - cpu_before) / max(row["ok"], 1))
+    print(f"  {label:<4} {scenario:<22} {row['rate']:>5.0f} req/s: achieved {row['achieved']:.1f}, ok {row['ok']}, "
+          f"errors {row['errors']}, p50 {row['p50']:.2f} ms, p90 {row['p90']:.2f}, p99 {row['p99']:.2f}, max "
+          f"{row['max']:.1f}, mean batch {row['mean_batch']:.2f}, CPU {row['cpu_ms_per_request']:.2f} ms/req, "
+          f"load {row['load']:.1f}{'' if extra is None else f', {extra}'}", flush=True)
+    return row, extra
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="a finished run (model, data, vectors/current)")
+    p.add_argument("--run", type=Path, default=None, help="a finished run (model, data, vectors/current); default: "
+                                                          "train one with --make-run-config into WORKDIR/train")
+    p.add_argument("--make-run-config", default="demo", help="config for the run trained when --run is not given")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/serving-bench"), help="bench run + index (reused)")
     p.add_argument("--n", type=int, default=1_000_000, help="items in the index")
-    p.add_argument("--rates", default="50,100,200", help="request rates (req/s), comma-separated")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds per rate (bounded: <= 120)")
+    p.add_argument("--rates", default="100,300,1000", help="request rates (req/s), comma-separated")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per rate (bounded: <= 120)")
+    p.add_argument("--scenarios", default="rates,rebuild,poison",
+                   help="rates: each rate; rebuild: 100 req/s while an index is published twice; poison: the "
+                        "issue-13 load test (100 req/s from 16 connections for --poison-duration s, one poison "
+                        "client, two publishes)")
+    p.add_argument("--servers", default="old,new", help="old = serving/ at --old-rev (ThreadingHTTPServer), new = this tree")
+    p.add_argument("--old-rev", default="4b07bcf", help="git revision of the old serving/ package")
+    p.add_argument("--poison-duration", type=float, default=60.0)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--max-connections", type=int, default=256, help="client connection pool size")
     p.add_argument("--raw-share", type=float, default=0.2, help="share of raw-feature requests")
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                   help="ServingConfig for the batched server, e.g. --set max_wait_ms=2")
-    p.add_argument("--no-unbatched", action="store_true", help="skip the max_batch=1 comparison server")
+                   help="ServingConfig for both servers, e.g. --set max_wait_ms=2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--clean", action="store_true", help="delete --workdir first (rebuild the index)")
     args = p.parse_args(argv)
-    if not 0 < args.duration <= 120:
-        p.error("--duration must be in (0, 120] seconds")
+    if not 0 < args.duration <= 120 or not 0 < args.poison_duration <= 120:
+        p.error("--duration and --poison-duration must be in (0, 120] seconds")
     rates = [float(r) for r in args.rates.split(",") if r]
+    scenarios = [x for x in args.scenarios.split(",") if x]
     if args.clean and args.workdir.exists():
         shutil.rmtree(args.workdir)
 
-    run = prepare_run(args.run, args.workdir, args.n, args.seed)
+    source = args.run or make_run(args.workdir / "train", args.make_run_config, [])
+    run = prepare_run(source, args.workdir, args.n, args.seed)
     bodies = request_bodies(run, 5000, args.raw_share, args.k, args.seed)
     print(f"# {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} at start; k={args.k}, "
           f"{args.raw_share:.0%} raw-feature requests, {args.duration:g} s per rate, open loop", flush=True)
 
-    bare = bare_latency(run, bodies, 300) * 1000
-    bare_p50 = float(np.percentile(bare, 50))
-    print(f"  bare (in-process tower + search, one at a time): p50 {bare_p50:.2f} ms, "
-          f"p99 {np.percentile(bare, 99):.2f} ms over {len(bare)} requests", flush=True)
+    servers = {"old": old_serving(args.workdir, args.old_rev), "new": None}
+    rows, notes = [], []
+    for label in [x for x in args.servers.split(",") if x]:
+        pythonpath = servers[label]
+        if "rates" in scenarios:
+            server = Server(run, args.options, pythonpath)
+            try:
+                info = server.get("/version")
+                print(f"# {label} server: index {info['index_factory']}, {info['index_count']} items, params "
+                      f"{info['search_params']}, model {info['model_version']}", flush=True)
+                asyncio.run(open_loop(server.port, bodies, 50, 2.0, args.max_connections))  # warm-up
+                for rate in rates:
+                    rows.append(measure(server, label, "rate", lambda: open_loop(
+                        server.port, bodies, rate, args.duration, args.max_connections))[0])
+            finally:
+                server.stop()
+        if "rebuild" in scenarios:
+            server = Server(run, args.options, pythonpath, reload_s=1.0)
+            try:
+                first = server.get("/version")["index_version"]
+                duration = 40.0
+                row, times = measure(server, label, "100 req/s + 2 publishes", lambda: with_publishes(
+                    run, open_loop(server.port, bodies, 100, duration, args.max_connections), duration, 2,
+                    f"{label}-rebuild-"))
+                time.sleep(3)
+                now = server.get("/version")["index_version"]
+                notes.append(f"{label} rebuild: publishes took {', '.join(f'{t:.0f} s' for t in times)}; served "
+                             f"{first} -> {now}; reloads {server.get('/version').get('reloads')}")
+                rows.append(row)
+            finally:
+                server.stop()
+        if "poison" in scenarios:
+            server = Server(run, args.options, pythonpath, reload_s=1.0)
+            try:
+                d = args.poison_duration
 
-    rows = []
-    configs = [("batched", args.options)] + ([] if args.no_unbatched else [("max_batch=1", ["max_batch=1"])])
-    for label, options in configs:
-        server = Server(run, options)
-        try:
-            info = server.get("/version")
-            print(f"# server {label}: index {info['index_factory']}, {info['index_count']} items, "
-                  f"params {info['search_params']}, model {info['model_version']}", flush=True)
-            rows += run_rates(server, bodies, rates, args.duration, label, args.max_connections)
-        finally:
-            server.stop()
+                async def load_test():
+                    (valid, poison), times = await with_publishes(
+                        run, asyncio.gather(open_loop(server.port, bodies, 100, d, 16), poison_loop(server.port, 10, d)),
+                        d, 2, f"{label}-poison-")
+                    return valid, {"poison": poison, "publish_s": [round(t) for t in times]}
+
+                row, extra = measure(server, label, "issue-13 load test", load_test)
+                notes.append(f"{label} load test: {row['errors']} failed of {row['sent']} valid requests; poison "
+                             f"answers by status {extra['poison']['statuses']}; publishes {extra['publish_s']} s; "
+                             f"index now {server.get('/version')['index_version']}")
+                rows.append(row)
+            finally:
+                server.stop()
     print(f"# load average {os.getloadavg()[0]:.1f} at the end\n")
-    print("| server | rate req/s | achieved | ok | errors | p50 ms | p90 ms | p99 ms | max ms | p50 / bare p50 | mean batch "
-          "| server CPU ms/req |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | scenario | rate req/s | achieved | ok | errors | p50 ms | p90 ms | p99 ms | max ms | mean batch "
+          "| server CPU ms/req | load avg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['server']} | {r['rate']:.0f} | {r['achieved']:.1f} | {r['ok']} | {r['errors']} | {r['p50']:.2f} | "
-              f"{r['p90']:.2f} | {r['p99']:.2f} | {r['max']:.1f} | {r['p50'] / bare_p50:.2f} | {r['mean_batch']:.2f} "
-              f"| {r['cpu_ms_per_request']:.2f} |")
-    print(f"\nbare p50 {bare_p50:.2f} ms (tower + index search in-process, no HTTP, no batching)")
+        print(row_line(r))
+    for r in rows:
+        twin = [o for o in rows if o["server"] == "old" and o["scenario"] == r["scenario"] and o["rate"] == r["rate"]]
+        if r["server"] == "new" and twin:
+            print(f"ratio old/new {r['scenario']} {r['rate']:.0f} req/s: p50 {twin[0]['p50'] / r['p50']:.2f}x, p99 "
+                  f"{twin[0]['p99'] / r['p99']:.2f}x")
+    for note in notes:
+        print("#", note)
     if args.json:
-        args.json.write_text(json.dumps({"bare_ms": bare.tolist(), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
 
 
 if __name__ == "__main__":
