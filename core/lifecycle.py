@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from core.artifacts import _json_default
 from core.errors import OperationFailed
 from core.guard import require_same_model
 from core.storage import Storage, open_storage
@@ -288,14 +289,6 @@ class Stage:
         """Remove what was written (a failed job); the marker goes too."""
         self.root.storage.delete_prefix(self.version)
         self.root.storage.delete(f"{STAGING}/{self.version}")
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
