@@ -135,6 +135,24 @@ class Rounds:
             e["row"]["raw_qps"] = self.num_queries / e["raw_best"] if e["raw_fn"] is not None else None
 
 
+def cached_hnswlib(cache: Path, x: np.ndarray, m: int, ef_construction: int, seed: int, threads: int):
+    """An hnswlib inner-product graph over ``x`` (loaded from ``cache`` when built before) and its build seconds."""
+    import hnswlib
+
+    peer = hnswlib.Index(space="ip", dim=x.shape[1])
+    path = cache / f"hnswlib-M{m}-efc{ef_construction}-s{seed}.bin"
+    if path.is_file():
+        peer.load_index(str(path), max_elements=len(x))
+        return peer, json.loads(path.with_suffix(".json").read_text())["build_seconds"]
+    start = time.perf_counter()
+    peer.init_index(max_elements=len(x), M=m, ef_construction=ef_construction, random_seed=seed)
+    peer.add_items(x, np.arange(len(x)), num_threads=threads)
+    build_s = time.perf_counter() - start
+    peer.save_index(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"build_seconds": build_s}))
+    return peer, build_s
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -238,20 +256,8 @@ def main(argv=None) -> None:
     # ------------------------------------------------------------- hnswlib (peer)
     peers = []
     if "hnswlib" not in skip:
-        import hnswlib
         for m in args.hnsw_ms:
-            peer = hnswlib.Index(space="ip", dim=x.shape[1])
-            path = cache / f"hnswlib-M{m}-efc{args.ef_construction}-s{args.seed}.bin"
-            if path.is_file():
-                peer.load_index(str(path), max_elements=len(x))
-                build_s = json.loads(path.with_suffix(".json").read_text())["build_seconds"]
-            else:
-                start = time.perf_counter()
-                peer.init_index(max_elements=len(x), M=m, ef_construction=args.ef_construction, random_seed=args.seed)
-                peer.add_items(x, np.arange(len(x)), num_threads=args.threads)
-                build_s = time.perf_counter() - start
-                peer.save_index(str(path))
-                path.with_suffix(".json").write_text(json.dumps({"build_seconds": build_s}))
+            peer, build_s = cached_hnswlib(cache, x, m, args.ef_construction, args.seed, args.threads)
             print(f"  hnswlib M={m} efC={args.ef_construction}: built in {build_s:.0f}s (load {load_average()})",
                   flush=True)
             peers.append(peer)

@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.bench_index import Rounds, hnswlib_qps_at, ints, load_average  # noqa: E402
+from bench.bench_index import Rounds, cached_hnswlib, hnswlib_qps_at, ints, load_average  # noqa: E402
 from indexing import faiss_index as fi  # noqa: E402
 from indexing.recall import exact_top_k, recall_from_results  # noqa: E402
 from indexing.spec import IndexSpec, choose_nlist  # noqa: E402
@@ -148,20 +148,8 @@ def main(argv=None) -> None:
             add(family, f"nprobe={nprobe}", search()[1], search, build_s)
 
     if "hnswlib" not in skip:
-        import hnswlib
         for m in args.hnsw_ms:
-            peer = hnswlib.Index(space="ip", dim=x.shape[1])
-            path = cache / f"hnswlib-M{m}-efc{args.ef_construction}-s{args.seed}.bin"
-            if path.is_file():
-                peer.load_index(str(path), max_elements=len(x))
-                build_s = json.loads(path.with_suffix(".json").read_text())["build_seconds"]
-            else:
-                start = time.perf_counter()
-                peer.init_index(max_elements=len(x), M=m, ef_construction=args.ef_construction, random_seed=args.seed)
-                peer.add_items(x, np.arange(len(x)), num_threads=args.threads)
-                build_s = time.perf_counter() - start
-                peer.save_index(str(path))
-                path.with_suffix(".json").write_text(json.dumps({"build_seconds": build_s}))
+            peer, build_s = cached_hnswlib(cache, x, m, args.ef_construction, args.seed, args.threads)
             print(f"  hnswlib M={m} efC={args.ef_construction}: built in {build_s:.0f}s (load {load_average()})",
                   flush=True)
             for ef in args.efs:

@@ -250,11 +250,7 @@ class ItemIndex:
 
     def ids_of(self, rows) -> np.ndarray:
         """Item ids for rows (int64 any shape; -1 -> None), as an object array of the same shape."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.full(rows.shape, None, dtype=object)
-        found = rows >= 0
-        out[found] = self._item_ids[rows[found]]
-        return out
+        return rows_to_ids(self._item_ids, rows)
 
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None,
                           k_factor: int | None = None) -> dict:
@@ -345,6 +341,15 @@ class ItemIndex:
                 enough &= scores_out[pending, k - 1] > raw_scores[:, -1]
             pending = pending[~(exhausted | enough)]
             k_eff = min(self.ntotal, 2 * k_eff)
+
+
+def rows_to_ids(item_ids: np.ndarray, rows) -> np.ndarray:
+    """``item_ids`` at ``rows`` (int64, any shape; -1 = no result -> None), as an object array of that shape."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full(rows.shape, None, dtype=object)
+    found = rows >= 0
+    out[found] = item_ids[rows[found]]
+    return out
 
 
 def _order_ties_by_row(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray) -> None:

@@ -53,7 +53,7 @@ from core.strict import from_dict, to_dict
 from indexing import faiss_index as fi
 from indexing import tuning as tn
 from indexing.arrays import as_float32_matrix
-from indexing.item_index import DEFAULT_BATCH, ItemIndex
+from indexing.item_index import DEFAULT_BATCH, ItemIndex, rows_to_ids
 from indexing.recall import exact_top_k, per_query_recall, recall_against_exact
 from indexing.sharded import train_empty_with_report
 from indexing.spec import IndexSpec
@@ -199,11 +199,7 @@ class ShardedItemIndex:
 
     def ids_of(self, rows) -> np.ndarray:
         """Item ids for global rows (int64 any shape; -1 -> None), as an object array of the same shape."""
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.full(rows.shape, None, dtype=object)
-        found = rows >= 0
-        out[found] = self._item_ids[rows[found]]
-        return out
+        return rows_to_ids(self._item_ids, rows)
 
     def __repr__(self) -> str:
         return (f"ShardedItemIndex(shards={self.num_shards}, factory={self.factory!r}, ntotal={self.ntotal}, "
