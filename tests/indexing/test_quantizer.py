@@ -111,3 +111,50 @@ def test_spec_rejects_bad_restarts():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="quantizer_restarts must be a positive int"):
             IndexSpec(quantizer_restarts=bad)
+
+
+def _scripted_curves(monkeypatch, curves):
+    """Make candidate r's coarse recall curve curves[r] = {nprobe: (recall, scanned fraction)} (lower bound =
+    recall - 0.01; values missing from the dict get the previous value's point), to test the choice rule alone."""
+    calls = iter(range(len(curves)))
+
+    def curve(index, vectors, queries, exact_rows, values, size_rows):
+        script, out, last = curves[next(calls)], [], (0.0, 0.0)
+        for v in values:
+            last = script.get(v, last)
+            out.append((v, last[0], last[0] - 0.01, last[1]))
+        return out
+
+    monkeypatch.setattr(qz, "coarse_recall_curve", curve)
+
+
+def test_the_choice_is_fewest_items_scanned_not_smallest_nprobe(data, monkeypatch):
+    """Restart 0 reaches the target at nprobe 2 but scans 60% of the catalogue there (an unbalanced quantizer);
+    restart 1 needs nprobe 8 and scans 10%; restart 2 scans least (2%) but never reaches the target. The rule is:
+    among candidates reaching the target, fewest items scanned at their own smallest sufficient nprobe."""
+    x, q, _ = data
+    spec = IndexSpec(factory="IVF64,Flat", target_recall=0.9)
+    _scripted_curves(monkeypatch, [
+        {1: (0.5, 0.3), 2: (0.97, 0.6)},
+        {1: (0.3, 0.01), 4: (0.8, 0.05), 8: (0.95, 0.10)},
+        {1: (0.2, 0.002), 16: (0.85, 0.02)},
+    ])
+    _, report = qz.train_best("IVF64,Flat", x, spec, q[:50], "q")
+    by_restart = {c["restart"]: c for c in report["candidates"]}
+    assert [by_restart[r]["nprobe_needed"] for r in range(3)] == [2, 8, None]
+    assert report["chosen"] == 1, report["candidates"]
+    # equal scanned fractions: the higher recall wins, then the lower restart
+    _scripted_curves(monkeypatch, [{4: (0.93, 0.1)}, {4: (0.96, 0.1)}, {4: (0.96, 0.1)}])
+    assert qz.train_best("IVF64,Flat", x, spec, q[:50], "q")[1]["chosen"] == 1
+    # no candidate reaches the target: all are compared at the largest nprobe tried (every list, scanned 1.0
+    # each), so the highest recall there wins
+    _scripted_curves(monkeypatch, [{64: (0.80, 1.0)}, {64: (0.85, 1.0)}, {64: (0.82, 1.0)}])
+    assert qz.train_best("IVF64,Flat", x, spec, q[:50], "q")[1]["chosen"] == 1
+
+
+def test_with_an_explicit_nprobe_the_choice_is_highest_recall_there(data, monkeypatch):
+    x, q, _ = data
+    spec = IndexSpec(factory="IVF64,Flat", nprobe=8)
+    _scripted_curves(monkeypatch, [{8: (0.90, 0.05)}, {8: (0.97, 0.30)}, {8: (0.97, 0.20)}])
+    _, report = qz.train_best("IVF64,Flat", x, spec, q[:50], "q")
+    assert report["chosen"] == 2, report["candidates"]
