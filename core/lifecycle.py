@@ -25,7 +25,8 @@ rollback use that order.
 
 The lease: ``VersionedRoot.lock(job)`` creates ``.lease`` with ``write_if(key, data, None)``; a lease
 that expired (default after 6 h, renewed by ``Lease.renew``), was released, or belongs to a dead
-process on this host is taken over with ``write_if`` against its token. Otherwise ``LockHeld`` says
+process on this host (its pid gone, or reused by a process with another start time: the lease records
+``process_identity``) is taken over with ``write_if`` against its token. Otherwise ``LockHeld`` says
 who holds it since when and what to do.
 
 ``crash_point(step, crash_at)`` raises ``InjectedCrash`` after a named step (tests kill jobs there).
@@ -134,6 +135,28 @@ def _iso(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def process_identity(pid: int) -> str | None:
+    """What tells this process apart from a later one that gets the same pid on this host:
+    ``"<boot id>:<start time in clock ticks since boot>"`` (Linux ``/proc``), else ``"psutil:<create time>"``,
+    else None (then only the pid's liveness is checked). A lease records it for its holder, so a holder
+    that died and whose pid was reused by another process is seen as dead (not only after the expiry)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", "replace")
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+        # the command name (field 2) may hold spaces and parentheses: count fields after the last ')'
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        import psutil
+
+        return f"psutil:{psutil.Process(int(pid)).create_time():.3f}"
+    except Exception:  # psutil missing, no such process, access denied: fall back to the pid alone
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -160,7 +183,8 @@ class Lease:
     def _content(self, *, released: bool = False) -> bytes:
         now = _now()
         started = self.record.get("started", now)
-        self.record = {"job": self.job, "host": socket.gethostname(), "pid": os.getpid(), "started": started,
+        self.record = {"job": self.job, "host": socket.gethostname(), "pid": os.getpid(),
+                       "process": process_identity(os.getpid()), "started": started,
                        "started_utc": _iso(started), "expires": 0.0 if released else now + self.seconds,
                        "released": released, "nonce": uuid.uuid4().hex, "holder": self.nonce}
         return json.dumps(self.record, sort_keys=True).encode()
@@ -205,9 +229,14 @@ class Lease:
             return True
         if held.get("host") == socket.gethostname():
             try:
-                return not _pid_alive(int(held.get("pid")))
+                pid = int(held.get("pid"))
             except (TypeError, ValueError):
                 return True
+            if not _pid_alive(pid):
+                return True
+            recorded = held.get("process")  # absent in leases written before it was recorded
+            now = process_identity(pid) if recorded else None
+            return now is not None and now != recorded  # the pid now belongs to another process: holder is dead
         return False
 
     def _held_message(self, held: dict) -> str:

@@ -211,6 +211,51 @@ def test_a_dead_holders_lease_on_this_host_is_taken_over(tmp_path):
         assert lease.record["job"] == "the next job"
 
 
+def test_a_dead_holders_lease_whose_pid_was_reused_is_taken_over_and_a_live_holders_is_not(tmp_path):
+    # a killed job's pid given to another process on this host used to block the next job until the 6 h expiry
+    import subprocess
+    import sys
+
+    proc = mp.get_context("fork").Process(target=_hold_and_die, args=(tmp_path,))
+    proc.start()
+    proc.join(60)
+    held = json.loads((tmp_path / ".lease").read_text())
+    assert held["process"] and held["pid"] == proc.pid  # the holder recorded who it was
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, with its own pid
+    try:
+        storage = L.VersionedRoot(tmp_path).storage
+        live = L.process_identity(other.pid)
+        assert live is not None and live != held["process"]
+        # the lease names a live pid that is a live holder: it is respected
+        storage.write_bytes(L.LEASE, json.dumps({**held, "pid": other.pid, "process": live}).encode())
+        with pytest.raises(L.LockHeld, match=f"locked by the killed job \\(host .*, pid {other.pid}\\)"):
+            with L.VersionedRoot(tmp_path).lock("the next job"):
+                pass
+        # the same live pid, but the lease was written by another process (the dead holder): the pid was reused
+        storage.write_bytes(L.LEASE, json.dumps({**held, "pid": other.pid}).encode())
+        with L.VersionedRoot(tmp_path).lock("the next job") as lease:
+            assert lease.record["job"] == "the next job"
+            assert lease.record["process"] == L.process_identity(os.getpid())
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_process_identity_tells_processes_apart_and_is_stable():
+    import subprocess
+    import sys
+
+    mine = L.process_identity(os.getpid())
+    assert mine is not None and mine == L.process_identity(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert L.process_identity(child.pid) not in (None, mine)
+    finally:
+        child.kill()
+        child.wait()
+    assert L.process_identity(child.pid) is None  # reaped: no such process
+
+
 def test_an_expired_lease_of_another_host_is_taken_over_and_a_live_one_is_not(tmp_path):
     storage = L.VersionedRoot(tmp_path).storage
     other = {"job": "nightly rebuild", "host": "another-host", "pid": 1, "started": 0, "started_utc": "then",
