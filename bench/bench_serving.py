@@ -48,6 +48,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import uvloop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -252,7 +253,7 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float
     idle: list = []
     latencies = np.full(count, np.nan)
     statuses = np.zeros(count, dtype=np.int64)
-    loop = asyncio.get_running_loop()
+    clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
     connections = 0
 
     async def one(i: int, due: float):
@@ -264,23 +265,23 @@ async def open_loop(port: int, bodies: list[bytes], rate: float, duration: float
                     conn = await asyncio.open_connection(HOST, port)
                     connections += 1
                 statuses[i] = await _exchange(*conn, bodies[i % len(bodies)])
-                latencies[i] = loop.time() - due
+                latencies[i] = clock() - due
                 idle.append(conn)
             except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
                 statuses[i] = -1
                 if conn is not None:
                     conn[1].close()
 
-    start = loop.time() + 0.05
+    start = clock() + 0.05
     tasks = []
     for i in range(count):
         due = start + i / rate
-        delay = due - loop.time()
+        delay = due - clock()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
-    wall = loop.time() - start
+    wall = clock() - start
     for _, writer in idle:
         writer.close()
     ok = statuses == 200
@@ -362,13 +363,15 @@ def row_line(r: dict) -> str:
 
 def measure(server: Server, label: str, scenario: str, coro_factory) -> tuple[dict, object]:
     before, cpu_before = server.get("/healthz"), server.cpu_seconds()
-    result = asyncio.run(coro_factory())
+    client_before, wall_before = time.process_time(), time.perf_counter()
+    result = uvloop.run(coro_factory())
+    client_cores = (time.process_time() - client_before) / (time.perf_counter() - wall_before)
     row, extra = (result, None) if isinstance(result, dict) else (result[0], result[1])
     after, cpu_after = server.get("/healthz"), server.cpu_seconds()
     batches = after["batches"] - before["batches"]
     row.update(server=label, scenario=scenario, load=os.getloadavg()[0],
                mean_batch=(after["requests"] - before["requests"]) / max(batches, 1),
-               cpu_ms_per_request=1000 * (cpu_after - cpu_before) / max(row["ok"], 1))
+               cpu_ms_per_request=1000 * (cpu_after - cpu_before) / max(row["ok"], 1), client_cores=client_cores)
     print(f"  {label:<4} {scenario:<22} {row['rate']:>5.0f} req/s: achieved {row['achieved']:.1f}, ok {row['ok']}, "
           f"errors {row['errors']}, p50 {row['p50']:.2f} ms, p90 {row['p90']:.2f}, p99 {row['p99']:.2f}, max "
           f"{row['max']:.1f}, mean batch {row['mean_batch']:.2f}, CPU {row['cpu_ms_per_request']:.2f} ms/req, "
@@ -424,7 +427,7 @@ def main(argv=None) -> None:
                 info = server.get("/version")
                 print(f"# {label} server: index {info['index_factory']}, {info['index_count']} items, params "
                       f"{info['search_params']}, model {info['model_version']}", flush=True)
-                asyncio.run(open_loop(server.port, bodies, 50, 2.0, args.max_connections))  # warm-up
+                uvloop.run(open_loop(server.port, bodies, 50, 2.0, args.max_connections))  # warm-up
                 for rate in rates:
                     rows.append(measure(server, label, "rate", lambda: open_loop(
                         server.port, bodies, rate, args.duration, args.max_connections))[0])

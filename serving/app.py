@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import httptools
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -63,7 +64,12 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavail
 
 
 def _json_bytes(obj) -> bytes:
-    return json.dumps(obj).encode("utf-8")
+    """orjson (C; ~10x the standard library on a /topk answer), NumPy scalars included; the standard library
+    for anything orjson refuses (e.g. an int above 64 bits), so every answer is still JSON."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(obj).encode("utf-8")
 
 
 def raw_json_response(status: int, obj: dict) -> bytes:
@@ -419,6 +425,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, **opti
     except BaseException:
         sock.close()
         raise
+    service.freeze_long_lived()
     # uvicorn catches SIGINT / SIGTERM, shuts down gracefully, then re-raises the signal under the handlers
     # that were there before: these record it, so a requested stop ends with exit 0 and the service closed.
     received: list[int] = []

@@ -381,3 +381,11 @@ def test_graceful_shutdown_stops_accepting_answers_in_flight_requests_then_exits
         running.close()
     with pytest.raises(RequestError, match="shutting down"):
         service.submit(TopKRequest(k=1, exclude_seen=True, user_id="x"))
+
+
+def test_json_bodies_fall_back_to_the_standard_library_for_what_orjson_refuses():
+    from serving.app import _json_bytes
+
+    assert json.loads(_json_bytes({"items": [{"item_id": "50", "score": np.float32(0.5)}], "k": 3})) == \
+        {"items": [{"item_id": "50", "score": 0.5}], "k": 3}
+    assert json.loads(_json_bytes({"big": 2 ** 70})) == {"big": 2 ** 70}  # above 64 bits: orjson refuses

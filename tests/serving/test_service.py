@@ -306,3 +306,26 @@ def test_a_run_on_s3_is_served_from_the_verified_cache_and_hot_reloads_from_the_
         assert str(tmp_path) not in text, text
     finally:
         svc.close()
+
+
+def test_with_frozen_gc_a_swapped_out_index_is_still_freed(tmp_path):
+    """``freeze_long_lived`` (what ``serve`` turns on) keeps full collections off the request path; the
+    index a swap replaces must still be freed (by reference counting: frozen objects are never collected
+    as cycles), or every publish would leak one index."""
+    import gc
+    import weakref
+
+    run = copy_run(tmp_path)
+    svc = TopKService.open(run.root, ServingConfig(reload_interval_s=None))
+    try:
+        svc.freeze_long_lived()
+        assert gc.get_freeze_count() > 0
+        first = weakref.ref(svc.state.index)
+        second = svc.load_version(publish_index(run, perturb=0.5, seed=3))
+        svc.swap(second)
+        del second
+        svc.topk(TopKRequest(k=5, exclude_seen=True, user_id="never-seen", timestamp=T))
+        assert first() is None, "the swapped-out index is still alive (a reference cycle kept it)"
+    finally:
+        svc.close()
+        gc.unfreeze()  # the rest of the test process collects as usual
