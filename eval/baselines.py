@@ -1,4 +1,4 @@
-"""Reference systems graded by the same suite: most-popular, uniform random, implicit ALS and BPR.
+"""Reference systems graded by the same suite: most-popular, uniform random, implicit ALS, BPR and EASE.
 
 Each respects the same per-query exclusions as the model. ``baseline_results`` grades the ones
 named in ``EvalConfig.baselines`` (or ``include``) and returns one ``EvalResult`` per baseline, to
@@ -12,6 +12,14 @@ sit as reference rows next to the model's.
   bpr         implicit's BayesianPersonalizedRanking (CPU, one thread: seeded runs repeat exactly)
               on the same binary matrix; score = user factors · item factors + item bias, ranked
               exactly like ALS
+  ease        EASE (Steck 2019): the closed-form item-item model B = I - P diag(1/diag(P)),
+              P = (X^T X + lambda I)^-1 over the binary matrix X, so diag(B) = 0; a query's scores are
+              its row of X times B, ranked exactly (``eval.exact.exact_top_k``) with the same exclusions.
+              lambda is tuned on the validation cases (fit on the training matrix, graded on the
+              validation targets with the training items excluded) over ``EvalConfig.ease_lambdas``,
+              best ``ndcg@max(ks)`` (Steck's choice), ties to the smaller lambda; then refit on
+              ``user_items`` with that lambda. The grid, every lambda's validation score and the choice
+              are in the result's metadata (``metrics.json``).
 """
 from __future__ import annotations
 
@@ -21,11 +29,14 @@ import scipy.sparse as sp
 from eval.cases import Exclusions, as_exclusions
 from eval.config import BASELINES, EvalConfig
 from eval.evaluate import evaluate_rankings, evaluate_vectors
+from eval.exact import exact_top_k
 from eval.result import EvalResult
 from eval.slices import validate_counts
 
 # Largest candidate matrix (queries x candidates) the popularity ranker builds at once.
 _MAX_CANDIDATE_CELLS = 1 << 24
+# EASE inverts a dense (n, n) float64 Gram matrix: 20,000 items = 3.2 GB per copy and minutes of LAPACK.
+EASE_MAX_ITEMS = 20_000
 
 
 def popularity_rankings(train_counts, k: int, exclusions=None, num_queries: int | None = None) -> np.ndarray:
@@ -121,6 +132,85 @@ def bpr_vectors(user_items, factors: int = 32, learning_rate: float = 0.01, regu
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
 
 
+def ease_weights(user_items, l2: float) -> np.ndarray:
+    """EASE's item-item matrix B, float32 (n, n), zero diagonal (Steck 2019, closed form).
+
+    user_items  sparse (m, n) training interactions (use 1 for binary); l2 = lambda > 0.
+    G = X^T X + lambda I;  P = G^-1;  B = I - P diag(1/diag(P)), i.e. B[i, j] = -P[i, j] / P[j, j] off
+    the diagonal and 0 on it. Column j is the ridge regression of item j on every other item.
+    """
+    if not sp.issparse(user_items):
+        raise TypeError(f"user_items must be a scipy sparse (queries x items) matrix, got {type(user_items).__name__}")
+    if isinstance(l2, bool) or not isinstance(l2, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(l2) or l2 <= 0:
+        raise ValueError(f"EASE's lambda (l2) must be a finite number > 0, got {l2!r}")
+    matrix = sp.csr_matrix(user_items, dtype=np.float64)
+    n = matrix.shape[1]
+    if n > EASE_MAX_ITEMS:
+        raise ValueError(
+            f"EASE inverts an items x items matrix: {n} items would need {8 * n * n / 1e9:.1f} GB per copy "
+            f"(limit {EASE_MAX_ITEMS} items); drop 'ease' from eval.baselines for this catalogue, e.g. "
+            "--set eval.baselines=[popularity,als]")
+    if matrix.nnz == 0:
+        raise ValueError("user_items has no interactions; EASE needs training data")
+    gram = (matrix.T @ matrix).toarray()
+    gram[np.diag_indices(n)] += float(l2)
+    p = np.linalg.inv(gram)
+    b = p / (-np.diag(p))[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b.astype(np.float32)
+
+
+def ease_rankings(weights, user_items, k: int, exclusions=None, query_block: int = 4096) -> np.ndarray:
+    """int64 (m, k): per query, the top-k items by EASE score (its row of ``user_items`` times B),
+    exclusions skipped, -1 padded; ranked by ``eval.exact.exact_top_k`` (the models' exact search)."""
+    matrix = sp.csr_matrix(user_items, dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
+    m, n = matrix.shape
+    if weights.shape != (n, n):
+        raise ValueError(f"EASE weights must be ({n}, {n}) for {n} items, got {weights.shape}")
+    excl = _exclusions(exclusions, m, n)
+    items = np.ascontiguousarray(weights.T)  # item j's "vector" is column j of B
+    out = np.full((m, k), -1, dtype=np.int64)
+    for q0 in range(0, m, query_block):
+        q1 = min(m, q0 + query_block)
+        rows = np.arange(q0, q1, dtype=np.int64)
+        _, top = exact_top_k(matrix[q0:q1].toarray(), items, k, excl.take(rows))
+        out[q0:q1] = top
+    return out
+
+
+def tune_ease(user_items, valid_cases, valid_exclusions, train_counts, config: EvalConfig,
+              lambdas=None) -> tuple[float, dict[float, float]]:
+    """Pick EASE's lambda on validation: fit on ``user_items`` (the training matrix) for each lambda of the
+    grid, grade its rankings of the validation cases (``valid_exclusions`` = the training items) with the
+    same suite, keep the best overall ``ndcg@max(ks)``; ties go to the smaller lambda.
+
+    Returns (chosen lambda, {lambda: validation ndcg@max(ks)}) with the grid in ascending order.
+    """
+    grid = tuple(sorted(float(x) for x in (config.ease_lambdas if lambdas is None else lambdas)))
+    if not grid:
+        raise ValueError("the EASE lambda grid is empty; give at least one value, e.g. eval.ease_lambdas=[100, 300]")
+    counts = validate_counts(train_counts, len(np.asarray(train_counts)))
+    tune_cfg = EvalConfig(ks=(config.max_k,), head_share=config.head_share, torso_share=config.torso_share,
+                          deciles=False, activity_thresholds=config.activity_thresholds, bootstrap_samples=0,
+                          excluded_targets=config.excluded_targets, baselines=())
+    excl = _exclusions(valid_exclusions, user_items.shape[0], user_items.shape[1])
+    metric = tune_metric(config)
+    scores = {}
+    for l2 in grid:
+        ranks = ease_rankings(ease_weights(user_items, l2), user_items, config.max_k, excl)
+        graded = evaluate_rankings(ranks, valid_cases, counts, tune_cfg, exclusions=excl, name="ease-validation")
+        scores[l2] = float(graded.value(metric))
+    best = max(grid, key=lambda l2: (scores[l2], -l2))
+    return best, scores
+
+
+def tune_metric(config: EvalConfig) -> str:
+    """The validation metric EASE's lambda is chosen by: overall ndcg at the deepest cut-off."""
+    return f"ndcg@{config.max_k}"
+
+
 def _exclusions(exclusions, num_queries: int | None, num_items: int) -> Exclusions:
     if isinstance(exclusions, Exclusions):
         return exclusions
@@ -140,13 +230,16 @@ def binary_user_items(exclusions: Exclusions) -> sp.csr_matrix:
 
 def baseline_results(test_cases, exclusions, train_counts, config: EvalConfig | None = None, *,
                      user_items=None, history_lengths=None, query_ids=None, als_factors: int = 32,
-                     bpr_factors: int = 32, seed: int = 0, include: tuple[str, ...] | None = None
-                     ) -> list[EvalResult]:
+                     bpr_factors: int = 32, seed: int = 0, include: tuple[str, ...] | None = None,
+                     valid_cases=None, valid_user_items=None) -> list[EvalResult]:
     """Grade the baselines in ``include`` (default ``config.baselines``) with the same cases,
     exclusions and config as a model.
 
-    ``user_items`` (sparse (m, n)) trains ALS and BPR; default: the binary matrix of the exclusions.
-    Results are named "popularity", "random", f"als-{als_factors}", f"bpr-{bpr_factors}", in that order.
+    ``user_items`` (sparse (m, n)) trains ALS, BPR and EASE; default: the binary matrix of the exclusions.
+    ``valid_cases`` (same forms as ``test_cases``, same query rows) and ``valid_user_items`` (sparse (m, n),
+    the training interactions without the validation ones; also the validation exclusions) tune EASE's
+    lambda over ``config.ease_lambdas`` (``tune_ease``); they may be omitted when the grid has one value.
+    Results are named "popularity", "random", f"als-{als_factors}", f"bpr-{bpr_factors}", "ease", in that order.
     """
     config = config or EvalConfig()
     include = config.baselines if include is None else tuple(include)
@@ -180,4 +273,41 @@ def baseline_results(test_cases, exclusions, train_counts, config: EvalConfig | 
         out.append(evaluate_vectors(users, items, test_cases, excl, counts, config, name=f"bpr-{bpr_factors}",
                                     metadata={"baseline": "bpr", "factors": bpr_factors, "seed": seed},
                                     history_lengths=history_lengths, query_ids=query_ids))
+    if "ease" in include:
+        out.append(_ease_result(matrix, test_cases, excl, counts, config, common, valid_cases, valid_user_items))
     return out
+
+
+def _ease_result(matrix, test_cases, excl: Exclusions, counts, config: EvalConfig, common: dict, valid_cases,
+                 valid_user_items) -> EvalResult:
+    import time
+
+    t0 = time.perf_counter()
+    grid = tuple(sorted(float(x) for x in config.ease_lambdas))
+    metadata = {"baseline": "ease", "lambda_grid": list(grid)}
+    if valid_cases is not None and valid_user_items is not None:
+        if not sp.issparse(valid_user_items) or valid_user_items.shape != (excl.num_queries, excl.num_items):
+            raise ValueError(
+                f"valid_user_items must be a scipy sparse ({excl.num_queries}, {excl.num_items}) matrix (queries x "
+                f"items, the training interactions), got {type(valid_user_items).__name__} "
+                f"{getattr(valid_user_items, 'shape', '')}")
+        train = sp.csr_matrix(valid_user_items, dtype=np.float32)
+        l2, scores = tune_ease(train, valid_cases, train, counts, config, grid)
+        metadata.update(l2=l2, tuned_on=f"validation {tune_metric(config)} (overall)",
+                        validation=[[k, round(v, 6)] for k, v in scores.items()])  # [lambda, score], grid order
+        if len(grid) > 1 and l2 in (grid[0], grid[-1]):
+            metadata["warning"] = (f"the chosen lambda {l2:g} is at the edge of the grid {list(grid)}; "
+                                   "widen eval.ease_lambdas")
+    elif len(grid) == 1:
+        l2 = grid[0]
+        metadata.update(l2=l2, tuned_on="not tuned (eval.ease_lambdas has one value)")
+    elif valid_cases is None and valid_user_items is None:
+        raise ValueError(
+            f"EASE tunes lambda on validation over eval.ease_lambdas={list(grid)} but no validation data was "
+            "given; pass valid_cases and valid_user_items, or set eval.ease_lambdas to one value (e.g. [300])")
+    else:
+        raise ValueError("EASE's validation needs both valid_cases and valid_user_items; got only "
+                         + ("valid_cases" if valid_cases is not None else "valid_user_items"))
+    ranks = ease_rankings(ease_weights(matrix, l2), matrix, config.max_k, excl)
+    metadata["seconds"] = round(time.perf_counter() - t0, 2)
+    return evaluate_rankings(ranks, test_cases, counts, config, name="ease", metadata=metadata, **common)

@@ -10,7 +10,8 @@ and saved verbatim next to every result, so a ``metrics.json`` says exactly how 
       activity_thresholds: [10]  # users with < 10 training items are "short history"
       support_thresholds: []     # e.g. [1, 4]: items with 0 / 1-3 / >= 4 training events (cold, few-shot)
       bootstrap_samples: 1000
-      baselines: [popularity, random, als, bpr]   # reference rows graded next to the model
+      baselines: [popularity, random, als, bpr, ease]   # reference rows graded next to the model
+      ease_lambdas: [10, 30, 100, 300, 1000, 3000]   # EASE's L2 grid, tuned on validation
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from core.strict import from_dict, to_dict
 
 ExcludedTargets = Literal["drop", "keep", "error"]
 # reference systems eval.baselines can grade, in the order their rows are reported
-BASELINES = ("popularity", "random", "als", "bpr")
+BASELINES = ("popularity", "random", "als", "bpr", "ease")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class EvalConfig:
                         certain misses, or raise ("error").
     baselines           the reference systems graded next to the model (``eval.baselines``), any of
                         "popularity", "random", "als" (implicit ALS, 32 factors), "bpr" (implicit
-                        BPR, 32 factors); () = none.
+                        BPR, 32 factors), "ease" (Steck's closed-form item-item model); () = none.
+    ease_lambdas        EASE's L2 (lambda) grid; the value with the best validation ndcg@max(ks) is used
+                        (``eval.baselines.tune_ease``); one value = no tuning.
     """
 
     ks: tuple[int, ...] = (10, 50, 100)
@@ -64,6 +67,7 @@ class EvalConfig:
     item_block: int = 16384
     excluded_targets: ExcludedTargets = "drop"
     baselines: tuple[str, ...] = BASELINES
+    ease_lambdas: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 
     def __post_init__(self):
         ks = tuple(self.ks)
@@ -111,6 +115,14 @@ class EvalConfig:
                 f"{self.baselines if isinstance(self.baselines, str) else list(names)!r}; e.g. baselines: [popularity, als, bpr], or [] for none"
             )
         object.__setattr__(self, "baselines", names)
+        grid = (self.ease_lambdas,) if isinstance(self.ease_lambdas, (int, float)) else tuple(self.ease_lambdas)
+        if not grid or isinstance(self.ease_lambdas, (int, float, str)) or any(
+                isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0
+                for x in grid) or len(set(grid)) != len(grid):
+            raise ValueError(
+                f"EvalConfig.ease_lambdas must be a non-empty list of distinct numbers > 0, got {self.ease_lambdas!r}; "
+                "e.g. ease_lambdas: [100, 300, 1000]")
+        object.__setattr__(self, "ease_lambdas", tuple(sorted(float(x) for x in grid)))
 
     @property
     def max_k(self) -> int:

@@ -143,11 +143,29 @@ def summary_table(results) -> str:
     return "\n".join(lines)
 
 
+def baseline_notes(results) -> list[str]:
+    """One line per baseline whose setting was chosen on validation (EASE's lambda), for the printed table."""
+    lines = []
+    for r in results:
+        meta = r.info.get("metadata", {})
+        if meta.get("baseline") == "ease":
+            grid = ", ".join(f"{x:g}" for x in meta["lambda_grid"])
+            if "validation" in meta:
+                best = dict((float(k), v) for k, v in meta["validation"])[meta["l2"]]
+                lines.append(f"\n{r.name}: lambda = {meta['l2']:g}, the best {meta['tuned_on']} = {best:.3f} over "
+                             f"the grid [{grid}]" + (f"; {meta['warning']}" if meta.get("warning") else ""))
+            else:
+                lines.append(f"\n{r.name}: lambda = {meta['l2']:g} ({meta['tuned_on']})")
+    return lines
+
+
 def _print_results(results, run: RunDir) -> None:
     _say("\nRecall by popularity slice (full ranking over all items, the user's train+valid items excluded;")
     _say(f"head = top {results[0].config.head_share:.0%} of items by training count). "
          "CIs and more metrics/slices are in the report.\n")
     _say(summary_table(results))
+    for line in baseline_notes(results):
+        _say(line)
     skipped = results[0].info.get("metadata", {}).get("index_skipped")
     if skipped:
         _say(f"\nindex: not evaluated: {skipped}")

@@ -23,7 +23,7 @@ from recdata.loading import DataConfig
 from towers.config import TrainConfig
 from core.artifacts import atomic_write_text
 from core.strict import ConfigError, parse_overrides, read_yaml_mapping, to_dict, with_overrides
-from twotower import resolve_config_path
+from twotower import missing_config_message, resolve_config_path
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     naming the file and the key."""
     data: dict = {}
     if path is not None:
-        path = resolve_config_path(path)
+        given, path = path, resolve_config_path(path)
+        if not path.is_file():
+            raise FileNotFoundError(missing_config_message(given))
         data = read_yaml_mapping(path, "config file", "twotower/configs/demo.yaml (or name a shipped config: "
                                  "--config demo, --config full)")
     pairs = parse_overrides(overrides)

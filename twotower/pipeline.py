@@ -147,7 +147,7 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     in the user's train+valid history. Popularity slices use training counts.
     Returns the list of ``EvalResult`` (model first) and writes ``<run>/eval``.
     """
-    from eval.baselines import baseline_results
+    from eval.baselines import baseline_results, binary_user_items
     from eval.evaluate import evaluate_vectors
     from eval.report import write_report
     from indexing.sharded_index import load_any
@@ -200,8 +200,17 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
                               name=cfg.name, metadata=metadata)
     results = [result]
     if baselines:
+        # EASE's lambda is tuned on validation: fit on the training events, graded on the validation events
+        vq = user_row.get_indexer(split.valid["user_id"])
+        vt = item_row.get_indexer(split.valid["item_id"])
+        vkeep = (vq >= 0) & (vt >= 0)
+        ti = item_row.get_indexer(split.train["item_id"])
+        tok = (train_q >= 0) & (ti >= 0)
+        train_only = Exclusions.from_pairs(train_q[tok], ti[tok], len(user_row), len(item_row), "train items")
+        valid = dict(valid_cases=np.stack([vq[vkeep], vt[vkeep]], axis=1).astype(np.int64),
+                     valid_user_items=binary_user_items(train_only)) if vkeep.any() else {}
         results += baseline_results(test_cases, exclusions, counts, cfg.eval, history_lengths=history_lengths,
-                                    query_ids=queries.user_ids, seed=cfg.eval.seed)
+                                    query_ids=queries.user_ids, seed=cfg.eval.seed, **valid)
     out = run.eval if not run.remote else Path(tempfile.mkdtemp(prefix="eval-", dir=_mkdir(default_cache_dir())))
     try:
         out.mkdir(parents=True, exist_ok=True)

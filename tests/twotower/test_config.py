@@ -40,7 +40,8 @@ def test_words_stay_strings_and_booleans_parse():
 
 
 def test_missing_file_and_non_mapping(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist; see twotower/configs/demo.yaml"):
+    with pytest.raises(FileNotFoundError, match="nope.yaml does not exist and is not a shipped config; shipped run "
+                                                "configs: demo, full"):
         load_config(tmp_path / "nope.yaml")
     p = tmp_path / "list.yaml"
     p.write_text("- 1\n- 2\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from twotower import CONFIG_DIR, DEFAULT_CONFIG, packaged_configs, resolve_config_path
+from twotower import CONFIG_DIR, DEFAULT_CONFIG, DEMO_CONFIG, packaged_configs, resolve_config_path, shipped_run_configs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,12 +31,33 @@ def test_shipped_configs_are_found_by_name_and_by_the_old_checkout_path(tmp_path
     assert resolve_config_path("elsewhere/demo.yaml") == Path("elsewhere/demo.yaml")
 
 
-def test_missing_config_names_the_shipped_ones(tmp_path):
+def test_missing_config_names_the_shipped_ones(tmp_path, monkeypatch, capsys):
+    from twotower.cli import main
     from twotower.config import load_config
 
-    with pytest.raises(FileNotFoundError, match=r"config file nope.yaml does not exist; see twotower/configs/demo.yaml "
-                                                r"\(or name a shipped config: --config demo, --config full\)"):
+    monkeypatch.chdir(tmp_path)
+    assert shipped_run_configs() == ["demo", "full"]  # the study grids are not run configs
+    with pytest.raises(FileNotFoundError, match=r"^config file nope.yaml does not exist and is not a shipped config; "
+                                                r"shipped run configs: demo, full \(name one, e.g. --config full\) or "
+                                                r"give the path of a YAML file$"):
         load_config("nope.yaml")
+    for typo in ("fulll", "configs/ful.yaml"):
+        with pytest.raises(FileNotFoundError, match=rf"config file {typo} does not exist and is not a shipped config "
+                                                    r"\(did you mean --config full\?\); shipped run configs: demo, full"):
+            load_config(typo)
+    assert main(["demo", "--config", "fulll", "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twotower demo: error: config file fulll does not exist") and "--config full?" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_demo_runs_the_best_recipe_and_the_fast_one_stays_the_default_elsewhere():
+    from twotower.cli import build_parser
+
+    assert DEMO_CONFIG == CONFIG_DIR / "full.yaml"
+    assert build_parser().parse_args(["demo"]).config == DEMO_CONFIG
+    assert build_parser().parse_args(["train", "--run", "r"]).config is None  # -> the run's config, else demo.yaml
+    assert "$(VENV)/bin/twotower demo\n" in (ROOT / "Makefile").read_text()  # make demo = twotower demo's default
 
 
 def _build_wheel(tmp_path: Path) -> Path:

@@ -28,10 +28,33 @@ def _sets(pairs):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def _demo(tmp_path_factory):
+    import contextlib
+    import io
+
     root = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["demo", "--config", "configs/demo.yaml", "--run", str(root), *_sets(TINY)]) == 0
-    return RunDir(root)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--config", "configs/demo.yaml", "--run", str(root), *_sets(TINY)]) == 0
+    return RunDir(root), printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo_run(_demo):
+    return _demo[0]
+
+
+def test_demo_prints_the_model_next_to_the_baselines_ease_included(_demo):
+    run, out = _demo
+    rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["tiny", "tiny", "popularity", "random", "als-32", "bpr-32", "ease"], rows
+    header = "| run | path | overall R@10 | overall R@50 | head R@10 | head R@50 | tail R@10 | tail R@50 |"
+    assert header in out
+    ease = json.loads((run.eval / "ease" / "metrics.json").read_text())["metadata"]
+    assert ease["lambda_grid"] == [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0] and ease["l2"] in ease["lambda_grid"]
+    assert ease["tuned_on"] == "validation ndcg@50 (overall)" and len(ease["validation"]) == 6
+    assert f"ease: lambda = {ease['l2']:g}, the best validation ndcg@50 (overall) = " in out
+    assert "over the grid [10, 30, 100, 300, 1000, 3000]" in out
 
 
 def test_demo_writes_every_artifact_of_one_model_version(demo_run, capsys):
