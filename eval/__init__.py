@@ -5,7 +5,7 @@ Consumes vectors and rankings only (no TensorFlow), so it grades any model. Entr
   evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, train_counts, config, index=...)
   evaluate_rankings(rankings, test_cases, train_counts, config, exclusions=...)
   compare(run_a, run_b)            paired bootstrap A - B per metric and slice
-  baseline_results(...)            popularity / random / ALS / BPR reference rows (eval.baselines)
+  baseline_results(...)            popularity / random / ALS / BPR / EASE reference rows (eval.baselines)
   EvalResult.save(dir) / EvalResult.load(dir); eval.report.save_with_report(result, dir)
 """
 from eval.compare import compare
