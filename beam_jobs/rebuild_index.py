@@ -43,9 +43,19 @@ import pyarrow.parquet as pq
 
 from beam_jobs.beam_env import beam, pipeline_options, runner_name
 from beam_jobs.embed_items import EmbedConfig, EmbedResult, prune_versions, run_embed
-from indexing.gate import DEFAULT_RECALL_FLOOR, IndexValidationError, check_publishable
+from indexing.gate import (DEFAULT_RECALL_FLOOR, IndexValidationError, VectorChecks, check_publishable,
+                           metadata_problems, raise_problems, recall_problem)
+from indexing import faiss_index as fi
+from indexing import tuning as tn
+from indexing.sharded_index import shard_bounds
+from indexing.topk import band_recall
+from indexing.tuning import ITEM_SAMPLE, split_queries
+from core import artifacts
+import faiss
 from indexing.item_index import ItemIndex
 from beam_jobs.query_set import QUERY_SOURCE, validation_query_vectors
+from beam_jobs import sharded_rebuild as sr
+from beam_jobs.sharded_rebuild import DEFAULT_AUTO_SHARD_ITEMS
 from indexing.sharded import add_shard, merge_shards, train_empty_with_report
 from indexing.spec import IndexSpec
 from indexing.store import rollback_index, stage_index
@@ -74,6 +84,11 @@ class RebuildConfig:
                      index.recall_k over index.recall_queries seeded item-vector queries
     recall_floor     publish only when recall@recall_k vs exact search >= this
     keep_versions    index and vectors versions kept (the current one is never deleted)
+    shards           "auto", or the number of index shards (1 = one index, the in-memory path). "auto" = one
+                     index up to auto_shard_items items, else ceil(n / auto_shard_items) shards (at least 2)
+                     built by the bounded-memory path (beam_jobs.sharded_rebuild: the driver never holds
+                     every vector or the whole index). The choice and why are in the manifest ("sharding").
+    auto_shard_items the item count above which "auto" shards, and the most items per shard it makes
     """
 
     run: str = ""
@@ -84,8 +99,18 @@ class RebuildConfig:
     index: IndexSpec = field(default_factory=IndexSpec)
     recall_floor: float = DEFAULT_RECALL_FLOOR
     keep_versions: int = 3
+    shards: str | int = "auto"
+    auto_shard_items: int = DEFAULT_AUTO_SHARD_ITEMS
 
     def __post_init__(self):
+        if isinstance(self.shards, bool) or not (self.shards == "auto" or (isinstance(self.shards, int)
+                                                                             and self.shards >= 1)):
+            raise ValueError(f"shards must be 'auto' or a positive number of index shards (1 = one index), got "
+                             f"{self.shards!r}; e.g. --set shards=auto or --set shards=8")
+        if isinstance(self.auto_shard_items, bool) or not isinstance(self.auto_shard_items, int) \
+                or self.auto_shard_items < 1:
+            raise ValueError(f"auto_shard_items must be a positive int (items per shard above which shards: auto "
+                             f"shards), got {self.auto_shard_items!r}")
         if not self.run and not (self.index_root and (self.vectors_version or self.embed.output)):
             raise ValueError("RebuildConfig needs run=<run directory> (--run), or index_root plus the embed paths")
         if not 0.0 <= self.recall_floor <= 1.0:
@@ -281,6 +306,11 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline
         vectors_dir = embedded.directory
     step_done("embed")
 
+    vmanifest = _vectors_manifest(vectors_dir)
+    num_index_shards, why = sr.plan_shards(int(vmanifest["count"]), cfg.shards, cfg.auto_shard_items)
+    if num_index_shards > 1:
+        return _rebuild_sharded(cfg, version, work, pipeline_args, vectors_dir, vmanifest, embedded,
+                                num_index_shards, why, step_done, seconds, index_root, vectors_root)
     try:
         item_ids, vectors, vmanifest = read_vectors(vectors_dir)
     except ValueError as exc:
@@ -314,7 +344,8 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline
 
     extra = {"vectors_version": vmanifest["version"], "vectors_dir": str(vectors_dir),
              "recall_floor": cfg.recall_floor, "num_shards": len(tasks), "seconds": dict(seconds),
-             "runner": runner_name(pipeline_options(pipeline_args))}
+             "runner": runner_name(pipeline_options(pipeline_args)),
+             "sharding": {"requested": cfg.shards, "index_shards": 1, "reason": why}}
     if embedded is not None:
         extra.update(source_rows=embedded.source_rows, dead_letter_count=embedded.dead_letter_count)
     stage = stage_index(index_root, index, version, extra)
@@ -333,6 +364,145 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline
     index_dir = stage.path if stage.path is not None else stage.storage.url
     return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
                          len(tasks), seconds, embedded)
+
+
+def _vectors_manifest(vectors_dir) -> dict:
+    """The vectors artifact's manifest, every object it lists checked (size + sha256), one at a time."""
+    from indexing.vectors import _remote, _remote_manifest, _verified_object
+
+    storage = _remote(vectors_dir)
+    try:
+        if storage is None:
+            return artifacts.verify_manifest(vectors_dir)
+        directory = str(vectors_dir).rstrip("/")
+        manifest = _remote_manifest(storage, directory)
+        for name in manifest["shards"]:
+            _verified_object(storage, directory, name, manifest["files"].get(name))
+        return manifest
+    except ValueError as exc:
+        raise IndexValidationError(f"the vectors artifact {vectors_dir} cannot be indexed, nothing was "
+                                   f"published: {exc}") from None
+
+
+def _rebuild_sharded(cfg: RebuildConfig, version: str, work, pipeline_args, vectors_dir, vmanifest: dict,
+                     embedded: EmbedResult | None, num_shards: int, why: str, step_done, seconds: dict,
+                     index_root: VersionedRoot, vectors_root: VersionedRoot) -> RebuildResult:
+    """Steps 2-7 for a sharded index without holding every vector or the index (``beam_jobs.sharded_rebuild``)."""
+    n, dim = int(vmanifest["count"]), int(vmanifest["dim"])
+    spec = cfg.index
+    factory = spec.resolve_factory(n, dim)
+    files = [sr.VectorFile(t.path, t.first_row, t.count) for t in shard_tasks(vectors_dir, vmanifest)]
+    if sum(f.count for f in files) != n:
+        raise IndexValidationError(f"the vectors artifact {vectors_dir} cannot be indexed, nothing was published: "
+                                   f"its files hold {sum(f.count for f in files)} rows, the manifest says {n}")
+    bounds = shard_bounds(n, num_shards)
+    queries = validation_query_vectors(RunDir(cfg.run), spec) if cfg.run else None
+    # step 2: train on the rows a single-index build trains on, read file by file
+    train_rows = fi.train_sample(n, spec)
+    if queries is None:  # item vectors as queries: the rows indexing.tuning.item_queries samples
+        tune_rows, check_rows, tune_source = sr.item_query_rows(n, spec)
+        picked = sr.gather_rows(files, np.concatenate([train_rows, tune_rows, check_rows]), dim)
+        sample = picked[:len(train_rows)]
+        tune_q, check_q = picked[len(train_rows):len(train_rows) + len(tune_rows)], picked[-len(check_rows):]
+        check_source = ITEM_SAMPLE
+        train_queries, train_source = tune_q, tune_source
+    else:
+        sample = sr.gather_rows(files, train_rows, dim)
+        tune_q, check_q = split_queries(queries, spec)
+        tune_source = check_source = QUERY_SOURCE
+        train_queries, train_source = queries, QUERY_SOURCE
+    tunes = (spec.target_recall is not None and spec.nprobe is None and spec.ef_search is None)
+    trained, quantizer = _train_on_sample(sample, spec, factory, n, train_queries, train_source, queries is None)
+    del sample
+    step_done("train")
+
+    tasks = sr.tasks_for(files, bounds)
+    sr.add_index_shards_with_beam(tasks, trained, dim, str(work), pipeline_args)
+    step_done("add")
+
+    k = min(spec.recall_k, n)
+    shards = sr.ShardSet(str(work), bounds)
+    first = shards.first()
+    knob = tn.knob(first, k)
+    tunes = tunes and knob is not None
+    if not tunes:  # no tuning: recall is measured on the whole query set (as ItemIndex.measure_recall does)
+        check_q = queries if queries is not None else check_q
+    checks = VectorChecks(unit_norm=True)
+    tune_band, check_band = sr.stream_exact_and_check(files, dim, [tune_q if tunes else check_q[:0], check_q],
+                                                      2 * k, checks)
+    params = sr.initial_params(first, spec)
+    tuning = None
+    if tunes:
+        tuning = sr.tune_merged(shards, tune_q, tune_band, k, n, spec.target_recall, tune_source, spec)
+        params = {**params, tuning["param"]: tuning["value"]}
+        if tuning.get("k_factor") is not None:
+            params["k_factor"] = tuning["k_factor"]
+        params = fi.apply_search_params(first, params.get("nprobe"), params.get("ef_search"), params.get("k_factor"))
+    index_dim = int(first.d)
+    del first
+    step_done("merge")
+
+    (_, found), = shards.search(check_q, k, [params])
+    per_query, overflow = band_recall(found, check_band.scores, check_band.rows, k, n)
+    recall = {"recall": float(per_query.mean()), "k": k, "num_queries": len(check_q), "query_source": check_source,
+              "search_params": dict(params), "band_overflow_queries": overflow}
+    run_model = RunDir(cfg.run).model_version_file if cfg.run else None
+    expected_mv = run_model.read_text().strip() if run_model is not None and run_model.is_file() else None
+    catalogue = embedded.source_rows - embedded.dead_letter_count if embedded else None
+    problems = checks.problems() + metadata_problems(n, index_dim, vmanifest["model_version"],
+                                                     vmanifest, checks, expected_mv, catalogue)
+    if not problems:
+        low = recall_problem(recall, cfg.recall_floor, factory)
+        problems += [low] if low else []
+    raise_problems(problems)
+    step_done("validate")
+
+    fields = {"factory": factory, "metric": spec.metric, "dim": dim, "count": n,
+              "model_version": vmanifest["model_version"], "spec": strict.to_dict(spec), "search_params": params,
+              "tuning": tuning, "quantizer": quantizer, "recall": recall, "faiss_version": faiss.__version__,
+              "vectors_version": vmanifest["version"], "vectors_dir": str(vectors_dir),
+              "recall_floor": cfg.recall_floor, "seconds": dict(seconds),
+              "runner": runner_name(pipeline_options(pipeline_args)),
+              "sharding": {"requested": cfg.shards, "index_shards": num_shards, "reason": why,
+                           "index_bytes": shards.index_bytes}}
+    if embedded is not None:
+        fields.update(source_rows=embedded.source_rows, dead_letter_count=embedded.dead_letter_count)
+    shard_fields = sr.shard_manifest_fields(spec, factory, dim, vmanifest["model_version"], params, quantizer)
+    stage = index_root.stage(version)
+    try:
+        sr.write_sharded_version(stage, str(work), bounds, fields, shard_fields)
+        index_root.finish(stage)
+    except InjectedCrash:
+        raise
+    except BaseException:
+        stage.abandon()
+        raise
+    step_done("stage")
+    if embedded is not None:
+        vectors_root.publish(embedded.version)
+    step_done("publish-vectors")
+    index_root.publish(version)
+    index_root.prune(cfg.keep_versions)
+    if embedded is not None:
+        prune_versions(vectors_root, cfg.keep_versions, protect=vectors_in_use(index_root))
+    step_done("publish")
+    index_dir = stage.path if stage.path is not None else stage.storage.url
+    return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
+                         num_shards, seconds, embedded)
+
+
+def _train_on_sample(sample: np.ndarray, spec: IndexSpec, factory: str, n: int, queries, query_source: str,
+                     item_queries: bool) -> tuple[bytes, dict | None]:
+    """``train_empty_with_report`` on the streamed sample. With a query set its tuning part chooses the
+    quantizer (as in a single-index build); without one, the held-out item-vector queries (already the tuning
+    part) do."""
+    spec_f = dataclasses.replace(spec, factory=factory)
+    if item_queries:
+        from indexing.quantizer import train_best
+
+        index, report = train_best(factory, sample, spec_f, queries, query_source)
+        return fi.serialize(index), report
+    return train_empty_with_report(sample, spec_f, n_items=n, queries=queries, query_source=query_source)
 
 
 def vectors_in_use(index_root: VersionedRoot) -> set[str]:

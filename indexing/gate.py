@@ -108,3 +108,112 @@ def check_publishable(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarra
 
 def _message(problems: list[str]) -> str:
     return "index validation failed, nothing was published:\n  - " + "\n  - ".join(problems)
+
+
+class VectorChecks:
+    """The vector checks of ``check_publishable`` (finite, zero, norms, all identical) accumulated block by
+    block, for a rebuild that never holds every vector (``beam_jobs.sharded_rebuild``); same messages.
+
+        checks = VectorChecks(unit_norm=True)
+        for ids, block in blocks: checks.add(block, ids)      # ids: anything indexable by a bool mask
+        problems = checks.problems()
+    """
+
+    def __init__(self, unit_norm: bool = True):
+        self.unit_norm = unit_norm
+        self.count = 0
+        self.dim: int | None = None
+        self._first: np.ndarray | None = None
+        self._all_same = True
+        self._all_finite = True
+        # per check: [count, examples (<= 3 ids), min norm, max norm]
+        self._found = {}
+
+    def _what(self) -> list[str]:
+        norm = (f"are not L2-normalised (|norm - 1| > {NORM_TOLERANCE}; the tower normalises its output)"
+                if self.unit_norm else f"have norms above {FLOAT32_SAFE_NORM:.3g} (inner products overflow float32)")
+        return ["contain NaN/inf", "are all zeros", norm]
+
+    def add(self, vectors: np.ndarray, ids) -> None:
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise ValueError(f"vectors must be a (n, d) block, got shape {vectors.shape}")
+        if len(vectors) == 0:
+            return
+        if self.dim is None:
+            self.dim = int(vectors.shape[1])
+            self._first = vectors[0].copy()
+        finite = np.isfinite(vectors).all(axis=1)
+        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0).astype(np.float64), axis=1)
+        if self.unit_norm:
+            bad_norm = finite & (norms > 0) & (np.abs(norms - 1) > NORM_TOLERANCE)
+        else:
+            bad_norm = finite & (norms > FLOAT32_SAFE_NORM)
+        for what, mask in zip(self._what(), (~finite, finite & (norms == 0), bad_norm)):
+            if mask.any():
+                entry = self._found.setdefault(what, [0, [], np.inf, -np.inf])
+                entry[0] += int(mask.sum())
+                if len(entry[1]) < 3:
+                    entry[1].extend(list(np.asarray(ids)[mask][:3 - len(entry[1])]))
+                entry[2] = min(entry[2], float(norms[mask].min()))
+                entry[3] = max(entry[3], float(norms[mask].max()))
+        self._all_finite = self._all_finite and bool(finite.all())
+        if self._all_same and vectors.shape[1] == len(self._first):
+            self._all_same = bool((vectors == self._first).all())
+        self.count += len(vectors)
+
+    def problems(self) -> list[str]:
+        """The failed checks, worded as ``check_publishable`` words them."""
+        out = []
+        if self.count == 0:
+            return [f"vectors must be a non-empty (n, d) matrix, got 0 vectors"]
+        for what in self._what():
+            if what in self._found:
+                count, examples, low, high = self._found[what]
+                worst = f"; norms range {low:.4g}..{high:.4g}" if "norm" in what else ""
+                out.append(f"{count} of {self.count} vectors {what} (e.g. items {[str(e) for e in examples]}{worst})")
+        if self.count > 1 and self._all_finite and self._all_same:
+            out.append(f"all {self.count} vectors are identical (a collapsed tower: every item gets the same "
+                       "score); retrain or re-export the model")
+        return out
+
+
+def metadata_problems(index_count: int, index_dim: int, index_model_version: str, vectors_manifest: dict,
+                      checks: VectorChecks, expected_model_version: str | None,
+                      catalogue_rows: int | None = None) -> list[str]:
+    """The count / dimension / model-version checks of ``check_publishable`` for an index whose vectors were
+    checked block by block (``VectorChecks``); same messages."""
+    problems = []
+    n = checks.count
+    if index_count != n or vectors_manifest["count"] != n or (catalogue_rows is not None and catalogue_rows != n):
+        problems.append(f"item count: index holds {index_count}, vectors artifact {vectors_manifest['count']}, "
+                        f"item ids {n}" + (f", catalogue {catalogue_rows}" if catalogue_rows is not None else ""))
+    if index_dim != vectors_manifest["dim"] or (checks.dim is not None and checks.dim != index_dim):
+        problems.append(f"dimension: index {index_dim}, vectors artifact {vectors_manifest['dim']}, "
+                        f"vectors {checks.dim}")
+    pairs = [(vectors_manifest["model_version"], "the vectors artifact", index_model_version, "the index")]
+    if expected_model_version is not None:
+        pairs.append((expected_model_version, "the run's model", vectors_manifest["model_version"],
+                      "the vectors artifact"))
+    for expected, expected_from, found, found_from in pairs:
+        try:
+            require_same_model(expected, found, expected_from=expected_from, found_from=found_from,
+                               fix="re-embed the items with the run's current model and rebuild")
+        except ModelVersionMismatch as exc:
+            problems.append(f"model version mismatch: {exc}")
+    return problems
+
+
+def recall_problem(recall: dict, recall_floor: float, factory: str) -> str | None:
+    """The recall-floor check of ``check_publishable`` (same message), or None when recall is high enough."""
+    if recall["recall"] >= recall_floor:
+        return None
+    return (f"recall@{recall['k']} = {recall['recall']:.4f} over {recall['num_queries']} sampled queries is "
+            f"below recall_floor={recall_floor} (factory {factory}, search params {recall['search_params']}); "
+            "raise index.nprobe / ef_search, choose a larger factory, or lower recall_floor")
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise ``IndexValidationError`` listing ``problems`` (nothing when empty)."""
+    if problems:
+        raise IndexValidationError(_message(problems))

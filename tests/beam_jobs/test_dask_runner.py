@@ -144,3 +144,33 @@ def test_outputs_emitted_in_finish_bundle_are_kept(tmp_path, dask_cluster):
          | "Record" >> beam.ParDo(Record(tmp_path, "count")))
     counts = [json.loads(line) for path in tmp_path.iterdir() for line in path.read_text().splitlines()]
     assert sorted(counts) == [10, 10, 10, 10]
+
+
+@pytest.mark.slow
+def test_the_sharded_rebuild_on_dask_publishes_the_directrunner_shards_byte_for_byte(tmp_path, dask_cluster):
+    """The bounded-memory path (beam_jobs.sharded_rebuild): the index shards are added on both worker processes
+    and every published file but the top manifest (which records the runner and timings) equals the DirectRunner
+    build byte for byte."""
+    model_dir = cached_hashing_item_tower(dim=16)
+    direct_run = new_run(tmp_path / "direct", model_dir, 2400)
+    dask_run = new_run(tmp_path / "dask", model_dir, 2400)
+    spec = IndexSpec(factory="IVF16,Flat", gpu="never", recall_k=20, recall_queries=200, tune_queries=200,
+                     target_recall=0.9)
+    cfg = dict(index=spec, version="v1", shards=4, recall_floor=0.85,
+               embed=EmbedConfig(num_shards=4, rows_per_read=600, batch_size=300))
+    direct = run_rebuild(RebuildConfig(run=str(direct_run), **cfg), ["--runner", "DirectRunner"])
+    before = executed_per_worker(dask_cluster)
+    on_dask = run_rebuild(RebuildConfig(run=str(dask_run), **cfg), dask_cluster.pipeline_args())
+    after = executed_per_worker(dask_cluster)
+
+    assert on_dask.num_shards == direct.num_shards == 4 and on_dask.recall == direct.recall
+    files = artifacts.read_manifest(direct.index_dir)["files"]
+    assert len(files) == 12
+    for name in files:
+        assert (on_dask.index_dir / name).read_bytes() == (direct.index_dir / name).read_bytes(), name
+    top = {k: v for k, v in artifacts.read_manifest(on_dask.index_dir).items() if k not in ("seconds", "runner",
+                                                                                            "created", "vectors_dir")}
+    assert top == {k: v for k, v in artifacts.read_manifest(direct.index_dir).items()
+                   if k not in ("seconds", "runner", "created", "vectors_dir")}
+    assert lifecycle.current_version(dask_run / "index") == "v1"
+    assert all(after[w] > before[w] for w in after), (before, after)  # both worker processes did work
