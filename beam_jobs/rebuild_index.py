@@ -122,8 +122,9 @@ class RebuildConfig:
 
     def resolved(self) -> "RebuildConfig":
         rd = RunDir(self.run) if self.run else None
-        embed = dataclasses.replace(self.embed, run=self.embed.run or self.run,
-                                    keep_versions=self.keep_versions).resolved()
+        embed = dataclasses.replace(self.embed, run=self.embed.run or self.run, keep_versions=self.keep_versions)
+        # indexing existing vectors without a run needs only their root (embed.output); nothing is embedded
+        embed = embed if (self.vectors_version and not self.run) else embed.resolved()
         return dataclasses.replace(self, index_root=self.index_root or str(rd.index), embed=embed)
 
 

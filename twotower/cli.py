@@ -39,6 +39,19 @@ def _add_config(p: argparse.ArgumentParser, run_required: bool = True) -> None:
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
 
 
+def _shards(text: str):
+    """``--shards``: "auto" or a positive int."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number of index shards, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="twotower", description=__doc__.split("\n\n")[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = sub.add_parser("rebuild", help="the nightly Beam job: embed, build, validate, publish the index")
     rebuild.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     rebuild.add_argument("--runner", default="DirectRunner")
+    rebuild.add_argument("--shards", type=_shards, default="auto",
+                         help="index shards: auto (one index up to 2M items, else shards of at most 2M built with "
+                              "bounded driver memory), 1 (one index) or N")
 
     rollback = sub.add_parser("rollback", help="flip the run's index/current back to an earlier version")
     rollback.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")

@@ -84,7 +84,7 @@ def cmd_embed(args, extra) -> int:
 def cmd_rebuild(args, extra) -> int:
     run = RunDir(args.run)
     cfg = resolve_config(args, run)
-    result = pipeline.stage_rebuild(cfg, run, _beam_args(args, extra))
+    result = pipeline.stage_rebuild(cfg, run, _beam_args(args, extra), shards=args.shards)
     _say(_rebuild_line(result))
     return 0
 

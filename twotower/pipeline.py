@@ -88,11 +88,12 @@ def stage_train(cfg: RunConfig, run: RunDir, dataset, split) -> dict:
     return summary
 
 
-def stage_rebuild(cfg: RunConfig, run: RunDir, pipeline_args=None):
-    """The nightly Beam job on this run: embed every item, build/validate/publish the index."""
+def stage_rebuild(cfg: RunConfig, run: RunDir, pipeline_args=None, shards="auto"):
+    """The nightly Beam job on this run: embed every item, build/validate/publish the index (``shards``: see
+    ``beam_jobs.rebuild_index.RebuildConfig``)."""
     from beam_jobs.rebuild_index import RebuildConfig, run_rebuild
 
-    rebuild = RebuildConfig(run=str(run.root), index=cfg.index)
+    rebuild = RebuildConfig(run=str(run.root), index=cfg.index, shards=shards)
     return run_rebuild(rebuild, list(pipeline_args or ["--runner", "DirectRunner"]))
 
 

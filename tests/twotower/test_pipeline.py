@@ -167,6 +167,17 @@ def test_bad_override_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_bad_rebuild_shards_is_a_clear_error(tmp_path, capsys):
+    for bad in ("many", "0"):
+        try:
+            code = main(["rebuild", "--run", str(tmp_path / "r"), "--shards", bad])
+        except SystemExit as exc:  # argparse's usage error
+            code = exc.code
+        assert code == 2
+        assert f"expected 'auto' or a positive number of index shards, got '{bad}'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_scaling_command_reports_a_missing_grid_clearly(tmp_path, capsys):
     assert main(["scaling", "--grid", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
