@@ -12,18 +12,24 @@ IVF4096,Flat for 1M x 64, default nprobe). Its manifest carries the run's model 
 the service start with the real query tower; the synthetic rows are not embeddings of anything. Built once,
 reused.
 
-Servers. "old" = the ``serving/`` package at ``--old-rev`` (the standard library's ThreadingHTTPServer,
-before issues #13/#16), extracted from git into WORKDIR and run against today's other packages; "new" = this
-tree (uvicorn + httptools + uvloop). Each runs as its own process (``python -m serving``,
-OMP_WAIT_POLICY=PASSIVE) on 127.0.0.1 with the same ``--set`` options.
+Servers. "old" = the whole source tree at ``--old-rev`` (git 4b07bcf: the standard library's
+ThreadingHTTPServer, before issues #13/#16 and the lifecycle rework), extracted into WORKDIR/old-<rev>-tree;
+it cannot read today's artifacts, so it gets its own run WORKDIR/old-<rev>-run: the same model/ and data/
+(links) and the same FAISS index file, re-published by the old code in its own formats (~15 s, reused).
+"new" = this tree (uvicorn + httptools + uvloop). Each runs as its own process (``python -m serving``
+with its own tree on PYTHONPATH, OMP_WAIT_POLICY=PASSIVE) on 127.0.0.1 with the same ``--set`` options;
+one process per server for all scenarios, polling index/current every second; the rebuild and poison
+scenarios publish with the server's own code into its own run.
 
 Load. This process sends requests OPEN-LOOP: request i is due at t0 + i / rate whatever happened to earlier
 ones, each on an idle keep-alive connection (a new one when all are busy, at most ``--max-connections``),
-and its latency runs from its due time to the last byte of the answer (no coordinated omission). Mix:
+and its latency runs from its due time to the last byte of the answer (no coordinated omission). The
+client runs on uvloop with pre-serialised bodies and raw HTTP/1.1 on asyncio streams; its own CPU (cores,
+user + system of this process) is reported next to the server's CPU per request. Mix:
 ``--raw-share`` raw-feature requests (features + 10 random real items as history), the rest known users;
 k=``--k``, exclude_seen true. Scenarios: "rates" (each of ``--rates``), "rebuild" (100 req/s for 40 s while
 the publish half of a rebuild runs twice in another process: load the current index, save it as a new
-version with sha256s, flip ``current``; the servers reload every 1 s), "poison" (issue #13's load test: 100
+version with sha256s, flip ``current``; the servers poll every 1 s), "poison" (issue #13's load test: 100
 req/s from 16 connections for ``--poison-duration`` s while one more client sends 10 poison req/s (2**63
 timestamps, 100k-deep JSON, 5000-digit ints, bad fields) and the index is published twice; every valid
 request must succeed).
@@ -168,28 +174,86 @@ def request_bodies(run: Path, count: int, raw_share: float, k: int, seed: int) -
 
 
 # ----------------------------------------------------------------------------------- server process
-def old_serving(workdir: Path, rev: str) -> Path:
-    """The ``serving/`` package as of git revision ``rev`` (the ThreadingHTTPServer implementation), extracted
-    into ``workdir/old-<rev>/serving`` for the side-by-side comparison; it runs against today's other packages
-    (indexing/, towers/, core/), so only the serving code differs."""
-    target = workdir / f"old-{rev}"
-    if not (target / "serving" / "app.py").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "serving"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
+# Run by the OLD tree's Python (its own indexing/ and core/): wrap the new run's published FAISS file (the
+# same trained IVF lists, so both servers search the same index) in the old ItemIndex and publish it with
+# the old indexing.store into the old run's index/ (the old manifest and ``current`` formats).
+_OLD_PUBLISH = """
+import dataclasses, json, sys
+from pathlib import Path
+import faiss, pyarrow.parquet as pq
+from core.strict import from_dict
+from indexing.item_index import ItemIndex
+from indexing.spec import IndexSpec
+from indexing.store import publish_index
+src, root, version = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+m = json.loads((src / "manifest.json").read_text())
+known = {f.name for f in dataclasses.fields(IndexSpec)}
+spec = from_dict(IndexSpec, {k: v for k, v in m["spec"].items() if k in known}, "spec")
+cpu = faiss.read_index(str(src / "index.faiss"))
+ids = pq.read_table(src / "item_ids.parquet").column("item_id").to_numpy(zero_copy_only=False).astype(object)
+index = ItemIndex(cpu, ids, spec, m["model_version"], m["factory"], m["recall"], search_params=m["search_params"],
+                  tuning=m.get("tuning"))
+publish_index(root, index, version, keep=3)
+"""
+
+
+class Peer:
+    """One server under test: its source tree (``serving`` and everything it imports) and its run directory."""
+
+    def __init__(self, label: str, tree: Path, run: Path):
+        self.label, self.tree, self.run = label, tree, run
+
+    def env(self) -> dict:
+        return {**os.environ, "PYTHONPATH": str(self.tree), "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def old_peer(workdir: Path, rev: str, new_run: Path) -> Peer:
+    """The whole source tree at git revision ``rev`` (the ThreadingHTTPServer service, before issues #13/#16
+    and the lifecycle rework), extracted into ``workdir/old-<rev>-tree``, with its own run directory
+    ``workdir/old-<rev>-run``: the same model/ and data/ (links) and the same FAISS index as ``new_run``,
+    published by the old code in the old formats (``_OLD_PUBLISH``). It cannot read today's artifacts, so
+    it gets its own; built once (~10 s for 1M items), reused while the new run's index is unchanged."""
+    from core import artifacts
+    from core import lifecycle
+
+    tree = workdir / f"old-{rev}-tree"
+    if not (tree / "serving" / "app.py").exists():
+        staging = workdir / f".old-{rev}-tree.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(staging)], input=archive, check=True)
+        staging.rename(tree)
+    run = workdir / f"old-{rev}-run"
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ("model", "data"):
+        link = run / name
+        if not link.exists():
+            link.symlink_to((new_run / name).resolve(), target_is_directory=True)
+    source_version = lifecycle.current_version(new_run / "index")
+    source = new_run / "index" / source_version
+    wanted = artifacts.read_manifest(source)
+    stamp = run / "index" / "SOURCE"  # which new index the old one was made from
+    if not (stamp.exists() and stamp.read_text() == f"{wanted['model_version']} {wanted['count']}"):
+        t0 = time.perf_counter()
+        shutil.rmtree(run / "index", ignore_errors=True)
+        (run / "index").mkdir()
+        peer = Peer("old", tree, run)
+        subprocess.run([sys.executable, "-c", _OLD_PUBLISH, str(source), str(run / "index"),
+                        time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())], check=True, env=peer.env(), cwd=tree)
+        stamp.write_text(f"{wanted['model_version']} {wanted['count']}")
+        print(f"# old run {run}: index {source_version} re-published by the code at {rev} in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return Peer("old", tree, run)
 
 
 class Server:
-    def __init__(self, run: Path, options: list[str], pythonpath: Path | None = None, reload_s: float | None = None):
-        cmd = [sys.executable, "-m", "serving", "--run", str(run), "--host", HOST, "--port", "0",
+    def __init__(self, peer: Peer, options: list[str], reload_s: float | None = None):
+        cmd = [sys.executable, "-m", "serving", "--run", str(peer.run), "--host", HOST, "--port", "0",
                "--set", f"reload_interval_s={'null' if reload_s is None else reload_s}"]
         for opt in options:
             cmd += ["--set", opt]
-        path = f"{pythonpath}{os.pathsep}{ROOT}" if pythonpath else str(ROOT)
-        env = {**os.environ, "PYTHONPATH": path, "OMP_WAIT_POLICY": "PASSIVE"}
-        self.proc = subprocess.Popen(cmd, cwd=pythonpath or ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, cwd=peer.tree, env=peer.env(), stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.url = None
         deadline = time.monotonic() + 600
@@ -213,6 +277,13 @@ class Server:
 
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
             return json.loads(r.read())
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process (MB, Linux /proc)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
 
     def cpu_seconds(self) -> float:
         """user + system CPU seconds the server process has used so far (Linux /proc)."""
@@ -332,25 +403,25 @@ async def poison_loop(port: int, rate: float, duration: float) -> dict:
     return {"sent": count, "statuses": codes}
 
 
-def publish_copy(run: Path, tag: str) -> float:
-    """The publish half of a rebuild, in its own process: load the current index (sha256-verified), save it
-    as a new version (write + sha256 + manifest), flip ``current``. Returns seconds."""
+def publish_copy(peer: Peer, tag: str) -> float:
+    """The publish half of a rebuild, in its own process with the peer's own code: load the current index
+    (sha256-verified), save it as a new version (write + sha256 + manifest), flip ``current``. Returns s."""
     code = ("import sys, time; from indexing.store import load_current, publish_index; "
             "idx = load_current(sys.argv[1]); "
             "publish_index(sys.argv[1], idx, time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()) + '-' + sys.argv[2], keep=3)")
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    subprocess.run([sys.executable, "-c", code, str(run / "index"), tag], check=True, env=env, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code, str(peer.run / "index"), tag], check=True, env=peer.env(),
+                   cwd=peer.tree)
     return time.perf_counter() - t0
 
 
-async def with_publishes(run: Path, job, duration: float, publishes: int, tag: str) -> tuple:
+async def with_publishes(peer: Peer, job, duration: float, publishes: int, tag: str) -> tuple:
     """Run ``job`` (a coroutine) while ``publishes`` new index versions are published, evenly spread."""
     async def publisher():
         times = []
         for j in range(publishes):
             await asyncio.sleep(duration / (publishes + 1) if j == 0 else 1.0)
-            times.append(await asyncio.to_thread(publish_copy, run, f"{tag}{j}"))
+            times.append(await asyncio.to_thread(publish_copy, peer, f"{tag}{j}"))
         return times
     return await asyncio.gather(job, publisher())
 
@@ -358,7 +429,8 @@ async def with_publishes(run: Path, job, duration: float, publishes: int, tag: s
 def row_line(r: dict) -> str:
     return (f"| {r['server']} | {r['scenario']} | {r['rate']:.0f} | {r['achieved']:.1f} | {r['ok']} | {r['errors']} | "
             f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['max']:.1f} | {r.get('mean_batch', float('nan')):.2f} "
-            f"| {r.get('cpu_ms_per_request', float('nan')):.2f} | {r.get('load', float('nan')):.1f} |")
+            f"| {r.get('cpu_ms_per_request', float('nan')):.2f} | {r.get('client_cores', float('nan')):.2f} "
+            f"| {r.get('load', float('nan')):.1f} |")
 
 
 def measure(server: Server, label: str, scenario: str, coro_factory) -> tuple[dict, object]:
@@ -375,7 +447,7 @@ def measure(server: Server, label: str, scenario: str, coro_factory) -> tuple[di
     print(f"  {label:<4} {scenario:<22} {row['rate']:>5.0f} req/s: achieved {row['achieved']:.1f}, ok {row['ok']}, "
           f"errors {row['errors']}, p50 {row['p50']:.2f} ms, p90 {row['p90']:.2f}, p99 {row['p99']:.2f}, max "
           f"{row['max']:.1f}, mean batch {row['mean_batch']:.2f}, CPU {row['cpu_ms_per_request']:.2f} ms/req, "
-          f"load {row['load']:.1f}{'' if extra is None else f', {extra}'}", flush=True)
+          f"client {row['client_cores']:.2f} cores, load {row['load']:.1f}{'' if extra is None else f', {extra}'}", flush=True)
     return row, extra
 
 
@@ -417,59 +489,66 @@ def main(argv=None) -> None:
     print(f"# {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} at start; k={args.k}, "
           f"{args.raw_share:.0%} raw-feature requests, {args.duration:g} s per rate, open loop", flush=True)
 
-    servers = {"old": old_serving(args.workdir, args.old_rev), "new": None}
+    peers = {"new": Peer("new", ROOT, run)}
+    labels = [x for x in args.servers.split(",") if x]
+    unknown = sorted(set(labels) - {"old", "new"})
+    if unknown:
+        p.error(f"--servers takes old and/or new, got {unknown}")
+    if "old" in labels:
+        peers["old"] = old_peer(args.workdir, args.old_rev, run)
     rows, notes = [], []
-    for label in [x for x in args.servers.split(",") if x]:
-        pythonpath = servers[label]
-        if "rates" in scenarios:
-            server = Server(run, args.options, pythonpath)
-            try:
-                info = server.get("/version")
-                print(f"# {label} server: index {info['index_factory']}, {info['index_count']} items, params "
-                      f"{info['search_params']}, model {info['model_version']}", flush=True)
-                uvloop.run(open_loop(server.port, bodies, 50, 2.0, args.max_connections))  # warm-up
+    for label in labels:
+        peer = peers[label]
+        # one server process per peer for all scenarios; it polls index/current every second (the rebuild
+        # and poison scenarios publish; polling a small file costs nothing measurable at the rates)
+        server = Server(peer, args.options, reload_s=1.0)
+        try:
+            info = server.get("/version")
+            print(f"# {label} server ({peer.tree}): index {info['index_factory']}, {info['index_count']} items, "
+                  f"params {info['search_params']}, model {info['model_version']}, RSS {server.rss_mb():.0f} MB",
+                  flush=True)
+            uvloop.run(open_loop(server.port, bodies, 50, 2.0, args.max_connections))  # warm-up
+            if "rates" in scenarios:
                 for rate in rates:
                     rows.append(measure(server, label, "rate", lambda: open_loop(
                         server.port, bodies, rate, args.duration, args.max_connections))[0])
-            finally:
-                server.stop()
-        if "rebuild" in scenarios:
-            server = Server(run, args.options, pythonpath, reload_s=1.0)
-            try:
+            if "rebuild" in scenarios:
                 first = server.get("/version")["index_version"]
                 duration = 40.0
                 row, times = measure(server, label, "100 req/s + 2 publishes", lambda: with_publishes(
-                    run, open_loop(server.port, bodies, 100, duration, args.max_connections), duration, 2,
+                    peer, open_loop(server.port, bodies, 100, duration, args.max_connections), duration, 2,
                     f"{label}-rebuild-"))
                 time.sleep(3)
                 now = server.get("/version")["index_version"]
                 notes.append(f"{label} rebuild: publishes took {', '.join(f'{t:.0f} s' for t in times)}; served "
-                             f"{first} -> {now}; reloads {server.get('/version').get('reloads')}")
+                             f"{first} -> {now}; reloads {server.get('/version').get('reloads')}; server RSS "
+                             f"{server.rss_mb():.0f} MB after")
                 rows.append(row)
-            finally:
-                server.stop()
-        if "poison" in scenarios:
-            server = Server(run, args.options, pythonpath, reload_s=1.0)
-            try:
+            if "poison" in scenarios:
                 d = args.poison_duration
 
                 async def load_test():
                     (valid, poison), times = await with_publishes(
-                        run, asyncio.gather(open_loop(server.port, bodies, 100, d, 16), poison_loop(server.port, 10, d)),
+                        peer, asyncio.gather(open_loop(server.port, bodies, 100, d, 16), poison_loop(server.port, 10, d)),
                         d, 2, f"{label}-poison-")
                     return valid, {"poison": poison, "publish_s": [round(t) for t in times]}
 
                 row, extra = measure(server, label, "issue-13 load test", load_test)
                 notes.append(f"{label} load test: {row['errors']} failed of {row['sent']} valid requests; poison "
                              f"answers by status {extra['poison']['statuses']}; publishes {extra['publish_s']} s; "
-                             f"index now {server.get('/version')['index_version']}")
+                             f"index now {server.get('/version')['index_version']}; server RSS "
+                             f"{server.rss_mb():.0f} MB after")
                 rows.append(row)
-            finally:
-                server.stop()
+        except Exception as exc:  # noqa: BLE001 - report the peer's failure with its log, go on with the next
+            notes.append(f"{label} server failed: {type(exc).__name__}: {exc}; its log ends: "
+                         + " | ".join(line.strip() for line in server.log[-5:]))
+            print("#", notes[-1], flush=True)
+        finally:
+            server.stop()
     print(f"# load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| server | scenario | rate req/s | achieved | ok | errors | p50 ms | p90 ms | p99 ms | max ms | mean batch "
-          "| server CPU ms/req | load avg |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| server CPU ms/req | client cores | load avg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(row_line(r))
     for r in rows:

@@ -82,3 +82,78 @@ def test_module_entry_point_serves_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _post(url: str, body: dict, out: list) -> None:
+    try:
+        request = urllib.request.Request(url + "/topk", data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=60) as r:
+            out.append((r.status, json.loads(r.read())))
+    except Exception as exc:  # noqa: BLE001 - the test reports what the client saw
+        out.append((None, repr(exc)))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_accepting_drains_in_flight_and_queued_requests_then_exits_0(tmp_path):
+    """Issue 16's graceful shutdown, through the real entry point and a real SIGTERM: a request inside its
+    batch when the signal arrives and one queued behind it both get their 200; no new connection is accepted
+    meanwhile; the process exits 0 only after they are answered. The batch is held for longer than a second
+    after the signal (a drain cut short by a hard-coded timeout would drop it)."""
+    import socket
+    import threading
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.serving.gated_serve", str(tiny_run().root), str(gate),
+                             "--set", "reload_interval_s=null", "--set", "drain_timeout_s=30",
+                             ],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"listening on (http://\S+)", line)
+            url = match.group(1) if match else None
+        assert url, "".join(lines)
+        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+        port = int(url.rsplit(":", 1)[1])
+        held, queued = [], []
+        threads = [threading.Thread(target=_post, args=(url, {"user_id": "hold", "k": 4}, held))]
+        threads[0].start()
+        deadline = time.monotonic() + 60
+        while not (gate / "entered").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (gate / "entered").exists(), "the held request never reached the tower"
+        threads.append(threading.Thread(target=_post, args=(url, {"user_id": "u2", "k": 3}, queued)))
+        threads[1].start()
+        time.sleep(0.5)  # the second request is read and waits in the queue behind the held batch
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        refused = False
+        while not refused and time.monotonic() - signalled < 10:  # the listener closes at once
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.05)
+            except OSError:
+                refused = True
+        assert refused, "the server still accepts connections after SIGTERM"
+        time.sleep(max(0.0, signalled + 2.5 - time.monotonic()))  # hold the batch 2.5 s past the signal
+        assert proc.poll() is None and not held and not queued, "exited (or answered) while a batch was held"
+        (gate / "open").write_text("1")
+        for thread in threads:
+            thread.join(60)
+        assert held == [(200, held[0][1])] and len(held[0][1]["items"]) == 4, held
+        assert queued == [(200, queued[0][1])] and len(queued[0][1]["items"]) == 3, queued
+        assert proc.wait(60) == 0
+        assert any("shutting down" in line for line in lines), "".join(lines)
+    finally:
+        (gate / "open").write_text("1")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
