@@ -19,7 +19,8 @@ small ``index/current`` object.
 
 Requests are resolved to tower inputs on the caller's thread, then queued; one worker thread
 (``serving.batcher.MicroBatcher``) takes up to ``max_batch`` of them, runs ONE query-tower call and ONE
-index search for all of them (k = the largest k asked, exclusions per request), and answers each.
+index search for all of them (k = the largest k asked, exclusions per request, narrow first:
+``serving.search``), and answers each.
 ``IndexWatcher`` swaps in newly published index versions between batches (``reload_interval_s``); while a
 new version loads, both are in memory (plan for twice the index size).
 Timestamps left out of a request are the time the request arrives (seconds).
@@ -43,6 +44,7 @@ from serving.metrics import ServingMetrics
 from serving.query_encoder import QueryEncoder
 from serving.reloader import IndexWatcher
 from serving.requests import RequestError, TopKRequest
+from serving.search import search_excluding
 from serving.state import IndexState, check_versions, load_state
 from serving.tower_inputs import QueryInputs, batch_inputs, feature_value
 from serving.users import KnownUsers
@@ -221,7 +223,7 @@ class TopKService:
         encoded = time.perf_counter()
         exclude = [self._exclusions(p, state) for p in batch]
         k = max(p.request.k for p in batch)
-        scores, rows = state.index.search(vectors, k, exclude if any(len(e) for e in exclude) else None)
+        scores, rows = search_excluding(state.index, vectors, k, exclude)
         self.metrics.observe_batch(len(batch), [started - p.queued_at for p in batch if p.queued_at],
                                    encoded - started, time.perf_counter() - encoded)
         ids = state.index.item_ids
