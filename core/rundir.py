@@ -33,6 +33,8 @@ class UrlPath:
         if scheme_of(url) == "file":
             raise ValueError(f"UrlPath needs a URL with a scheme (s3://, gs://), got {url!r}")
         scheme, rest = str(url).split("://", 1)
+        if not rest.split("/", 1)[0]:  # "s3:///runs/x" must not become bucket "runs"
+            raise ValueError(f"{url!r} names no bucket; write {scheme}://<bucket>/<prefix>")
         self.url = f"{scheme}://{rest.strip('/')}"
 
     def __truediv__(self, key) -> "UrlPath":

@@ -92,6 +92,39 @@ class Storage(abc.ABC):
         return f"{type(self).__name__}({self.url!r})"
 
 
+def upload_directory(local: str | Path, storage: Storage, prefix: str = "", *,
+                     last: tuple[str, ...] = ("manifest.json",), block: int = 8 << 20) -> list[str]:
+    """Copy every file under the local directory ``local`` to ``<prefix>/<relative path>`` of ``storage``,
+    each streamed as one whole object; files whose name is in ``last`` (a directory's manifest) go after every
+    other file, and each object's size is checked against the file before them. Returns the keys in upload order.
+
+    A copy that dies part-way leaves the files before it, never a ``last`` file whose listed files are missing."""
+    local = Path(local)
+    if not local.is_dir():
+        raise NotADirectoryError(f"{local} is not a directory; nothing to upload to {join_url(storage.url, prefix)}")
+    def order(p: Path):  # plain files first; then manifests, a nested directory's before its parent's
+        rel = p.relative_to(local)
+        return (1, -len(rel.parts), rel.as_posix()) if p.name in last else (0, 0, rel.as_posix())
+
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=order)
+    done: list[tuple[str, Path]] = []
+    for path in files:
+        rel = path.relative_to(local).as_posix()
+        key = f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+        if path.name in last:  # a manifest: everything below its directory is uploaded, with the right size
+            for earlier, p in done:
+                if p.name not in last and p.is_relative_to(path.parent):
+                    got, want = storage.size(earlier), p.stat().st_size
+                    if got != want:
+                        raise OSError(f"{join_url(storage.url, earlier)}: {got} bytes on the store, {want} in {p}; "
+                                      "the upload was damaged, run it again")
+        with open(path, "rb") as src, storage.open_write(key) as dst:
+            while chunk := src.read(block):
+                dst.write(chunk)
+        done.append((key, path))
+    return [key for key, _ in done]
+
+
 def join_url(url: str, *keys: str) -> str:
     parts = [url.rstrip("/")] + [k.strip("/") for k in keys if k and k.strip("/")]
     return "/".join(parts)

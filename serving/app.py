@@ -426,10 +426,6 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, **opti
         sock.close()
         raise
     service.freeze_long_lived()
-    if config.search_threads is not None:
-        import faiss
-
-        faiss.omp_set_num_threads(config.search_threads)
     # uvicorn catches SIGINT / SIGTERM, shuts down gracefully, then re-raises the signal under the handlers
     # that were there before: these record it, so a requested stop ends with exit 0 and the service closed.
     received: list[int] = []

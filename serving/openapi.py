@@ -80,7 +80,7 @@ def build(user_specs: Sequence[FeatureSpec], config: ServingConfig, model_versio
                     "required": ["model_version", "index_version", "index_factory", "index_count", "index_dim"],
                     "properties": {"model_version": {"type": "string"}, "index_version": {"type": "string"},
                                    "index_factory": {"type": "string"}, "index_count": {"type": "integer"},
-                                   "index_dim": {"type": "integer"}, "search_threads": {"type": "integer"},
+                                   "index_dim": {"type": "integer"},
                                    "refused_index_versions": {"type": "array", "items": {"type": "string"}},
                                    "last_reload_error": {"type": ["string", "null"]}}},
     }

@@ -36,7 +36,6 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
@@ -252,8 +251,7 @@ class TopKService:
                 "index_factory": state.index.factory, "index_count": state.index.ntotal,
                 "index_dim": state.index.dim, "search_params": state.index.search_params,
                 "index_recall": state.index.recall, "known_users": len(self.users),
-                "max_history": self.users.max_history, "search_threads": faiss.omp_get_max_threads(),
-                "reloads": 0, "refused_index_versions": [],
+                "max_history": self.users.max_history, "reloads": 0, "refused_index_versions": [],
                 "last_reload_error": None}
         if self.watcher is not None:
             info.update(reloads=self.watcher.reloads, refused_index_versions=sorted(self.watcher.refused),

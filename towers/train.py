@@ -106,8 +106,11 @@ def make_optimizer(cfg: TrainConfig):
     return optimizers.make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.sparse_updates)
 
 
-def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
-    """Fit the towers on ``split.train`` (see module docstring); returns a ``TrainResult``."""
+def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path, extra_callbacks=()) -> TrainResult:
+    """Fit the towers on ``split.train`` (see module docstring); returns a ``TrainResult``.
+
+    ``extra_callbacks``: more Keras callbacks, run after the built-in ones (so at ``on_epoch_end`` the epoch's
+    checkpoint is already saved; ``twotower`` uploads it for a run on object storage)."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a towers.config.TrainConfig, got {type(cfg).__name__}; "
                         "build it with core.strict.from_dict(TrainConfig, mapping)")
@@ -187,6 +190,7 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path) -> Tra
                                                  patience=cfg.early_stopping_patience, restore_best_weights=True)
         callbacks.append(early)
 
+    callbacks += list(extra_callbacks)
     history = {}
     if initial_epoch < cfg.epochs:
         fit = model.fit(train_ds, epochs=cfg.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,

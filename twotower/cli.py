@@ -2,7 +2,8 @@
 
     twotower data fetch movielens-100k        download MovieLens-100K (from the recbole wheel) into the cache
     twotower data describe --config C         load + split the configured data and print its shape
-    twotower train  --config C --run R        split, train both towers, export SavedModels into R/model
+    twotower train  --config C --run R        split, train both towers, export SavedModels into R/model (R: a path,
+                                              s3:// or gs://; a trained R is refused without --overwrite)
     twotower embed  --run R [beam options]    Beam: item tower over every item → R/vectors/<version>
     twotower index  --run R                   build, check and publish a FAISS index from R/vectors/current
     twotower rebuild --run R [beam options]   the nightly job: embed → train IVF → add shards → merge → validate → publish
@@ -30,11 +31,21 @@ from core.rundir import as_location
 from twotower import CONFIG_DIR, DEMO_CONFIG
 
 
-def _add_config(p: argparse.ArgumentParser, run_required: bool = True) -> None:
+def run_location(value: str):
+    """``--run``: a local path or an ``s3://`` / ``gs://`` URL (``core.rundir.as_location``); a malformed URL is
+    refused with its reason (argparse would only say "invalid value")."""
+    try:
+        return as_location(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_config(p: argparse.ArgumentParser, run_required: bool = True, run_help: str = "run directory, e.g. runs/demo",
+                run_type=Path) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="YAML run config, or a shipped one by name: demo, full (default: the run's saved "
                         "config.yaml, else demo)")
-    p.add_argument("--run", type=Path, required=run_required, help="run directory, e.g. runs/demo")
+    p.add_argument("--run", type=run_type, required=run_required, help=run_help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
 
@@ -66,28 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(describe, run_required=False)
 
     train = sub.add_parser("train", help="split the data, train the towers, export SavedModels")
-    _add_config(train)
+    _add_config(train, run_type=run_location,
+                run_help="run directory: a path (runs/demo) or an s3:// / gs:// URL (trained in a local staging "
+                         "directory, then uploaded, model/manifest.json last)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the model of a run that is already trained (default: refuse)")
 
     embed = sub.add_parser("embed", help="Beam job: embed every item with the exported item tower")
-    embed.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
+    embed.add_argument("--run", type=run_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     embed.add_argument("--runner", default="DirectRunner")
 
     index = sub.add_parser("index", help="build, check and publish a FAISS index from the current vectors")
     _add_config(index)
 
     rebuild = sub.add_parser("rebuild", help="the nightly Beam job: embed, build, validate, publish the index")
-    rebuild.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
+    rebuild.add_argument("--run", type=run_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     rebuild.add_argument("--runner", default="DirectRunner")
     rebuild.add_argument("--shards", type=_shards, default="auto",
                          help="index shards: auto (one index up to 2M items, else shards of at most 2M built with "
                               "bounded driver memory), 1 (one index) or N")
 
     rollback = sub.add_parser("rollback", help="flip the run's index/current back to an earlier version")
-    rollback.add_argument("--run", type=as_location, required=True, help="run directory: a path or s3:// / gs:// URL")
+    rollback.add_argument("--run", type=run_location, required=True, help="run directory: a path or s3:// / gs:// URL")
     rollback.add_argument("--to", default=None, help="version to publish (default: the one before current)")
 
     ev = sub.add_parser("eval", help="evaluate a run: recall by popularity slice, exact vs index, CIs")
-    ev.add_argument("run", type=as_location)
+    ev.add_argument("run", type=run_location)
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--no-baselines", action="store_true", help="skip the reference rows (eval.baselines: popularity, random, ALS, BPR by default)")
 

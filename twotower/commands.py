@@ -58,12 +58,13 @@ def _duplicates(dataset) -> str:
 
 
 def cmd_train(args, extra) -> int:
+    from twotower.train_run import train_run
+
     run = RunDir(args.run)
     cfg = resolve_config(args, run)
-    pipeline.init_run(cfg, run)
-    dataset, split = pipeline.stage_data(cfg, run)
-    summary = pipeline.stage_train(cfg, run, dataset, split)
-    _say(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s "
+    summary = train_run(cfg, run, overwrite=args.overwrite, say=_say)
+    resumed = f" (resumed after epoch {summary['resumed_from_epoch']})" if summary.get("resumed_from_epoch") else ""
+    _say(f"trained {summary['epochs']} epochs{resumed} in {summary['train_seconds']} s "
          f"({summary['examples_per_second']} examples/s); model version {summary['model_version']} → {run.model}")
     return 0
 

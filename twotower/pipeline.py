@@ -65,16 +65,19 @@ def load_data(run: RunDir):
     return load_split(cached_directory(str(run.data)))  # a run on object storage: a sha256-verified local copy
 
 
-def stage_train(cfg: RunConfig, run: RunDir, dataset, split) -> dict:
-    """Train the towers on ``split`` and export both SavedModels into ``<run>/model``."""
+def stage_train(cfg: RunConfig, run: RunDir, dataset, split, extra_callbacks=()) -> dict:
+    """Train the towers on ``split`` and export both SavedModels into ``<run>/model`` (a local run directory;
+    ``twotower.train_run`` stages a run on object storage locally and uploads it). ``extra_callbacks``: Keras
+    callbacks run after each epoch's checkpoint is saved."""
     from towers.export import export_towers
     from towers.train import train
 
     t0 = time.perf_counter()
-    result = train(dataset, split, cfg.train, run.root / "train")
+    result = train(dataset, split, cfg.train, run.root / "train", extra_callbacks=extra_callbacks)
     seconds = time.perf_counter() - t0
     summary = {
         "epochs": len(result.epoch_train_seconds),
+        "resumed_from_epoch": result.initial_epoch,
         "train_examples": result.num_train_examples,
         "examples_per_second": round(result.examples_per_second, 1),
         "train_seconds": round(seconds, 1),
@@ -140,18 +143,29 @@ def index_skipped_reason(run: RunDir) -> str:
             "the index too")
 
 
-def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
-    """Grade the run's towers (exact and through the published index) next to the baselines.
+@dataclasses.dataclass(frozen=True)
+class EvalInputs:
+    """What ``stage_eval`` grades: one query row per test user (``queries.user_ids``, rows of ``user_row``) and
+    its query-tower vector, the published item vectors (rows of ``item_row``), the test cases (query row, item
+    row), the exclusions (train+valid items), training counts and history lengths per query row."""
 
-    Queries: one per test user, built at the time of the user's first test event from the user's
-    train+valid history. Targets: every test event of that user. Excluded from ranking: the items
-    in the user's train+valid history. Popularity slices use training counts.
-    Returns the list of ``EvalResult`` (model first) and writes ``<run>/eval``.
-    """
-    from eval.baselines import baseline_results, binary_user_items
-    from eval.evaluate import evaluate_vectors
-    from eval.report import write_report
-    from indexing.sharded_index import load_any
+    split: object
+    queries: object
+    query_vectors: np.ndarray
+    user_row: pd.Index
+    item_row: pd.Index
+    item_vectors: np.ndarray
+    vectors_version: str
+    test_cases: np.ndarray
+    exclusions: Exclusions
+    history_lengths: np.ndarray
+    counts: np.ndarray
+    keep: np.ndarray
+
+
+def eval_inputs(cfg: RunConfig, run: RunDir) -> EvalInputs:
+    """Load the run's data, query tower and published item vectors (a run on object storage through the local
+    cache, every file's sha256 checked before loading) and build the eval cases."""
     from indexing.vectors import read_vectors
     from recdata.splits import train_counts
     from towers.export import load_tower
@@ -159,7 +173,7 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
 
     dataset, split = load_data(run)
     # a run on object storage is read through the local cache, every file's sha256 checked before loading
-    vectors_root, index_root = CachedRoot(str(run.vectors)), CachedRoot(str(run.index))
+    vectors_root = CachedRoot(str(run.vectors))
     vectors_version = run.published_vectors().name  # the vectors the published index was built from
     item_ids, item_vectors, vmanifest = read_vectors(vectors_root.fetch(vectors_version))
     check_model_version(run, vmanifest["model_version"], f"the item vectors {run.vectors / vectors_version}")
@@ -167,7 +181,7 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     query_tower = load_tower(model_dir / run.query_tower.name)
     max_history = int(artifacts.read_manifest(model_dir).get("max_history", cfg.train.tower.max_history))
     queries = eval_queries(dataset, split, max_history, per="user")
-    query_vectors = query_tower(queries.features)
+    query_vectors = np.asarray(query_tower(queries.features))
 
     item_row = pd.Index(item_ids)
     user_row = pd.Index(queries.user_ids)
@@ -186,6 +200,28 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
     history_lengths = np.bincount(train_q[train_q >= 0], minlength=len(user_row)).astype(np.int64)
     counts = train_counts(split, item_ids)
 
+    return EvalInputs(split=split, queries=queries, query_vectors=query_vectors, user_row=user_row, item_row=item_row,
+                      item_vectors=item_vectors, vectors_version=vectors_version, test_cases=test_cases,
+                      exclusions=exclusions, history_lengths=history_lengths, counts=counts, keep=keep)
+
+
+def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
+    """Grade the run's towers (exact and through the published index) next to the baselines.
+
+    Queries: one per test user, built at the time of the user's first test event from the user's
+    train+valid history. Targets: every test event of that user. Excluded from ranking: the items
+    in the user's train+valid history. Popularity slices use training counts.
+    Returns the list of ``EvalResult`` (model first) and writes ``<run>/eval``.
+    """
+    from eval.baselines import baseline_results, binary_user_items
+    from eval.evaluate import evaluate_vectors
+    from eval.report import write_report
+    from indexing.sharded_index import load_any
+
+    x = eval_inputs(cfg, run)
+    split, user_row, item_row, index_root = x.split, x.user_row, x.item_row, CachedRoot(str(run.index))
+    train_q = user_row.get_indexer(split.train["user_id"])
+
     index, index_skipped = None, None
     index_version = index_root.current_version()
     if index_version:
@@ -193,11 +229,11 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
         check_model_version(run, index.model_version, f"the index {run.index / index_version}")
     else:  # issue 13 item 9: say so (output and report) instead of silently grading exact retrieval only
         index_skipped = index_skipped_reason(run)
-    metadata = {"model_version": run.model_version(), "dropped_test_cases": int((~keep).sum())}
+    metadata = {"model_version": run.model_version(), "dropped_test_cases": int((~x.keep).sum())}
     if index_skipped:
         metadata["index_skipped"] = index_skipped
-    result = evaluate_vectors(query_vectors, item_vectors, test_cases, exclusions, counts, cfg.eval,
-                              index=index, history_lengths=history_lengths, query_ids=queries.user_ids,
+    result = evaluate_vectors(x.query_vectors, x.item_vectors, x.test_cases, x.exclusions, x.counts, cfg.eval,
+                              index=index, history_lengths=x.history_lengths, query_ids=x.queries.user_ids,
                               name=cfg.name, metadata=metadata)
     results = [result]
     if baselines:
@@ -210,8 +246,8 @@ def stage_eval(cfg: RunConfig, run: RunDir, baselines: bool = True):
         train_only = Exclusions.from_pairs(train_q[tok], ti[tok], len(user_row), len(item_row), "train items")
         valid = dict(valid_cases=np.stack([vq[vkeep], vt[vkeep]], axis=1).astype(np.int64),
                      valid_user_items=binary_user_items(train_only)) if vkeep.any() else {}
-        results += baseline_results(test_cases, exclusions, counts, cfg.eval, history_lengths=history_lengths,
-                                    query_ids=queries.user_ids, seed=cfg.eval.seed, **valid)
+        results += baseline_results(x.test_cases, x.exclusions, x.counts, cfg.eval, history_lengths=x.history_lengths,
+                                    query_ids=x.queries.user_ids, seed=cfg.eval.seed, **valid)
     out = run.eval if not run.remote else Path(tempfile.mkdtemp(prefix="eval-", dir=_mkdir(default_cache_dir())))
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -40,3 +40,6 @@ def test_a_url_is_never_taken_for_a_local_path():
         UrlPath("runs/x")
     assert UrlPath("s3://b").name == "" and (UrlPath("s3://b") / "k").url == "s3://b/k"
     assert hash(UrlPath("s3://b/k/")) == hash(UrlPath("s3://b/k"))
+    for url in ("s3:///runs/x", "gs://", "s3://"):  # "s3:///runs/x" was read as bucket "runs"
+        with pytest.raises(ValueError, match=f"{url!r} names no bucket; write .*://<bucket>/<prefix>"):
+            UrlPath(url)

@@ -12,7 +12,10 @@ from core.rundir import RunDir
 TINY = [
     "name=tiny", "data.source=synthetic",
     "data.synthetic.num_users=300", "data.synthetic.num_items=200", "data.synthetic.num_interactions=6000",
-    "train.epochs=2", "train.batch_size=256", "train.verbose=0", "train.tensorboard=false",
+    # strong, learnable per-user taste (8 clusters, 95% of events in the user's), so a model that ignores who
+    # asks is clearly worse (see test_the_model_beats_itself_with_query_vectors_shuffled_across_users)
+    "data.synthetic.num_clusters=8", "data.synthetic.taste_strength=0.95", "data.synthetic.popularity_exponent=0.5",
+    "train.epochs=5", "train.batch_size=256", "train.verbose=0", "train.tensorboard=false",
     "train.tower.output_dim=16", "train.tower.id_embedding_dim=16", "train.tower.feature_embedding_dim=8",
     "train.tower.hidden_units=[32]", "train.tower.max_history=20",
     "index.factory=Flat", "index.recall_queries=100",
@@ -108,6 +111,38 @@ def test_demo_metrics_are_sane_and_the_model_beats_random(demo_run):
         assert 0.0 <= theirs[f"recall@{k}_lo"] <= theirs[f"recall@{k}"] <= theirs[f"recall@{k}_hi"] <= 1.0
         # the model's whole interval is above the random baseline's whole interval
         assert ours[f"recall@{k}_lo"] > theirs[f"recall@{k}_hi"], (k, ours[f"recall@{k}_lo"], theirs[f"recall@{k}_hi"])
+
+
+def test_the_model_beats_itself_with_query_vectors_shuffled_across_users(demo_run):
+    """The check above passes even when eval hands users the wrong query vectors: a model that has learned
+    popularity beats random without knowing who asks. Here the reported recall must beat, paired per user
+    (``eval.compare``), the same towers with the query vectors permuted across users (no user keeps their own):
+    the null model that knows the catalogue but not the user."""
+    import numpy as np
+
+    from eval.compare import compare
+    from eval.evaluate import evaluate_vectors
+    from eval.result import EvalResult
+    from twotower.config import load_config
+    from twotower.pipeline import eval_inputs
+
+    cfg = load_config(demo_run.config)
+    x = eval_inputs(cfg, demo_run)
+    model = EvalResult.load(demo_run.eval / "tiny")
+    n = len(x.query_vectors)
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        order = rng.permutation(n)
+        rows = np.empty(n, dtype=np.int64)
+        rows[order] = np.roll(order, 1)  # a random derangement: a cycle through a random order
+        assert not np.any(rows == np.arange(n))
+        shuffled = evaluate_vectors(x.query_vectors[rows], x.item_vectors, x.test_cases, x.exclusions, x.counts,
+                                    cfg.eval, history_lengths=x.history_lengths, query_ids=x.queries.user_ids,
+                                    name="shuffled")
+        table = compare(model, shuffled).set_index(["family", "slice", "metric"])
+        for k in (10, 50):
+            row = table.loc[("overall", "all", f"recall@{k}")]
+            assert row["lo"] > 0.1, (k, row["diff"], row["lo"], row["hi"])  # paired interval well above zero
 
 
 def test_eval_and_compare_through_the_cli(demo_run, capsys, tmp_path):
