@@ -185,10 +185,18 @@ class GCSStorage(Storage):
         prefix = check_key(prefix).strip("/")
         base = f"{self.prefix}/" if self.prefix else ""
         keys = []
-        for blob in self.client.list_blobs(self.bucket_name, prefix=base + prefix):
-            key = blob.name[len(base):]
-            if not prefix or key == prefix or key.startswith(prefix + "/"):
-                keys.append(key)
+        from google.api_core import exceptions as gex
+
+        try:
+            for blob in self.client.list_blobs(self.bucket_name, prefix=base + prefix):
+                key = blob.name[len(base):]
+                if not prefix or key == prefix or key.startswith(prefix + "/"):
+                    keys.append(key)
+        except gex.NotFound:  # an empty prefix lists nothing; only a missing bucket is 404
+            raise FileNotFoundError(f"{join_url(self.url, prefix)}: bucket {self.bucket_name!r} does not exist; "
+                                    "create it or fix the URL") from None
+        except gex.GoogleAPICallError as exc:
+            raise self._fail(exc, prefix, "listing") from exc
         return sorted(keys)
 
     def delete(self, key: str) -> None:

@@ -10,7 +10,8 @@ local staging directory (``$TWOTOWER_CACHE/staging/train-*``, removed afterwards
     2. after training: ``model/manifest.json`` and ``data/manifest.json`` of a run being overwritten are
        deleted first (from here until step 5 the run does not look trained), then every old ``data/`` and
        ``model/`` object;
-    3. ``config.yaml`` (the resolved config) and ``data/`` (its manifest last);
+    3. ``config.yaml`` (the resolved config; a run not yet trained gets it before training too, so a killed
+       train is resumed with ``--set train.resume=true`` alone) and ``data/`` (its manifest last);
     4. ``train/`` (summary, TensorBoard logs, the final checkpoints);
     5. ``model/`` (SavedModels, vocab, model_version), its ``manifest.json`` (model version, sha256 and size
        of every file) LAST: a run is trained exactly when ``model/manifest.json`` exists, so a train killed at
@@ -201,6 +202,8 @@ def train_run(cfg, run: RunDir, overwrite: bool = False, say=print) -> dict:
         try:
             local = RunDir(staging)
             pipeline.init_run(cfg, local)
+            if trained_model_version(run) is None:  # not trained: save what runs now, as a local run does, so
+                storage.write_bytes("config.yaml", local.config.read_bytes())  # a killed train resumes with it
             checkpoints = Path(local.root) / "train" / "checkpoints"
             if cfg.train.resume:
                 latest = download_checkpoints(storage, checkpoints)

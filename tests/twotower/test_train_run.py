@@ -35,36 +35,46 @@ def test_train_into_s3_then_rebuild_and_eval_answer_from_the_bucket(s3_server, s
                                                                      capsys):
     monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
     store = open_storage(s3_url)
-    assert _train(s3_url) == 0
-    out = capsys.readouterr().out
     run = RunDir(s3_url)
+
+    # a train killed after its first epoch (here: just before the upload) leaves its config and checkpoint
+    # on the store, and no run that looks trained
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "upload_run", killed)
+    assert _train(s3_url) == 130
+    monkeypatch.undo()
+    monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
+    keys = store.list()
+    assert {"config.yaml", "train/checkpoints/checkpoint", "train/checkpoints/ckpt-1.index"} <= set(keys)
+    assert not [k for k in keys if k.startswith(("model/", "data/"))] and T.trained_model_version(run) is None
+    assert json.loads(store.read_bytes(".lease"))["released"]
+    assert "num_items: 300" in store.read_bytes("config.yaml").decode()  # the resolved config, exactly what ran
+    capsys.readouterr()
+
+    # resumed with the run's saved config: the remote checkpoint is downloaded, training continues after epoch 1
+    assert main(["train", "--run", s3_url, "--set", "train.epochs=2", "--set", "train.resume=true"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming from {s3_url}/train/checkpoints/ckpt-1" in out and "trained 1 epochs (resumed after epoch 1)" in out
     model = json.loads(store.read_bytes("model/manifest.json"))
     version = model["model_version"]
-    assert f"model version {version} → {s3_url}/model" in out
+    assert f"model version {version} → {s3_url}/model" in out and run.model_version() == version
     keys = store.list()
-    assert "config.yaml" in keys and "data/manifest.json" in keys and "train/summary.json" in keys
-    assert {"train/checkpoints/checkpoint", "train/checkpoints/ckpt-1.index"} <= set(keys)
+    assert "data/manifest.json" in keys and json.loads(store.read_bytes("train/summary.json"))["resumed_from_epoch"] == 1
     assert set(model["files"]) == {k[len("model/"):] for k in keys if k.startswith("model/") and
                                    not k.endswith("manifest.json")}
-    assert "num_items: 300" in store.read_bytes("config.yaml").decode()  # the resolved config, exactly what ran
-    assert not list((tmp_path / "cache" / "staging").iterdir())  # the local staging directory is gone
-    assert json.loads(store.read_bytes(".lease"))["released"]
+    assert {k for k in keys if k.startswith("train/checkpoints/")} == {  # the manager keeps one: ckpt-1 is gone
+        "train/checkpoints/checkpoint", "train/checkpoints/ckpt-2.index",
+        *[k for k in keys if k.startswith("train/checkpoints/ckpt-2.data-")]}
+    assert "epochs: 2" in store.read_bytes("config.yaml").decode()
+    assert not list((tmp_path / "cache" / "staging").iterdir())  # the local staging directories are gone
 
     # a trained run is refused without --overwrite, and nothing on the store changes
     assert _train(s3_url) == 2
     err = capsys.readouterr().err
     assert f"twotower train: error: {s3_url} already holds a trained model (model version {version}" in err
     assert "pass --overwrite" in err and json.loads(store.read_bytes("model/manifest.json")) == model
-
-    # --overwrite with train.resume: the remote checkpoint is downloaded, training continues after epoch 1
-    assert _train(s3_url, "train.epochs=2", "train.resume=true", overwrite=True) == 0
-    out = capsys.readouterr().out
-    assert f"resuming from {s3_url}/train/checkpoints/ckpt-1" in out and "trained 1 epochs (resumed after epoch 1)" in out
-    version = run.model_version()
-    assert json.loads(store.read_bytes("train/summary.json"))["resumed_from_epoch"] == 1
-    assert {k for k in store.list("train/checkpoints")} == {
-        "train/checkpoints/checkpoint", "train/checkpoints/ckpt-2.index",
-        *[k for k in store.list("train/checkpoints") if k.startswith("train/checkpoints/ckpt-2.data-")]}
 
     # the whole flow on the bucket: rebuild (embed + index, DirectRunner), then eval answers from it
     assert main(["rebuild", "--run", s3_url, "--runner", "DirectRunner"]) == 0
@@ -225,3 +235,12 @@ def test_upload_directory_refuses_a_file_that_is_not_a_directory(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError, match="is not a directory; nothing to upload to"):
         upload_directory(tmp_path / "f", open_storage(tmp_path / "dest"))
+
+
+def test_a_missing_gcs_bucket_is_refused_before_anything_is_trained(gcs_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TWOTOWER_CACHE", str(tmp_path / "cache"))
+    assert _train("gs://no-such-bucket-here/runs/x") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twotower train: error: ") and len(err.splitlines()) == 1, err
+    assert "no-such-bucket-here" in err and "does not exist" in err, err
+    assert not (tmp_path / "cache" / "staging").exists()
