@@ -467,6 +467,7 @@ def main(argv=None) -> None:
     p.add_argument("--servers", default="old,new", help="old = serving/ at --old-rev (ThreadingHTTPServer), new = this tree")
     p.add_argument("--old-rev", default="4b07bcf", help="git revision of the old serving/ package")
     p.add_argument("--poison-duration", type=float, default=60.0)
+    p.add_argument("--rebuild-duration", type=float, default=40.0, help="seconds of the rebuild scenario")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--max-connections", type=int, default=256, help="client connection pool size")
     p.add_argument("--raw-share", type=float, default=0.2, help="share of raw-feature requests")
@@ -476,8 +477,8 @@ def main(argv=None) -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     p.add_argument("--clean", action="store_true", help="delete --workdir first (rebuild the index)")
     args = p.parse_args(argv)
-    if not 0 < args.duration <= 120 or not 0 < args.poison_duration <= 120:
-        p.error("--duration and --poison-duration must be in (0, 120] seconds")
+    if not all(0 < d <= 120 for d in (args.duration, args.poison_duration, args.rebuild_duration)):
+        p.error("--duration, --poison-duration and --rebuild-duration must be in (0, 120] seconds")
     rates = [float(r) for r in args.rates.split(",") if r]
     scenarios = [x for x in args.scenarios.split(",") if x]
     if args.clean and args.workdir.exists():
@@ -514,7 +515,7 @@ def main(argv=None) -> None:
                         server.port, bodies, rate, args.duration, args.max_connections))[0])
             if "rebuild" in scenarios:
                 first = server.get("/version")["index_version"]
-                duration = 40.0
+                duration = args.rebuild_duration
                 row, times = measure(server, label, "100 req/s + 2 publishes", lambda: with_publishes(
                     peer, open_loop(server.port, bodies, 100, duration, args.max_connections), duration, 2,
                     f"{label}-rebuild-"))

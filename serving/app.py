@@ -37,8 +37,10 @@ import asyncio
 import errno
 import json
 import logging
+import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -414,18 +416,29 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, **opti
     ``options`` are ``ServingConfig`` fields (e.g. max_batch=32, reload_interval_s=10). Raises
     ``OperationFailed`` when the port cannot be bound (checked first), ValueError when the index was built
     from another model version than the query tower, FileNotFoundError when the run lacks a model, data or
-    a published index.
+    a published index. ``workers`` > 1: see ``_serve_workers``.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = make_config(options)
     sock = bind(host, port)  # a busy port fails here, in one line, before ~20 s of model loading
+    if config.workers > 1:
+        return _serve_workers(run_dir, sock, config)
+    return _serve_one(run_dir, sock, config)
+
+
+def _serve_one(run_dir, sock: socket.socket, config: ServingConfig, worker: int | None = None) -> int:
     try:
         service = TopKService.open(run_dir, config)
     except BaseException:
         sock.close()
         raise
+    service.worker = worker
     service.freeze_long_lived()
+    if config.search_threads is not None:
+        import faiss
+
+        faiss.omp_set_num_threads(config.search_threads)
     # uvicorn catches SIGINT / SIGTERM, shuts down gracefully, then re-raises the signal under the handlers
     # that were there before: these record it, so a requested stop ends with exit 0 and the service closed.
     received: list[int] = []
@@ -440,5 +453,92 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, **opti
         service.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        log.info("stopped%s", f" on signal {received[0]}" if received else "")
+        log.info("stopped%s%s", "" if worker is None else f" worker {worker}",
+                 f" on signal {received[0]}" if received else "")
     return 0
+
+
+def _stop_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so a worker whose
+    supervisor was killed with SIGKILL drains and exits instead of serving on as an orphan."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's SIGTERM is the only way to stop
+        pass
+
+
+def _serve_workers(run_dir, sock: socket.socket, config: ServingConfig) -> int:
+    """``config.workers`` processes forked after the port is bound (before TensorFlow is imported), each
+    accepting on the same listening socket and owning a whole service: its query tower, index, batcher,
+    index watcher (each reloads on its own) and metrics (``/metrics`` and ``/healthz`` describe the worker
+    that answered: ``twotower_worker_info{worker,pid}``, "worker" in /healthz). Each worker loads its own
+    copy of the index (memory: workers x (tower + index)).
+
+    The parent only supervises: SIGTERM / SIGINT are passed on to every worker as SIGTERM (each drains
+    its in-flight requests and exits 0), and the parent returns 0 when all did. Workers run in their own
+    process groups, so a terminal's Ctrl-C reaches them once, through the parent. When a worker ends on
+    its own (it failed to load, or crashed) the others are stopped too and the exit status is the
+    worker's (a supervisor such as systemd restarts the whole service). A worker whose parent dies gets
+    SIGTERM (Linux ``PR_SET_PDEATHSIG``) and drains too."""
+    from core.cli import one_line
+
+    children: dict[int, int] = {}
+    for worker in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's stack
+            code = 1
+            try:
+                os.setpgid(0, 0)
+                _stop_with_parent()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                code = _serve_one(run_dir, sock, config, worker)
+            except (OSError, ValueError, TypeError, RuntimeError) as exc:
+                print(f"python -m serving: error: worker {worker}: {one_line(exc)}", file=sys.stderr, flush=True)
+                code = 2
+            except BaseException:  # noqa: BLE001 - a worker must never fall back into the parent's code
+                log.exception("worker %d failed", worker)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = worker
+    sock.close()
+    log.info("%d workers: %s", len(children), ", ".join(f"{w} pid {p}" for p, w in children.items()))
+    stopping: list = []
+
+    def stop_all(*_):
+        stopping.append(True)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, stop_all)
+    status = 0
+    try:
+        while children:
+            try:
+                pid, raw = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            worker = children.pop(pid)
+            code = os.waitstatus_to_exitcode(raw)
+            if code != 0:
+                log.error("worker %d (pid %d) exited with status %d", worker, pid, code)
+                status = status or (code if code > 0 else 1)
+            if not stopping:
+                log.error("worker %d (pid %d) ended on its own; stopping the others", worker, pid)
+                stop_all()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status

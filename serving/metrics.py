@@ -10,6 +10,7 @@ Each service owns its own ``CollectorRegistry`` (several services may live in on
     twotower_batch_retries_total                        batches that failed and were retried request by request
     twotower_serving_info{model_version,index_version}  1 for the versions being served
     twotower_index_reloads_total{outcome}               swapped / refused / failed reload attempts
+    twotower_worker_info{worker,pid}                    1 for the process that answered (``--set workers=N``)
     twotower_queue_depth, twotower_open_connections     current values, read when scraped
     twotower_connections_refused_total                  connections turned away at max_connections
 
@@ -18,6 +19,7 @@ they cannot drift from what ``/healthz`` and ``/version`` report.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -83,6 +85,10 @@ class _Snapshot:
                                  labels=("model_version", "index_version"))
         info.add_metric((s["model_version"], s["index_version"]), 1.0)
         yield info
+        worker = GaugeMetricFamily("twotower_worker_info", "The serving process that answered this scrape (value 1; "
+                                   "worker is \"\" without --set workers)", labels=("worker", "pid"))
+        worker.add_metric(("" if s.get("worker") is None else str(s["worker"]), str(os.getpid())), 1.0)
+        yield worker
         reloads = CounterMetricFamily("twotower_index_reloads", "Index reload attempts by outcome",
                                       labels=("outcome",))
         for outcome in ("swapped", "refused", "failed"):

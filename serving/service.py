@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import re
 import threading
 import time
@@ -36,6 +37,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from serving.batcher import BatcherClosed, MicroBatcher, QueueFull
@@ -91,6 +93,7 @@ class TopKService:
         self._empty_features = {s.name: feature_value(None, s.kind) for s in self.user_specs}
         self.connection_stats = lambda: {}  # the HTTP front sets this: open / refused connection counts
         self.freeze_gc = False  # serve() sets this: see freeze_long_lived
+        self.worker: int | None = None  # serve() with workers > 1: this process's worker number
         self.metrics = ServingMetrics(self._metrics_snapshot)
         self._warm_up()
         self.batcher = MicroBatcher(self._process, self.config.max_batch, self.config.max_wait_ms / 1000.0,
@@ -251,7 +254,8 @@ class TopKService:
                 "index_factory": state.index.factory, "index_count": state.index.ntotal,
                 "index_dim": state.index.dim, "search_params": state.index.search_params,
                 "index_recall": state.index.recall, "known_users": len(self.users),
-                "max_history": self.users.max_history, "reloads": 0, "refused_index_versions": [],
+                "max_history": self.users.max_history, "search_threads": faiss.omp_get_max_threads(),
+                "reloads": 0, "refused_index_versions": [],
                 "last_reload_error": None}
         if self.watcher is not None:
             info.update(reloads=self.watcher.reloads, refused_index_versions=sorted(self.watcher.refused),
@@ -287,7 +291,7 @@ class TopKService:
                 "uptime_s": round(time.time() - self.started_at, 1), "queued": self.batcher.queued(),
                 "batches": self.batcher.batches, "inline_batches": self.batcher.inline_batches,
                 "requests": self.batcher.items,
-                "largest_batch": self.batcher.largest_batch}
+                "largest_batch": self.batcher.largest_batch, "worker": self.worker, "pid": os.getpid()}
 
     def readiness(self) -> tuple[bool, dict]:
         """(ready, body) for ``GET /readyz``: the model and an index are loaded, their model versions agree,
@@ -307,7 +311,7 @@ class TopKService:
         return {"model_version": self.tower.model_version, "index_version": self._state.version,
                 "swapped": w.reloads if w else 0, "refused": len(w.refused) if w else 0,
                 "failed": w.load_failures if w else 0, "queued": self.batcher.queued(),
-                "retried_batches": self.batcher.retried_batches, **self.connection_stats()}
+                "retried_batches": self.batcher.retried_batches, "worker": self.worker, **self.connection_stats()}
 
     def close(self) -> None:
         """Stop the watcher, answer what is queued, stop the batcher."""

@@ -23,6 +23,7 @@ def test_unknown_key_is_rejected_with_the_allowed_keys():
     ("request_timeout_s", 0, "request_timeout_s must be a number > 0"),
     ("reload_interval_s", 0.0, "reload_interval_s must be a number > 0 .* or None"),
     ("nprobe", 0, "nprobe must be a positive int or None"),
+    ("search_threads", 0, r"search_threads must be a positive int or None \(= one per core\), got 0"),
     ("max_connections", 0, "max_connections must be a positive int, got 0"),
     ("idle_timeout_s", -1, r"idle_timeout_s must be a number > 0 \(seconds\), got -1"),
     ("read_timeout_s", float("nan"), "read_timeout_s must be a number > 0"),

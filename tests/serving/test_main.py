@@ -72,6 +72,8 @@ def test_module_entry_point_serves_and_stops_on_sigterm():
         assert url, "".join(lines)
         with urllib.request.urlopen(url + "/healthz", timeout=30) as r:
             assert json.loads(r.read())["status"] == "ok"
+        with urllib.request.urlopen(url + "/version", timeout=30) as r:
+            assert json.loads(r.read())["search_threads"] == 1  # serve() applies ServingConfig.search_threads
         request = urllib.request.Request(url + "/topk", data=json.dumps({"user_id": "u1", "k": 3}).encode())
         with urllib.request.urlopen(request, timeout=30) as r:
             assert len(json.loads(r.read())["items"]) == 3
@@ -156,4 +158,59 @@ def test_sigterm_stops_accepting_drains_in_flight_and_queued_requests_then_exits
         (gate / "open").write_text("1")
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_answer_and_all_stop_on_sigterm():
+    """``--set workers=2``: two forked processes accept on one port, each with its own service (seen in
+    /healthz and /metrics); SIGTERM to the parent stops both, and the parent exits 0 after them."""
+    import http.client
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--run", str(tiny_run().root), "--port", "0",
+                             "--set", "reload_interval_s=null", "--set", "workers=2"],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        urls = []
+        deadline = time.monotonic() + 180
+        while len(urls) < 2 and time.monotonic() < deadline:  # each worker says so when it is ready
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                urls.append(match.group(1))
+        assert len(urls) == 2 and urls[0] == urls[1], "".join(lines)
+        port = int(urls[0].rsplit(":", 1)[1])
+        seen = {}
+        for _ in range(20):  # connections are spread by the kernel: open several at once until both answered
+            conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(16)]
+            for conn in conns:
+                conn.request("GET", "/healthz")
+                health = json.loads(conn.getresponse().read())
+                seen[health["worker"]] = health["pid"]
+                conn.request("POST", "/topk", body=json.dumps({"user_id": "u1", "k": 3}))
+                assert len(json.loads(conn.getresponse().read())["items"]) == 3
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode()
+                info = [s.labels for f in text_string_to_metric_families(text) for s in f.samples
+                        if s.name == "twotower_worker_info"]
+                assert info == [{"worker": str(health["worker"]), "pid": str(health["pid"])}]
+                conn.close()
+            if len(seen) == 2:
+                break
+        assert set(seen) == {0, 1} and len(set(seen.values())) == 2 and proc.pid not in seen.values(), seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines) + proc.stderr.read()
+        for pid in seen.values():  # the workers are gone too
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # the workers get SIGTERM when their parent dies (PR_SET_PDEATHSIG)
             proc.wait()
