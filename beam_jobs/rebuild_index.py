@@ -429,8 +429,10 @@ def _rebuild_sharded(cfg: RebuildConfig, version: str, work, pipeline_args, vect
     if not tunes:  # no tuning: recall is measured on the whole query set (as ItemIndex.measure_recall does)
         check_q = queries if queries is not None else check_q
     checks = VectorChecks(unit_norm=True)
+    started = time.perf_counter()
     tune_band, check_band = sr.stream_exact_and_check(files, dim, [tune_q if tunes else check_q[:0], check_q],
                                                       2 * k, checks)
+    seconds["exact_pass"] = round(time.perf_counter() - started, 3)
     params = sr.initial_params(first, spec)
     tuning = None
     if tunes:

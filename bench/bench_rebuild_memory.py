@@ -136,7 +136,8 @@ def child(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     spec = IndexSpec(gpu="never", memory_budget_bytes=int(args.memory_budget_gib * 2**30),
-                     factory=args.factory or "auto", quantizer_restarts=args.restarts)
+                     factory=args.factory or "auto", quantizer_restarts=args.restarts,
+                     tune_queries=args.queries, recall_queries=args.queries)
     cfg = RebuildConfig(index_root=str(args.index_root), vectors_version="v1", index=spec, shards=args.shards,
                         embed=EmbedConfig(output=str(args.vectors_root)), version="v1", keep_versions=1)
     t0 = time.perf_counter()
@@ -161,7 +162,7 @@ def run_one(n: int, path: str, vectors_root: Path, work: Path, args) -> dict:
     index_root = work / f"index-{n}-{path}"
     shutil.rmtree(index_root, ignore_errors=True)
     record = {"n": n, "dim": args.dim, "path": path, "shards": shards, "workers": args.workers,
-              "quantizer_restarts": args.restarts, "factory_requested": args.factory or "auto",
+              "quantizer_restarts": args.restarts, "queries": args.queries, "factory_requested": args.factory or "auto",
               "memory_budget_gib": args.memory_budget_gib,
               "uptime_before": uptime()}
     log(f"{n:,} items, {path} path, shards={shards}: {record['uptime_before']}")
@@ -169,7 +170,7 @@ def run_one(n: int, path: str, vectors_root: Path, work: Path, args) -> dict:
         cmd = [sys.executable, "-m", "bench.bench_rebuild_memory", "child", "--index-root", str(index_root),
                "--vectors-root", str(vectors_root), "--shards", str(shards), "--memory-budget-gib",
                str(args.memory_budget_gib), "--beam-args", json.dumps(cluster.pipeline_args()),
-               "--restarts", str(args.restarts)]
+               "--restarts", str(args.restarts), "--queries", str(args.queries)]
         if args.factory:
             cmd += ["--factory", args.factory]
         t0 = time.perf_counter()
@@ -206,6 +207,7 @@ def main(argv=None) -> int:
     c.add_argument("--factory", default="")
     c.add_argument("--beam-args", required=True)
     c.add_argument("--restarts", type=int, default=1)
+    c.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--sizes", default="1000000", help="comma-separated item counts")
     parser.add_argument("--old-at", default="", help="sizes also run on the old path (shards=1)")
     parser.add_argument("--dim", type=int, default=64)
@@ -215,6 +217,7 @@ def main(argv=None) -> int:
                         "factory: IVF-Flat while it fits, else the compressed index)")
     parser.add_argument("--factory", default="", help="override the auto factory")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=1000, help="IndexSpec.tune_queries and recall_queries")
     parser.add_argument("--restarts", type=int, default=1, help="IndexSpec.quantizer_restarts (the default 3 "
                         "triples the driver's k-means time; both paths train the same way)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

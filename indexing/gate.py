@@ -144,7 +144,11 @@ class VectorChecks:
             self.dim = int(vectors.shape[1])
             self._first = vectors[0].copy()
         finite = np.isfinite(vectors).all(axis=1)
-        norms = np.linalg.norm(np.where(finite[:, None], vectors, 0).astype(np.float64), axis=1)
+        norms = np.empty(len(vectors), dtype=np.float64)
+        for start in range(0, len(vectors), 65_536):  # float64 copies of 64k rows at a time, not of the block
+            part = vectors[start:start + 65_536]
+            norms[start:start + len(part)] = np.linalg.norm(
+                np.where(finite[start:start + len(part), None], part, 0).astype(np.float64), axis=1)
         if self.unit_norm:
             bad_norm = finite & (norms > 0) & (np.abs(norms - 1) > NORM_TOLERANCE)
         else:
