@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from towers.config import TowerConfig
+from towers.dropout import StatelessDropout
 from towers.tf_env import tf
 
 
@@ -20,7 +21,7 @@ class TowerHead(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden = [tf.keras.layers.Dense(units, activation=cfg.activation, name=f"hidden_{i}")
                        for i, units in enumerate(cfg.hidden_units)]
-        self.dropouts = [tf.keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}") if cfg.dropout > 0 else None
+        self.dropouts = [StatelessDropout(cfg.dropout, name=f"dropout_{i}") if cfg.dropout > 0 else None
                          for i in range(len(cfg.hidden_units))]
         self.projection = tf.keras.layers.Dense(cfg.output_dim, name="projection")
 
