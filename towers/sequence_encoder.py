@@ -5,13 +5,15 @@ The user encoder of CLUE (arXiv 2111.11294) as a query-tower history encoder:
   1. keep the most recent ``max_length`` history items (oldest → newest, right-padded with "");
   2. each item = its row of the item tower's id table (the SAME ``IdEmbedding`` instance), plus,
      with ``item_features``, the item tower's feature embeddings of that item (shared tables;
-     features looked up from the catalogue the encoder was built with), projected to ``width``;
+     features looked up from the catalogue the encoder was built with), projected to ``width``
+     (``project_items``: once per distinct item of the batch, then gathered to the positions);
   3. + a learned position embedding, counted from the NEWEST item (position 0 = most recent), so
      a short history and the tail of a long one line up;
   4. + a time-gap embedding: bucket ``min(floor(log2(1 + g)), time_buckets - 1)`` of the gap g in
      seconds between the event and the query time (``timestamp``; negative gaps count as 0);
   5. ``num_layers`` pre-layer-norm blocks (multi-head self-attention with a padding mask, then a
-     feed-forward layer, each with a residual connection), a final layer norm;
+     feed-forward layer, each with a residual connection), a final layer norm; every dropout
+     (input, attention probabilities, residual branches) is ``towers.dropout.StatelessDropout``;
   6. pooling over the valid positions: "mean" (masked mean) or "last" (the most recent item).
 
 Padding ("" entries) never contributes: it is masked in attention and pooling, so appending
@@ -24,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from towers.config import SequenceConfig
+from towers.dropout import StatelessDropout, StatelessDropoutAttention
 from towers.features import FeatureEmbeddings, IdEmbedding, masked_mean
 from towers.tf_env import tf
 
@@ -32,17 +35,17 @@ def keep_most_recent(history: tf.Tensor, history_timestamps: tf.Tensor, max_len:
     """Cut right-padded [B, L] histories (oldest → newest) to their last ``max_len`` entries.
 
     Returns (history, history_timestamps), each [B, min(L, max_len)], still oldest → newest and
-    right-padded. A row's length is the position of its last non-"" entry + 1.
+    right-padded. A row's length is the position of its last non-"" entry + 1. Row b reads
+    columns start_b .. start_b + min(L, max_len) − 1 with start_b = length_b − min(length_b, max_len)
+    (one gather: only the kept strings are copied).
     """
-    width = tf.shape(history)[1]
-    positions = tf.range(1, width + 1)[tf.newaxis, :]
+    width = tf.shape(history, out_type=tf.int64)[1]
+    positions = tf.range(1, width + 1, dtype=tf.int64)[tf.newaxis, :]
     lengths = tf.reduce_max(tf.where(history != "", positions, tf.zeros_like(positions)), axis=1)
-    lengths = tf.cast(tf.maximum(lengths, 0), tf.int64)  # reduce_max over L = 0 columns is INT_MIN
-    kept = tf.minimum(lengths, max_len)
-    newest_first = tf.reverse_sequence(history, lengths, seq_axis=1, batch_axis=0)[:, :max_len]
-    ts_newest_first = tf.reverse_sequence(history_timestamps, lengths, seq_axis=1, batch_axis=0)[:, :max_len]
-    return (tf.reverse_sequence(newest_first, kept, seq_axis=1, batch_axis=0),
-            tf.reverse_sequence(ts_newest_first, kept, seq_axis=1, batch_axis=0))
+    lengths = tf.maximum(lengths, 0)  # reduce_max over L = 0 columns is INT_MIN
+    start = lengths - tf.minimum(lengths, max_len)
+    columns = start[:, tf.newaxis] + tf.range(tf.minimum(width, max_len), dtype=tf.int64)[tf.newaxis, :]
+    return tf.gather(history, columns, batch_dims=1), tf.gather(history_timestamps, columns, batch_dims=1)
 
 
 def time_gap_buckets(history_timestamps: tf.Tensor, timestamp: tf.Tensor, num_buckets: int) -> tf.Tensor:
@@ -59,12 +62,12 @@ class _Block(tf.keras.layers.Layer):
     def __init__(self, cfg: SequenceConfig, **kwargs):
         super().__init__(**kwargs)
         self.norm_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
-        self.attention = tf.keras.layers.MultiHeadAttention(cfg.num_heads, cfg.width // cfg.num_heads,
-                                                            dropout=cfg.dropout, name="attention")
+        self.attention = StatelessDropoutAttention(cfg.num_heads, cfg.width // cfg.num_heads, dropout=cfg.dropout,
+                                                   name="attention")
         self.norm_ff = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ff")
         self.ff_in = tf.keras.layers.Dense(cfg.ff_dim, activation="gelu", name="ff_in")
         self.ff_out = tf.keras.layers.Dense(cfg.width, name="ff_out")
-        self.dropout = tf.keras.layers.Dropout(cfg.dropout)
+        self.dropout = StatelessDropout(cfg.dropout, name="dropout")
 
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: skip AST conversion
     def call(self, x, attention_mask, training=False):
@@ -112,15 +115,17 @@ class SequenceEncoder(tf.keras.layers.Layer):
             self.catalogue_lookup = tf.keras.layers.StringLookup(vocabulary=list(ids), mask_token="",
                                                                  num_oov_indices=1, name="catalogue_lookup")
             self.catalogue = {n: tf.constant(catalogue[n]) for n in item_features.names}
+            self.catalogue_span = int(self.catalogue_lookup.vocabulary_size())  # catalogue rows + 2
         self.item_projection = tf.keras.layers.Dense(cfg.width, name="item_projection")
         self.position_embedding = tf.keras.layers.Embedding(self.max_length, cfg.width, name="position")
         self.time_embedding = tf.keras.layers.Embedding(cfg.time_buckets, cfg.width, name="time_gap")
-        self.input_dropout = tf.keras.layers.Dropout(cfg.dropout)
+        self.input_dropout = StatelessDropout(cfg.dropout, name="input_dropout")
         self.blocks = [_Block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
 
     def _history_item_features(self, history: tf.Tensor) -> tf.Tensor:
-        """str [B, L] → [B, L, Σ d_f], features of each distinct history item embedded once."""
+        """str [B, L] → [B, L, Σ d_f], each position's item features (zeros for "" and items not in
+        the catalogue); the per-position reference of ``project_items``."""
         index = tf.cast(self.catalogue_lookup(history), tf.int64)
         known = index >= 2
         unique, position = tf.unique(tf.reshape(tf.where(known, index - 2, 0), [-1]))
@@ -128,6 +133,33 @@ class SequenceEncoder(tf.keras.layers.Layer):
         vectors = tf.concat([tf.cast(v, tf.float32) for v in self.item_features(raw)], axis=-1)
         out = tf.reshape(tf.gather(vectors, position), tf.concat([tf.shape(history), [-1]], axis=0))
         return out * tf.cast(known, tf.float32)[..., tf.newaxis]
+
+    def project_items(self, history: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+        """str [B, L] history and its int64 id-table ``rows`` → [B, L, width]: each position's
+        id vector (+ item features) through ``item_projection``.
+
+        An item's vector depends on the item alone, so it is computed once per DISTINCT item of
+        the batch (a (id row, catalogue row) pair) and gathered to the positions: the projection,
+        the feature encoders and their gradients run on U ≤ min(B·L, catalogue) rows instead of
+        B·L, and the id table's gradient has one row per distinct item. Each position's value is
+        the per-position computation's (``_history_item_features`` is that reference).
+        """
+        flat_rows = tf.reshape(rows, [-1])
+        if self.item_features is None:
+            unique_rows, position = tf.unique(flat_rows)
+            vectors = self.item_id_embedding.embed_rows(unique_rows)
+        else:
+            span = self.catalogue_span
+            index = tf.reshape(tf.cast(self.catalogue_lookup(history), tf.int64), [-1])
+            unique_keys, position = tf.unique(flat_rows * span + index)
+            unique_rows, unique_index = unique_keys // span, unique_keys % span
+            known = unique_index >= 2  # "" → 0, not in the catalogue → 1
+            raw = {n: tf.gather(t, tf.where(known, unique_index - 2, 0)) for n, t in self.catalogue.items()}
+            features = tf.concat([tf.cast(v, tf.float32) for v in self.item_features(raw)], axis=-1)
+            vectors = tf.concat([self.item_id_embedding.embed_rows(unique_rows),
+                                 features * tf.cast(known, tf.float32)[:, tf.newaxis]], axis=-1)
+        projected = self.item_projection(vectors)
+        return tf.reshape(tf.gather(projected, position), tf.concat([tf.shape(history), [-1]], axis=0))
 
     @tf.autograph.experimental.do_not_convert
     def call(self, history, history_timestamps, timestamp, training=False):
@@ -138,10 +170,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         history_timestamps = tf.pad(history_timestamps, [[0, 0], [0, 1]])
         rows = self.item_id_embedding.lookup(history)
         valid = rows != 0
-        items = self.item_id_embedding.embed_rows(rows)
-        if self.item_features is not None:
-            items = tf.concat([items, self._history_item_features(history)], axis=-1)
-        x = self.item_projection(items)
+        x = self.project_items(history, rows)
 
         cols = tf.range(tf.shape(history, out_type=tf.int64)[1], dtype=tf.int64)[tf.newaxis, :]
         newest = tf.reduce_max(tf.where(valid, cols, -1), axis=1, keepdims=True)           # [B, 1], -1 if empty

@@ -128,3 +128,35 @@ def test_config_rejects_bad_shapes_with_the_fix():
     _, tower, item_tower = build(with_features=False)
     with pytest.raises(ValueError, match="item_features and catalogue go together"):
         SequenceEncoder(tower.history_encoder.item_id_embedding, SEQ, 4, item_features=item_tower.features)
+
+
+@pytest.mark.parametrize("with_features", [True, False])
+def test_items_projected_once_per_distinct_item_equal_the_per_position_computation(with_features):
+    """``project_items`` embeds and projects each distinct (id row, catalogue row) once and gathers;
+    values and gradients equal projecting every position (repeats, padding, an unknown id)."""
+    _, tower, _ = build(with_features=with_features)
+    enc = tower.history_encoder
+    history = tf.constant([["i1", "i2", "i1", ""], ["i2", "nope", "i3", "i1"], ["", "", "", ""]])
+    rows = enc.item_id_embedding.lookup(history)
+
+    def reference():
+        items = enc.item_id_embedding.embed_rows(rows)
+        if with_features:
+            items = tf.concat([items, enc._history_item_features(history)], axis=-1)
+        return enc.item_projection(items)
+
+    upstream = tf.random.stateless_normal([3, 4, SEQ.width], seed=[1, 2])
+    results = []
+    for fn in (lambda: enc.project_items(history, rows), reference):
+        with tf.GradientTape() as tape:
+            out = fn()
+            loss = tf.reduce_sum(out * upstream)
+        grads = tape.gradient(loss, enc.trainable_variables)
+        results.append((out.numpy(), [tf.convert_to_tensor(g).numpy() if g is not None else None for g in grads]))
+    (out, grads), (ref_out, ref_grads) = results
+    np.testing.assert_allclose(out, ref_out, rtol=1e-6, atol=1e-6)
+    assert [g is None for g in grads] == [g is None for g in ref_grads]
+    for g, r in zip(grads, ref_grads):
+        if g is not None:
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+    assert any(g is not None and np.any(g != 0) for g in grads)
