@@ -236,6 +236,17 @@ class Examples:
             history_start=self.history_start[index], history_length=self.history_length[index],
             source_rows=self.source_rows[index])
 
+    def most_recent(self, window: int) -> "Examples":
+        """The same examples with each history cut to its ``window`` most recent events
+        (``max_history`` = window); the same as building them with ``max_history=window``."""
+        if window <= 0:
+            raise ValueError(f"window must be > 0, got {window}")
+        if window >= self.max_history:
+            return self
+        length = np.minimum(self.history_length, window)
+        return dataclasses.replace(self, history_start=self.history_start + self.history_length - length,
+                                   history_length=length, max_history=int(window))
+
     def history_item_rows(self) -> np.ndarray:
         """int64 [n, max_history] item rows of each history, oldest → newest, padded with -1."""
         return _pad_flat_windows(self.context_item_rows, self.history_start, self.history_length,

@@ -165,6 +165,16 @@ class TwoTowerModel(tfrs.Model):
         return cls(query_tower, item_tower, temperature, loss=loss, ssl=ssl, seed=seed, **stats, **kwargs)
 
     @property
+    def training_history_window(self) -> int | None:
+        """How many of the most recent history entries a training / validation step reads, or None
+        (all of them): the query tower's window, unless query-side SSL (its history-element dropout
+        changes which entries are the most recent) or an auxiliary loss (CLUE crops the whole
+        history) reads the history too. Batches may carry only that window (``towers.train``)."""
+        if self.query_ssl is not None or self.auxiliary_losses:
+            return None
+        return getattr(self.query_tower, "history_window", None)
+
+    @property
     def metrics(self):
         trackers = [self.loss_tracker, self.regularization_tracker, self.ssl_item_tracker, self.ssl_query_tracker]
         return [t for t in trackers if t is not None] + self.auxiliary_trackers

@@ -104,6 +104,16 @@ class QueryTower(tf.keras.Model):
         return ("user_id",) + tuple(s.name for s in self.feature_specs) + (
             "history", "history_timestamps", "timestamp")
 
+    @property
+    def history_window(self) -> int | None:
+        """How many of the most recent history entries the tower reads (older ones never change its
+        output), or None when that is not known (a custom history encoder, or none)."""
+        if isinstance(self.history_encoder, SequenceEncoder):
+            return min(self.history_encoder.max_length, self.cfg.max_history)
+        if isinstance(self.history_encoder, HistoryBag):
+            return self.cfg.max_history
+        return None
+
     def encode_history(self, inputs: dict, training=False) -> tf.Tensor:
         """The history encoder's output [B, d] (what CLUE trains); needs a history encoder."""
         if self.history_encoder is None:

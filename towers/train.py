@@ -8,7 +8,8 @@ What it does, in order:
      batches of all epochs come from one tf.data stream whose epoch-e order is a function of
      (seed, e) (so a resumed run trains on the same batches), parallel batch assembly and
      prefetching; validation examples (if ``split.valid`` is not empty) see the user's training
-     events only, and their batches are cached;
+     events only, and their batches are cached; batches carry only the most recent history
+     entries the steps read (``TwoTowerModel.training_history_window``; CLUE pretraining gets all);
   4. builds the model under the strategy's scope (``build_model``); with ``cfg.resume`` restores
      the latest checkpoint under ``<out_dir>/checkpoints`` and continues at the epoch after it;
   5. ``clue: pretrain`` (and not resuming): ``clue_epochs`` epochs of the CLUE loss alone
@@ -138,21 +139,25 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path, extra_
     if steps == 0:
         raise ValueError(f"{len(train_ex)} training examples make no full batch of {cfg.batch_size} for "
                          f"{strategy.num_replicas_in_sync} replicas; lower batch_size")
-    valid_ds, n_valid, valid_ex = None, 0, None
-    if has_valid:
-        valid_ex = heldout_examples(dataset, split.train, valid, cfg.tower.max_history, cfg.use_weights)
-        valid_ds = make_tf_dataset(dataset, valid_ex, cfg.batch_size, shuffle=False, seed=cfg.seed,
-                                   drop_remainder=replicated and len(valid_ex) >= cfg.batch_size,
-                                   cache=True, history_width=valid_ex.max_history)
-        n_valid = len(valid_ex)
-
     with strategy.scope():
         model = build_model(vocab, cfg, dataset, split.train)
         model.compile(optimizer=make_optimizer(cfg), steps_per_execution=cfg.steps_per_execution)
+    # the steps read only the most recent `window` history entries: batches carry just those
+    window = model.training_history_window
+    step_ex = train_ex.most_recent(window) if window else train_ex
+    valid_ds, n_valid, valid_ex = None, 0, None
+    if has_valid:
+        valid_ex = heldout_examples(dataset, split.train, valid, cfg.tower.max_history, cfg.use_weights)
+        valid_step_ex = valid_ex.most_recent(window) if window else valid_ex
+        valid_ds = make_tf_dataset(dataset, valid_step_ex, cfg.batch_size, shuffle=False, seed=cfg.seed,
+                                   drop_remainder=replicated and len(valid_ex) >= cfg.batch_size,
+                                   cache=True, history_width=valid_step_ex.max_history)
+        n_valid = len(valid_ex)
+    with strategy.scope():
         # Create every variable (towers, then optimizer slots) eagerly, so Keras traces its train
         # step once instead of twice (a tf.function that creates variables is traced again).
-        probe = make_tf_dataset(dataset, train_ex.subset(np.arange(min(len(train_ex), cfg.batch_size))),
-                                cfg.batch_size, shuffle=False, seed=cfg.seed, history_width=train_ex.max_history)
+        probe = make_tf_dataset(dataset, step_ex.subset(np.arange(min(len(step_ex), cfg.batch_size))),
+                                cfg.batch_size, shuffle=False, seed=cfg.seed, history_width=step_ex.max_history)
         model.compute_loss(next(iter(probe)), training=False)
         model.optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
@@ -165,9 +170,9 @@ def train(dataset: Dataset, split, cfg: TrainConfig, out_dir: str | Path, extra_
     if cfg.clue == "pretrain" and cfg.clue_epochs and initial_epoch == 0:
         extra["clue_pretrain"] = _clue_pretrain(dataset, train_ex, model, cfg, strategy, replicated)
 
-    train_ds = make_tf_dataset(dataset, train_ex, cfg.batch_size, shuffle=True, seed=cfg.seed,
+    train_ds = make_tf_dataset(dataset, step_ex, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                shuffle_buffer=cfg.shuffle_buffer, epochs=cfg.epochs, first_epoch=initial_epoch,
-                               drop_remainder=replicated, history_width=train_ex.max_history)
+                               drop_remainder=replicated, history_width=step_ex.max_history)
     chief = is_chief(strategy)
     timer = _EpochTimer()
     callbacks = [timer]

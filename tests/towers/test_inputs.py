@@ -187,6 +187,18 @@ def test_examples_subset_keeps_histories():
     assert np.array_equal(sub.item_rows, ex.item_rows[pick]) and len(sub) == 3
 
 
+def test_most_recent_window_equals_building_with_that_max_history():
+    ds, split = planted()
+    full = training_examples(ds, split.train, max_history=10)
+    cut, direct = full.most_recent(4), training_examples(ds, split.train, max_history=4)
+    assert cut.max_history == 4 and np.array_equal(cut.history_item_rows(), direct.history_item_rows())
+    assert np.array_equal(cut.history_timestamp_matrix(), direct.history_timestamp_matrix())
+    assert np.array_equal(cut.history_length, direct.history_length) and full.history_length.max() > 4
+    assert full.most_recent(10) is full and full.most_recent(50) is full
+    with pytest.raises(ValueError, match="window must be > 0, got 0"):
+        full.most_recent(0)
+
+
 def test_epoch_stream_orders_depend_on_seed_and_epoch_only():
     """A resumed run (first_epoch=e) gets the same batches as an uninterrupted run from epoch e on."""
     ds, split = planted()

@@ -309,3 +309,48 @@ def test_every_option_trains_under_mirrored_strategy_on_two_logical_cpus():
     run = subprocess.run([sys.executable, "-c", FULL_RUN_SCRIPT], cwd=root, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0 and "OK" in run.stdout, run.stderr[-3000:]
+
+
+def test_training_history_window_batches_give_the_same_loss_and_gradients():
+    """Batches cut to ``training_history_window`` (what towers.train feeds) give the full-width
+    batches' loss and gradients bit for bit; query-side SSL or CLUE-joint turn the window off."""
+    from tests.towers.conftest import planted
+    from towers.clue import ClueObjective
+    from towers.config import SequenceConfig, TowerConfig
+    from towers.inputs import item_features_batch, make_tf_dataset, training_examples
+    from towers.item_tower import ItemTower, make_item_id_embedding
+    from towers.query_tower import QueryTower
+    from towers.vocab import build_vocabularies
+
+    ds, split = planted()
+    cfg = TowerConfig(output_dim=16, id_embedding_dim=16, feature_embedding_dim=8, hidden_units=(32,), max_history=12,
+                      user_encoder="sequence", sequence=SequenceConfig(max_length=4, width=16, ff_dim=16, dropout=0.0))
+    tf.keras.utils.set_random_seed(3)
+    vocab = build_vocabularies(ds, split.train, cfg)
+    ids = make_item_id_embedding(vocab, cfg)
+    item_tower = ItemTower(ids, vocab, cfg)
+    query_tower = QueryTower(ids, vocab, cfg, item_features=item_tower.features,
+                             catalogue=item_features_batch(ds.items, ds.item_features))
+    m = TwoTowerModel.from_training_data(query_tower, item_tower, 0.1, ds, split.train, seed=5,
+                                         loss=RetrievalLossConfig(logq="counts", mns_negatives=8))
+    assert m.training_history_window == 4 and query_tower.history_window == 4
+    ex = training_examples(ds, split.train, cfg.max_history, True)
+    assert ex.history_length.max() > 4
+    full = next(iter(make_tf_dataset(ds, ex, 256, shuffle=False, seed=0, history_width=12)))
+    cut = next(iter(make_tf_dataset(ds, ex.most_recent(4), 256, shuffle=False, seed=0, history_width=4)))
+    assert full["query"]["history"].shape[1] == 12 and cut["query"]["history"].shape[1] == 4
+    results = []
+    for b in (full, cut):
+        m.sample_step.assign(0)
+        with tf.GradientTape() as tape:
+            loss = m._total(m._loss_terms(b, training=True))
+        grads = tape.gradient(loss, m.trainable_variables)
+        results.append([loss.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads if g is not None])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+    ssl_model = TwoTowerModel.from_training_data(query_tower, item_tower, 0.1, ds, split.train, seed=5,
+                                                 ssl=SSLConfig(mode="rfm", query_side=True))
+    joint = TwoTowerModel(query_tower, item_tower, 0.1,
+                          auxiliary_losses=[ClueObjective(query_tower, 8, 0.1, name="clue_loss")])
+    assert ssl_model.training_history_window is None and joint.training_history_window is None
