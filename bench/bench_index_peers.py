@@ -5,10 +5,16 @@
 
 Families, all on the same vectors and queries, all timed as the bare library search of one batch of every
 query on --threads threads (best of --repeats interleaved rounds, ``bench.bench_index.Rounds``):
+  default       what ``twotower index`` builds: ``ItemIndex.build`` with IndexSpec(factory=--default-factory,
+                default "auto"), quantizer restarts and nprobe tuning on --tune-vectors (query-tower vectors
+                of validation users) when given; timed over the nprobe ladder (its tuned nprobe is marked)
   ivf-flat      the ``auto`` choice at n (IVF{nlist},Flat, flat coarse quantizer) over a fine nprobe ladder
   ivf-hnsw      the same lists with an HNSW32 coarse quantizer ("IVF{nlist}_HNSW32,Flat"), the quantizer's
                 efSearch = max(--quantizer-ef-min, 2 * nprobe)
   ivf-flat-2x   IVF with twice the lists (a finer partition), same ladder
+  faiss-hnsw    FAISS's own HNSW graph ("HNSW{M},Flat", M = the first of --hnsw-ms, efConstruction
+                --ef-construction) over the efSearch ladder --efs: the graph index ``ItemIndex`` can already
+                build, save, tune (ef_search) and serve, built once over all vectors
   hnswlib       hnswlib M in --hnsw-ms, efConstruction --ef-construction, ef ladder --efs
   scann         ScaNN (tree --scann-leaves, AH 2-d, reorder) over leaves_to_search, run by
                 bench/scann_peer.py in the benchmark-only venv --scann-python (its wheel breaks TFRS, so it
@@ -18,7 +24,10 @@ family's QPS interpolated at recall@k 0.95 and 0.98 and its ratio to hnswlib's.
 
 Vectors: ``indexing.synthetic.clustered_vectors`` (queries: fresh draws of the same process, not item
 vectors), or --vectors / --query-vectors .npy files (e.g. a run's item vectors and its query tower's vectors
-of validation users). Built indices are cached under --cache.
+of validation users), with --tune-vectors the query set the default index is tuned on (a disjoint set of
+users: ``bench.tower_vectors`` writes all three). Built indices are cached under --cache.
+--only FAMILY[,..] builds/caches just those families (e.g. one library per run at 10M, each under the
+shared lock); a final run without --only times every cached family together.
 """
 from __future__ import annotations
 
@@ -38,6 +47,8 @@ import numpy as np  # noqa: E402
 
 from bench.bench_index import Rounds, cached_hnswlib, hnswlib_qps_at, ints, load_average  # noqa: E402
 from indexing import faiss_index as fi  # noqa: E402
+from indexing.item_index import ItemIndex  # noqa: E402
+from indexing.store import load_index, save_index  # noqa: E402
 from indexing.recall import exact_top_k, recall_from_results  # noqa: E402
 from indexing.spec import IndexSpec, choose_nlist  # noqa: E402
 from indexing.synthetic import clustered_vectors  # noqa: E402
@@ -46,12 +57,14 @@ TARGETS = (0.95, 0.98)
 SCANN_PEER = Path(__file__).with_name("scann_peer.py")
 
 
-def cached_faiss(cache: Path, factory: str, x: np.ndarray, seed: int) -> tuple[faiss.Index, float]:
+def cached_faiss(cache: Path, factory: str, x: np.ndarray, seed: int, spec: IndexSpec | None = None
+                 ) -> tuple[faiss.Index, float]:
     """A trained, filled CPU index for ``factory`` (project seeds, ``indexing.faiss_index``), cached."""
-    path = cache / (factory.replace(",", "_") + f"-s{seed}.faiss")
+    efc = f"-efc{spec.ef_construction}" if spec is not None and "HNSW" in factory else ""
+    path = cache / (factory.replace(",", "_") + f"{efc}-s{seed}.faiss")
     if path.is_file():
         return faiss.read_index(str(path)), json.loads(path.with_suffix(".json").read_text())["build_seconds"]
-    spec = IndexSpec(factory=factory, gpu="never", seed=seed)
+    spec = spec or IndexSpec(factory=factory, gpu="never", seed=seed)
     start = time.perf_counter()
     index = fi.new_index(factory, x.shape[1], spec)
     fi.train(index, x, spec)
@@ -59,6 +72,22 @@ def cached_faiss(cache: Path, factory: str, x: np.ndarray, seed: int) -> tuple[f
     seconds = time.perf_counter() - start
     faiss.write_index(index, str(path))
     path.with_suffix(".json").write_text(json.dumps({"build_seconds": seconds}))
+    return index, seconds
+
+
+def cached_default(cache: Path, factory: str, x: np.ndarray, tune_q: np.ndarray | None, seed: int
+                   ) -> tuple[ItemIndex, float]:
+    """``ItemIndex.build`` exactly as ``twotower index`` runs it (restarts, tuning on ``tune_q``), cached."""
+    directory = cache / ("default-" + factory.replace(",", "_").replace("(", "_").replace(")", "") + f"-s{seed}")
+    if (directory / "manifest.json").is_file():
+        return load_index(directory, {"gpu": "never"}), json.loads((directory / "manifest.json").read_text())[
+            "build_seconds"]
+    spec = IndexSpec(factory=factory, gpu="never", seed=seed)
+    start = time.perf_counter()
+    index = ItemIndex.build(x, [str(i) for i in range(len(x))], spec, "bench", queries=tune_q,
+                            query_source="query_tower_valid_users")
+    seconds = time.perf_counter() - start
+    save_index(index, directory, {"build_seconds": seconds})
     return index, seconds
 
 
@@ -82,6 +111,8 @@ def main(argv=None) -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--vectors", default="", help=".npy item vectors (n, d) instead of synthetic ones")
     p.add_argument("--query-vectors", default="", help=".npy query vectors (m, d) to go with --vectors")
+    p.add_argument("--tune-vectors", default="", help=".npy query vectors the default index is tuned on")
+    p.add_argument("--default-factory", default="auto")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -97,10 +128,18 @@ def main(argv=None) -> None:
     p.add_argument("--scann-search", type=ints, default=ints("32,64,96,128,192,256"))
     p.add_argument("--scann-reorder", type=ints, default=ints("200,400"))
     p.add_argument("--cache", default="/tmp/index-peers")
-    p.add_argument("--skip", default="", help="comma list of families to skip (ivf-hnsw,ivf-flat-2x,hnswlib,scann)")
+    p.add_argument("--skip", default="",
+                   help="comma list of families to skip (default,ivf-flat,ivf-hnsw,ivf-flat-2x,faiss-hnsw,hnswlib,scann)")
+    p.add_argument("--only", default="", help="comma list: build (and cache) only these families, time nothing")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     skip = set(args.skip.split(","))
+    every = ("default", "ivf-flat", "ivf-hnsw", "ivf-flat-2x", "faiss-hnsw", "hnswlib", "scann")
+    only = set(filter(None, args.only.split(",")))
+    if only - set(every):
+        raise ValueError(f"--only: unknown families {sorted(only - set(every))}; choose from {list(every)}")
+    if only:
+        skip |= set(every) - only
     faiss.omp_set_num_threads(args.threads)
 
     t0 = time.perf_counter()
@@ -112,6 +151,9 @@ def main(argv=None) -> None:
         x, q = clustered_vectors(args.n, args.dim, args.queries, seed=args.seed)
         tag, what = f"synthetic-n{args.n}-d{args.dim}-s{args.seed}", (
             f"{args.n} x {args.dim} clustered synthetic vectors, {len(q)} fresh synthetic queries (not item vectors)")
+    tune_q = np.ascontiguousarray(np.load(args.tune_vectors), dtype=np.float32) if args.tune_vectors else None
+    if tune_q is not None:
+        what += f", default index tuned on {len(tune_q)} queries from {args.tune_vectors}"
     cache = Path(args.cache) / tag
     cache.mkdir(parents=True, exist_ok=True)
     print(f"# data: {what}; k={args.k}, threads={args.threads}, faiss {faiss.__version__}, load {load_average()} "
@@ -129,8 +171,28 @@ def main(argv=None) -> None:
         print(f"  {family:<26} {params:<22} recall@{args.k}={recall:.4f}", flush=True)
         rounds.add(rows[-1], fn)
 
+    if "default" not in skip:
+        index, build_s = cached_default(cache, args.default_factory, x, tune_q, args.seed)
+        tuned = index.search_params
+        print(f"  default = {index.factory}: built in {build_s:.0f}s, tuned {tuned} (tuning recall "
+              f"{index.tuning and index.tuning['recall']}, check recall {index.recall['recall']:.4f} on "
+              f"{index.recall.get('query_source')}; load {load_average()})", flush=True)
+        raw = index.faiss_index
+        ivf = faiss.try_extract_index_ivf(raw)
+        ladder = sorted(set(args.nprobes) | ({tuned["nprobe"]} if "nprobe" in tuned else set())) if ivf else [None]
+        for nprobe in ladder:
+            def search(raw=raw, ivf=ivf, nprobe=nprobe):
+                if ivf is not None:
+                    ivf.nprobe = nprobe
+                return raw.search(q, args.k)
+            mark = " (tuned)" if nprobe is not None and nprobe == tuned.get("nprobe") else ""
+            label = f"{index.factory} nprobe={nprobe}{mark}" if nprobe is not None else index.factory
+            add("default", label, search()[1], search, build_s)
+        if ivf is not None:
+            ivf.nprobe = tuned.get("nprobe", ivf.nprobe)
+
     nlist = choose_nlist(len(x))
-    factories = {"ivf-flat": f"IVF{nlist},Flat"}
+    factories = {} if "ivf-flat" in skip else {"ivf-flat": f"IVF{nlist},Flat"}
     if "ivf-hnsw" not in skip:
         factories["ivf-hnsw"] = f"IVF{nlist}_HNSW32,Flat"
     if "ivf-flat-2x" not in skip:
@@ -147,6 +209,18 @@ def main(argv=None) -> None:
                 return index.search(q, args.k)
             add(family, f"nprobe={nprobe}", search()[1], search, build_s)
 
+    if "faiss-hnsw" not in skip:
+        factory = f"HNSW{args.hnsw_ms[0]},Flat"
+        spec = IndexSpec(factory=factory, gpu="never", seed=args.seed, ef_construction=args.ef_construction)
+        index, build_s = cached_faiss(cache, factory, x, args.seed, spec)
+        print(f"  faiss-hnsw = {factory} efC={args.ef_construction}: built in {build_s:.0f}s (load {load_average()})",
+              flush=True)
+        for ef in args.efs:
+            def search(index=index, ef=ef):
+                index.hnsw.efSearch = ef
+                return index.search(q, args.k)
+            add("faiss-hnsw", f"M={args.hnsw_ms[0]},ef={ef}", search()[1], search, build_s)
+
     if "hnswlib" not in skip:
         for m in args.hnsw_ms:
             peer, build_s = cached_hnswlib(cache, x, m, args.ef_construction, args.seed, args.threads)
@@ -158,6 +232,11 @@ def main(argv=None) -> None:
                     return peer.knn_query(q, k=args.k, num_threads=args.threads)
                 add("hnswlib", f"M={m},ef={ef}", search()[0].astype(np.int64), search, build_s)
 
+    if only:
+        print(f"built and cached {sorted(only)} under {cache}; a run without --only times them", flush=True)
+        if "scann" not in only:
+            return
+        rounds.entries.clear()
     print(f"timing {len(rounds.entries)} configs in {args.repeats} interleaved rounds (load {load_average()})",
           flush=True)
     load_before = load_average()
