@@ -8,6 +8,9 @@ query on --threads threads (best of --repeats interleaved rounds, ``bench.bench_
   default       what ``twotower index`` builds: ``ItemIndex.build`` with IndexSpec(factory=--default-factory,
                 default "auto"), quantizer restarts and nprobe tuning on --tune-vectors (query-tower vectors
                 of validation users) when given; timed over the nprobe ladder (its tuned nprobe is marked)
+  tuned         each of --tuned-factories (';'-separated FAISS factories, e.g. "IVF4096,PQ32x4fs,RFlat": a
+                fast-scan PQ scan re-ranked from the full vectors) built like ``default``; refine indices are
+                timed over the nprobe ladder at the tuned k_factor and at half / twice it
   ivf-flat      the ``auto`` choice at n (IVF{nlist},Flat, flat coarse quantizer) over a fine nprobe ladder
   ivf-hnsw      the same lists with an HNSW32 coarse quantizer ("IVF{nlist}_HNSW32,Flat"), the quantizer's
                 efSearch = max(--quantizer-ef-min, 2 * nprobe)
@@ -113,6 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--query-vectors", default="", help=".npy query vectors (m, d) to go with --vectors")
     p.add_argument("--tune-vectors", default="", help=".npy query vectors the default index is tuned on")
     p.add_argument("--default-factory", default="auto")
+    p.add_argument("--tuned-factories", default="", help="';'-separated factories built and tuned like default")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -134,7 +138,7 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     skip = set(args.skip.split(","))
-    every = ("default", "ivf-flat", "ivf-hnsw", "ivf-flat-2x", "faiss-hnsw", "hnswlib", "scann")
+    every = ("default", "tuned", "ivf-flat", "ivf-hnsw", "ivf-flat-2x", "faiss-hnsw", "hnswlib", "scann")
     only = set(filter(None, args.only.split(",")))
     if only - set(every):
         raise ValueError(f"--only: unknown families {sorted(only - set(every))}; choose from {list(every)}")
@@ -190,6 +194,23 @@ def main(argv=None) -> None:
             add("default", label, search()[1], search, build_s)
         if ivf is not None:
             ivf.nprobe = tuned.get("nprobe", ivf.nprobe)
+
+    for factory in ([] if "tuned" in skip else [f for f in args.tuned_factories.split(";") if f]):
+        index, build_s = cached_default(cache, factory, x, tune_q, args.seed)
+        tuned = index.search_params
+        print(f"  tuned {factory}: built in {build_s:.0f}s, tuned {tuned}, bytes/item {index.bytes_per_item} "
+              f"(load {load_average()})", flush=True)
+        raw = index.faiss_index
+        ivf = faiss.extract_index_ivf(raw)
+        kfs = sorted({max(1, tuned["k_factor"] // 2), tuned["k_factor"], 2 * tuned["k_factor"]}) \
+            if "k_factor" in tuned else [None]
+        for kf in kfs:
+            for nprobe in sorted(set(args.nprobes) | {tuned["nprobe"]}):
+                def search(raw=raw, nprobe=nprobe, kf=kf):
+                    fi.apply_search_params(raw, nprobe=nprobe, k_factor=kf)
+                    return raw.search(q, args.k)
+                mark = " (tuned)" if nprobe == tuned["nprobe"] and kf == tuned.get("k_factor") else ""
+                add(f"tuned {factory}", f"nprobe={nprobe},k_factor={kf}{mark}", search()[1], search, build_s)
 
     nlist = choose_nlist(len(x))
     factories = {} if "ivf-flat" in skip else {"ivf-flat": f"IVF{nlist},Flat"}

@@ -5,9 +5,10 @@
 
 Writes into DIR:
   items.npy         float32 (n, d) item-tower vectors. Without --items: the run's catalogue (its data/items
-                    table). With --items N: a synthetic catalogue of N items drawn by ``recdata.synthetic`` with
-                    the run's synthetic config (num_items = N, seed --item-seed), embedded by the run's trained
-                    item tower. This needs a tower whose inputs generalise to unseen items: ids hashed
+                    table). With --items N: the run's catalogue followed by N - (its size) new items drawn by
+                    ``recdata.synthetic`` with the run's synthetic config, in chunks of --chunk items (chunk c:
+                    seed --item-seed * 1000 + c, ids prefixed "x{c}-" so they are unique), all embedded by the
+                    run's trained item tower. This needs a tower whose inputs generalise to unseen items: ids hashed
                     (``train.tower.id_hash_bins`` > 0, so every id has a trained row, shared by collision) plus
                     the item features; with an exact id vocabulary every unseen item would fall into the OOV
                     bucket and only its features would tell items apart.
@@ -71,6 +72,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--items", type=int, default=0, help="embed a synthetic catalogue of this many items instead")
     p.add_argument("--item-seed", type=int, default=1)
+    p.add_argument("--chunk", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=10_000)
     p.add_argument("--tune-queries", type=int, default=2_000)
     p.add_argument("--seed", type=int, default=0)
@@ -106,15 +108,25 @@ def main(argv=None) -> None:
         if cfg.train.tower.id_hash_bins <= 0:
             raise ValueError(f"--items embeds unseen items: the run's item tower must hash ids "
                              f"(train.tower.id_hash_bins > 0), got {cfg.train.tower.id_hash_bins}")
-        synth = replace(cfg.data.synthetic, num_items=args.items, num_users=1, num_interactions=3, min_history=3,
-                        seed=args.item_seed)
-        catalogue = generate(synth)
-        items_df, specs = catalogue.items, catalogue.item_features
-        info["catalogue"] = f"recdata.synthetic num_items={args.items} seed={args.item_seed} (run's config otherwise)"
+        parts = [item_vectors(dataset.items, dataset.item_features, item_tower)]
+        extra, c = args.items - len(dataset.items), 0
+        while extra > 0:
+            size = min(args.chunk, extra)
+            synth = replace(cfg.data.synthetic, num_items=size, num_users=1, num_interactions=3, min_history=3,
+                            seed=args.item_seed * 1000 + c)
+            catalogue = generate(synth)
+            items_df = catalogue.items.assign(item_id=[f"x{c}-{i}" for i in catalogue.items["item_id"]])
+            parts.append(item_vectors(items_df, catalogue.item_features, item_tower))
+            print(f"chunk {c}: {size} items ({time.perf_counter() - start:.0f}s)", flush=True)
+            extra, c = extra - size, c + 1
+        x = np.concatenate(parts)
+        del parts
+        info["catalogue"] = (f"the run's {len(dataset.items)} items + {args.items - len(dataset.items)} new "
+                             f"recdata.synthetic items (run's config, chunks of {args.chunk}, seeds "
+                             f"{args.item_seed} * 1000 + chunk)")
     else:
-        items_df, specs = dataset.items, dataset.item_features
+        x = item_vectors(dataset.items, dataset.item_features, item_tower)
         info["catalogue"] = "the run's items"
-    x = item_vectors(items_df, specs, item_tower)
     np.save(out / "items.npy", x)
     info["seconds"]["items"] = round(time.perf_counter() - start, 1)
     info["items"] = list(x.shape)
