@@ -1,6 +1,7 @@
 """Serving latency under open-loop load, the old server next to the new one in one run (issues #16, #13).
 
-    nice -n 5 .venv/bin/python -m bench.bench_serving --workdir /tmp/sbench            # the reported run
+    flock /work/bench.lock nice -n 5 .venv/bin/python -m bench.bench_serving --run /tmp/sbench/train \
+        --workdir /tmp/sbench --json /tmp/sbench/issue16.json                          # the issue-16 table
     .venv/bin/python -m bench.bench_serving --workdir /tmp/sb --n 100000 --rates 100 --duration 5 --servers new
 
 Setup. ``--run`` is a finished run; without it one is trained with ``--make-run-config`` (demo: MovieLens-100K,
@@ -16,7 +17,8 @@ Servers. "old" = the whole source tree at ``--old-rev`` (git 4b07bcf: the standa
 ThreadingHTTPServer, before issues #13/#16 and the lifecycle rework), extracted into WORKDIR/old-<rev>-tree;
 it cannot read today's artifacts, so it gets its own run WORKDIR/old-<rev>-run: the same model/ and data/
 (links) and the same FAISS index file, re-published by the old code in its own formats (~15 s, reused).
-"new" = this tree (uvicorn + httptools + uvloop). Each runs as its own process (``python -m serving``
+"new" = this tree (uvicorn + httptools + uvloop); "new-wN" = this tree with ``--set workers=N``
+(N processes on one port; rates only; its mean batch is not reported, server CPU sums the workers). Each runs as its own process (``python -m serving``
 with its own tree on PYTHONPATH, OMP_WAIT_POLICY=PASSIVE) on 127.0.0.1 with the same ``--set`` options;
 one process per server for all scenarios, polling index/current every second; the rebuild and poison
 scenarios publish with the server's own code into its own run.
@@ -200,8 +202,8 @@ publish_index(root, index, version, keep=3)
 class Peer:
     """One server under test: its source tree (``serving`` and everything it imports) and its run directory."""
 
-    def __init__(self, label: str, tree: Path, run: Path):
-        self.label, self.tree, self.run = label, tree, run
+    def __init__(self, label: str, tree: Path, run: Path, options: tuple[str, ...] = ()):
+        self.label, self.tree, self.run, self.options = label, tree, run, list(options)
 
     def env(self) -> dict:
         return {**os.environ, "PYTHONPATH": str(self.tree), "OMP_WAIT_POLICY": "PASSIVE"}
@@ -256,14 +258,16 @@ class Server:
         self.proc = subprocess.Popen(cmd, cwd=peer.tree, env=peer.env(), stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.url = None
-        deadline = time.monotonic() + 600
-        while self.url is None and time.monotonic() < deadline:
+        workers = [int(o.split("=", 1)[1]) for o in options if o.startswith("workers=")]
+        ready, deadline = 0, time.monotonic() + 600
+        while ready < (workers[-1] if workers else 1) and time.monotonic() < deadline:  # every worker ready
             line = self.proc.stderr.readline()
             if not line:
                 raise RuntimeError("server exited:\n" + "".join(self.log))
             self.log.append(line)
             match = re.search(r"listening on http://([\d.]+):(\d+)", line)
             if match:
+                ready += 1
                 self.port = int(match.group(2))
                 self.url = f"http://{HOST}:{self.port}"
         threading.Thread(target=self._drain, daemon=True).start()
@@ -279,16 +283,34 @@ class Server:
             return json.loads(r.read())
 
     def rss_mb(self) -> float:
-        """Resident memory of the server process (MB, Linux /proc)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Resident memory of the server process and its children (workers), MB (Linux /proc)."""
+        total = 0.0
+        for pid in [self.proc.pid, *self._children()]:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+            except OSError:
+                continue
+        return total
 
     def cpu_seconds(self) -> float:
-        """user + system CPU seconds the server process has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """user + system CPU seconds the server process and its children (``workers`` > 1) have used so far
+        (Linux /proc)."""
+        total = 0.0
+        for pid in [self.proc.pid, *self._children()]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def _children(self) -> list[int]:
+        try:
+            return [int(x) for x in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        except OSError:
+            return []
 
     def stop(self):
         if self.proc.poll() is None:
@@ -442,7 +464,8 @@ def measure(server: Server, label: str, scenario: str, coro_factory) -> tuple[di
     after, cpu_after = server.get("/healthz"), server.cpu_seconds()
     batches = after["batches"] - before["batches"]
     row.update(server=label, scenario=scenario, load=os.getloadavg()[0],
-               mean_batch=(after["requests"] - before["requests"]) / max(batches, 1),
+               mean_batch=((after["requests"] - before["requests"]) / max(batches, 1)
+                           if after.get("worker") is None else float("nan")),  # /healthz = one worker of several
                cpu_ms_per_request=1000 * (cpu_after - cpu_before) / max(row["ok"], 1), client_cores=client_cores)
     print(f"  {label:<4} {scenario:<22} {row['rate']:>5.0f} req/s: achieved {row['achieved']:.1f}, ok {row['ok']}, "
           f"errors {row['errors']}, p50 {row['p50']:.2f} ms, p90 {row['p90']:.2f}, p99 {row['p99']:.2f}, max "
@@ -464,7 +487,9 @@ def main(argv=None) -> None:
                    help="rates: each rate; rebuild: 100 req/s while an index is published twice; poison: the "
                         "issue-13 load test (100 req/s from 16 connections for --poison-duration s, one poison "
                         "client, two publishes)")
-    p.add_argument("--servers", default="old,new", help="old = serving/ at --old-rev (ThreadingHTTPServer), new = this tree")
+    p.add_argument("--servers", default="old,new,new-w2",
+                   help="old = the tree at --old-rev (ThreadingHTTPServer), new = this tree, new-wN = this tree with "
+                        "--set workers=N (N processes on one port; only the rates scenario)")
     p.add_argument("--old-rev", default="4b07bcf", help="git revision of the old serving/ package")
     p.add_argument("--poison-duration", type=float, default=60.0)
     p.add_argument("--rebuild-duration", type=float, default=40.0, help="seconds of the rebuild scenario")
@@ -492,9 +517,12 @@ def main(argv=None) -> None:
 
     peers = {"new": Peer("new", ROOT, run)}
     labels = [x for x in args.servers.split(",") if x]
-    unknown = sorted(set(labels) - {"old", "new"})
-    if unknown:
-        p.error(f"--servers takes old and/or new, got {unknown}")
+    for label in labels:
+        match = re.fullmatch(r"new-w([1-9]\d*)", label)
+        if match:
+            peers[label] = Peer(label, ROOT, run, (f"workers={match.group(1)}",))
+        elif label not in ("old", "new"):
+            p.error(f"--servers takes old, new and new-wN (N workers), got {label!r}")
     if "old" in labels:
         peers["old"] = old_peer(args.workdir, args.old_rev, run)
     rows, notes = [], []
@@ -502,7 +530,8 @@ def main(argv=None) -> None:
         peer = peers[label]
         # one server process per peer for all scenarios; it polls index/current every second (the rebuild
         # and poison scenarios publish; polling a small file costs nothing measurable at the rates)
-        server = Server(peer, args.options, reload_s=1.0)
+        server = Server(peer, args.options + peer.options, reload_s=1.0)
+        multi = label.startswith("new-w")
         try:
             info = server.get("/version")
             print(f"# {label} server ({peer.tree}): index {info['index_factory']}, {info['index_count']} items, "
@@ -513,7 +542,7 @@ def main(argv=None) -> None:
                 for rate in rates:
                     rows.append(measure(server, label, "rate", lambda: open_loop(
                         server.port, bodies, rate, args.duration, args.max_connections))[0])
-            if "rebuild" in scenarios:
+            if "rebuild" in scenarios and not multi:
                 first = server.get("/version")["index_version"]
                 duration = args.rebuild_duration
                 row, times = measure(server, label, "100 req/s + 2 publishes", lambda: with_publishes(
@@ -525,7 +554,7 @@ def main(argv=None) -> None:
                              f"{first} -> {now}; reloads {server.get('/version').get('reloads')}; server RSS "
                              f"{server.rss_mb():.0f} MB after")
                 rows.append(row)
-            if "poison" in scenarios:
+            if "poison" in scenarios and not multi:
                 d = args.poison_duration
 
                 async def load_test():
@@ -554,8 +583,8 @@ def main(argv=None) -> None:
         print(row_line(r))
     for r in rows:
         twin = [o for o in rows if o["server"] == "old" and o["scenario"] == r["scenario"] and o["rate"] == r["rate"]]
-        if r["server"] == "new" and twin:
-            print(f"ratio old/new {r['scenario']} {r['rate']:.0f} req/s: p50 {twin[0]['p50'] / r['p50']:.2f}x, p99 "
+        if r["server"] != "old" and twin:
+            print(f"ratio old/{r['server']} {r['scenario']} {r['rate']:.0f} req/s: p50 {twin[0]['p50'] / r['p50']:.2f}x, p99 "
                   f"{twin[0]['p99'] / r['p99']:.2f}x")
     for note in notes:
         print("#", note)

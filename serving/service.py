@@ -138,7 +138,7 @@ class TopKService:
         watcher calls). Cached versions other than this one and the served one are dropped afterwards."""
         self.index_source.fetch(version)
         state = load_state(self.index_source.local_root, version, self.tower.model_version, self.tower.output_dim,
-                           self.users, self.run.root, self.config.index_overrides())
+                           self.users, self.run.root, self.config.index_overrides(), previous=self.state)
         self.index_source.prune_cache(keep={version, self.state.version})
         return state
 

@@ -33,6 +33,7 @@ class IndexState:
     version: str
     item_rows: pd.Index
     seen: Exclusions
+    ids_sha256: str | None = None  # of the version's item_ids.parquet (its manifest; None for a sharded index)
 
     @property
     def model_version(self) -> str:
@@ -63,18 +64,28 @@ def check_versions(tower_version: str, index_version_dir: Path, index_model_vers
                            f"an index of this model (`twotower rollback --run {run_root} --to VERSION`)")
 
 
-def build_state(index: ItemIndex, version: str, users: KnownUsers) -> IndexState:
+def build_state(index: ItemIndex, version: str, users: KnownUsers, ids_sha256: str | None = None,
+                previous: IndexState | None = None) -> IndexState:
     """Wrap a loaded index: the id → row lookup (hash table built now, not on the first request) and
-    the known users' seen rows."""
+    the known users' seen rows. When ``previous`` (the state being served) has the same item ids file
+    (``ids_sha256``, verified against the file when the index was loaded), its lookup and seen rows are
+    reused: a rebuild of the same catalogue then skips ~0.4 s of CPU (1M items) that holds the GIL, i.e.
+    stalls every request in flight while the new version loads."""
+    if (previous is not None and ids_sha256 is not None and previous.ids_sha256 == ids_sha256
+            and len(previous.item_rows) == index.ntotal):
+        return IndexState(index=index, version=version, item_rows=previous.item_rows, seen=previous.seen,
+                          ids_sha256=ids_sha256)
     item_rows = pd.Index(index.item_ids)
     item_rows.get_indexer(item_rows[:1])  # forces the hash table while we are still in the background
-    return IndexState(index=index, version=version, item_rows=item_rows, seen=users.seen_rows(item_rows))
+    return IndexState(index=index, version=version, item_rows=item_rows, seen=users.seen_rows(item_rows),
+                      ids_sha256=ids_sha256)
 
 
 def load_state(index_root: Path, version: str, tower_version: str, tower_dim: int, users: KnownUsers,
-               run_root: Path, spec_overrides: dict | None = None) -> IndexState:
+               run_root: Path, spec_overrides: dict | None = None, previous: IndexState | None = None) -> IndexState:
     """Verify and load ``index_root/version``; refuse it (``VersionMismatch``) when it does not belong to
-    the query tower. The manifest's model version is checked before the (possibly large) index is read."""
+    the query tower. The manifest's model version is checked before the (possibly large) index is read.
+    ``previous``: the state being served (see ``build_state``)."""
     from indexing.sharded_index import load_any  # a single or a sharded index, the same search API
     from core import artifacts
 
@@ -86,4 +97,5 @@ def load_state(index_root: Path, version: str, tower_version: str, tower_dim: in
     if index.dim != tower_dim:
         raise VersionMismatch(f"the index {directory} holds {index.dim}-d vectors but the query tower emits "
                               f"{tower_dim}-d embeddings; rebuild the index (`twotower rebuild --run {run_root}`)")
-    return build_state(index, version, users)
+    ids_file = (manifest.get("files") or {}).get("item_ids.parquet") or {}
+    return build_state(index, version, users, ids_file.get("sha256"), previous)

@@ -56,3 +56,30 @@ def test_build_state_drops_items_the_index_does_not_hold(users):
     index = ItemIndex.build(vectors, np.array(["x", "y", "z"], dtype=object), IndexSpec(factory="Flat"), "m")
     state = build_state(index, "v", users)
     assert state.seen.nnz == 0 and state.seen.num_queries == len(users)
+
+
+def test_a_new_version_of_the_same_catalogue_reuses_the_lookup_and_seen_rows(tmp_path, users):
+    run = copy_run(tmp_path)
+    first = load_state(run.index, lifecycle.current_version(run.index), run.model_version(), 16, users, run.root)
+    assert first.ids_sha256 == artifacts.read_manifest(run.index / first.version)["files"]["item_ids.parquet"]["sha256"]
+    version = publish_index(run, perturb=0.5, seed=3)  # new vectors, the same item ids file
+    again = load_state(run.index, version, run.model_version(), 16, users, run.root, previous=first)
+    assert again.version == version and again.index is not first.index
+    assert again.item_rows is first.item_rows and again.seen is first.seen
+    fresh = load_state(run.index, version, run.model_version(), 16, users, run.root)
+    assert fresh.item_rows is not first.item_rows and fresh.item_rows.equals(again.item_rows)
+    ids = again.index.item_ids
+    assert again.rows_of_items([ids[7], ids[3]]).tolist() == fresh.rows_of_items([ids[7], ids[3]]).tolist() == [3, 7]
+
+
+def test_another_catalogue_gets_its_own_lookup(users):
+    from indexing.item_index import ItemIndex
+    from indexing.spec import IndexSpec
+
+    vectors = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    a = build_state(ItemIndex.build(vectors, np.array(["x", "y", "z"], dtype=object), IndexSpec(factory="Flat"), "m"),
+                    "a", users, ids_sha256="aaa")
+    b_index = ItemIndex.build(vectors, np.array(["z", "y", "x"], dtype=object), IndexSpec(factory="Flat"), "m")
+    b = build_state(b_index, "b", users, ids_sha256="bbb", previous=a)
+    assert b.item_rows is not a.item_rows and b.rows_of_items(["x"]).tolist() == [2]
+    assert build_state(b_index, "c", users, ids_sha256=None, previous=a).item_rows is not a.item_rows
