@@ -307,9 +307,9 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline
         vectors_dir = embedded.directory
     step_done("embed")
 
-    vmanifest = _vectors_manifest(vectors_dir)
-    num_index_shards, why = sr.plan_shards(int(vmanifest["count"]), cfg.shards, cfg.auto_shard_items)
+    num_index_shards, why = sr.plan_shards(_vectors_count(vectors_dir), cfg.shards, cfg.auto_shard_items)
     if num_index_shards > 1:
+        vmanifest = _vectors_manifest(vectors_dir)
         return _rebuild_sharded(cfg, version, work, pipeline_args, vectors_dir, vmanifest, embedded,
                                 num_index_shards, why, step_done, seconds, index_root, vectors_root)
     try:
@@ -365,6 +365,22 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline
     index_dir = stage.path if stage.path is not None else stage.storage.url
     return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
                          len(tasks), seconds, embedded)
+
+
+def _vectors_count(vectors_dir) -> int:
+    """The item count the vectors manifest states (read, not verified: the path chosen verifies everything)."""
+    from indexing.vectors import _remote, _remote_manifest
+
+    storage = _remote(vectors_dir)
+    try:
+        manifest = (artifacts.read_manifest(vectors_dir) if storage is None
+                    else _remote_manifest(storage, str(vectors_dir).rstrip("/")))  # shards are verified later
+        return int(manifest["count"])
+    except FileNotFoundError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexValidationError(f"the vectors artifact {vectors_dir} cannot be indexed, nothing was "
+                                   f"published: its manifest is unreadable ({exc}); rebuild it") from None
 
 
 def _vectors_manifest(vectors_dir) -> dict:
