@@ -24,7 +24,8 @@ optimizer = train step − (forward+backward).
 
 ``compare`` trains the configured model for real (``towers.train.train``, ``--epochs``) in child
 processes, alternating this working tree and a git ``--ref`` (extracted with ``git archive``)
-``--rounds`` times, so both see the same machine load; it reports each run's examples/s (median
+``--rounds`` times, so both see the same machine load (``--new-set`` overrides apply to this tree
+only: ``--ref HEAD --new-set K=V`` compares one setting); it reports each run's examples/s (median
 over epochs after the first), CLUE pretraining examples/s, wall time, the ratio new/old and the
 load average before and after.
 """
@@ -211,9 +212,26 @@ def phases(args) -> dict:
 
 
 def train_child(args) -> dict:
+    import numpy as np
+
+    import towers.train as train_mod
     from recdata.loading import load_dataset, make_split
     from towers.train import train
     from twotower.config import load_config
+
+    cpu = []
+
+    class CpuTimer(train_mod._EpochTimer):  # also the process CPU seconds of each epoch's training part
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            self._cpu = time.process_time()
+
+        def _stop(self):
+            if self._start is not None:
+                cpu.append(time.process_time() - self._cpu)
+            super()._stop()
+
+    train_mod._EpochTimer = CpuTimer
 
     cfg = load_config(args.config, args.set + [f"train.epochs={args.epochs}", "train.verbose=0"])
     dataset = load_dataset(cfg.data)
@@ -223,7 +241,10 @@ def train_child(args) -> dict:
         r = train(dataset, split, cfg.train, tmp)
         wall = time.perf_counter() - t
     clue = r.extra.get("clue_pretrain", {}).get("epoch_train_seconds", [])
-    return {"examples_per_s": round(r.examples_per_second, 1), "epoch_s": [round(s, 2) for s in r.epoch_train_seconds],
+    retrieval_cpu = cpu[len(clue):]
+    per_cpu = r.num_train_examples / np.median(retrieval_cpu[1:] or retrieval_cpu)
+    return {"examples_per_s": round(r.examples_per_second, 1), "examples_per_cpu_s": round(float(per_cpu), 1),
+            "epoch_s": [round(s, 2) for s in r.epoch_train_seconds], "epoch_cpu_s": [round(s, 2) for s in retrieval_cpu],
             "clue_epoch_s": [round(s, 2) for s in clue],
             "clue_examples_per_s": round(r.num_train_examples / min(clue), 1) if clue else None,
             "wall_s": round(wall, 1), "val_recall@10": r.history.get("val_recall@10", [])}
@@ -236,11 +257,11 @@ def _extract(ref: str, dest: Path) -> Path:
     return dest
 
 
-def _run_child(tree: Path, mode: str, args, extra=()) -> dict:
+def _run_child(tree: Path, mode: str, args, extra=(), sets=()) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--config", args.config,
            "--epochs", str(args.epochs), "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--threads", str(args.threads), *extra]
-    for s in args.set:
+    for s in [*args.set, *sets]:
         cmd += ["--set", s]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tree))
@@ -255,6 +276,8 @@ def main(argv=None) -> None:
     parser.add_argument("what", nargs="?", choices=["phases", "compare"], default="phases")
     parser.add_argument("--config", default="full")
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (both sides)")
+    parser.add_argument("--new-set", action="append", default=[],
+                        help="override for the new side only (compare one setting: --ref HEAD --new-set K=V)")
     parser.add_argument("--ref", default=None, help="git ref of the old code (compare, and phases of both)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
@@ -278,7 +301,7 @@ def main(argv=None) -> None:
         mode = "phases" if args.what == "phases" else "train"
         for r in range(args.rounds if args.what == "compare" else 1):
             for name, tree in sides.items():
-                res = _run_child(tree, mode, args)
+                res = _run_child(tree, mode, args, sets=args.new_set if name == "new" else ())
                 res["load"] = [round(x, 2) for x in os.getloadavg()]
                 results[name].append(res)
                 print(f"round {r} {name}: {json.dumps(res)}", flush=True)
@@ -301,12 +324,16 @@ def main(argv=None) -> None:
         for name in sides:
             eps = [r["examples_per_s"] for r in results[name]]
             clue = [r["clue_examples_per_s"] for r in results[name] if r["clue_examples_per_s"]]
-            print(f"{name}: examples/s {eps} median {np.median(eps):.0f}; CLUE examples/s {clue}; "
+            per_cpu = [r["examples_per_cpu_s"] for r in results[name]]
+            print(f"{name}: examples/s {eps} median {np.median(eps):.0f}; examples per CPU-second {per_cpu}; "
+                  f"CLUE examples/s {clue}; "
                   f"wall {[r['wall_s'] for r in results[name]]}")
         if "old" in results:
             ratio = np.median([r["examples_per_s"] for r in results["new"]]) / np.median(
                 [r["examples_per_s"] for r in results["old"]])
-            print(f"ratio new/old examples/s: {ratio:.2f}")
+            cpu_ratio = np.median([r["examples_per_cpu_s"] for r in results["new"]]) / np.median(
+                [r["examples_per_cpu_s"] for r in results["old"]])
+            print(f"ratio new/old examples/s: {ratio:.2f}; examples per CPU-second: {cpu_ratio:.2f}")
 
 
 if __name__ == "__main__":
