@@ -96,6 +96,10 @@ def phases(args) -> dict:
     train_ex = training_examples(dataset, split.train, cfg.tower.max_history, cfg.use_weights)
     model = train_mod.build_model(vocab, cfg, dataset, split.train)
     model.compile(optimizer=train_mod.make_optimizer(cfg), steps_per_execution=cfg.steps_per_execution)
+    full_ex = train_ex
+    window = getattr(model, "training_history_window", None)  # the batches towers.train feeds (older trees: all)
+    if window:
+        train_ex = train_ex.most_recent(window)
     n = args.warmup + args.steps
     kwargs = dict(shuffle=True, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, epochs=cfg.epochs,
                   history_width=train_ex.max_history)
@@ -106,7 +110,7 @@ def phases(args) -> dict:
     model.optimizer.build(model.trainable_variables)
     out = {"config": args.config, "batch_size": cfg.batch_size, "steps": args.steps}
 
-    def input_pipeline():
+    def input_pipeline():  # the stream of towers.train: history cut to the model's window when it has one
         stream = iter(make_tf_dataset(dataset, train_ex, cfg.batch_size, **kwargs))
         for _ in range(3):
             next(stream)
@@ -179,12 +183,19 @@ def phases(args) -> dict:
         pre = CluePretrainer(train_mod.clue_objective(model.query_tower, cfg, 1.0))
         pre.compile(optimizer=train_mod.make_optimizer(cfg))
         pre.optimizer.build(pre.objective.trainable_variables)
-        out["CLUE pretrain step"] = _median_ms(tf.function(pre.train_step), batches, args.warmup, "CLUE pretrain step")
+        clue_batches = batches
+        if window:  # CLUE pretraining reads whole histories
+            stream = iter(make_tf_dataset(dataset, full_ex, cfg.batch_size, **{**kwargs, "history_width":
+                                                                                 full_ex.max_history}))
+            clue_batches = [next(stream) for _ in range(n)]
+        out["CLUE pretrain step"] = _median_ms(tf.function(pre.train_step), clue_batches, args.warmup,
+                                               "CLUE pretrain step")
 
     # per-epoch extras
     valid_ex = heldout_examples(dataset, split.train, split.valid, cfg.tower.max_history, cfg.use_weights)
-    valid_ds = make_tf_dataset(dataset, valid_ex, cfg.batch_size, shuffle=False, seed=cfg.seed, cache=True,
-                               history_width=valid_ex.max_history)
+    valid_step_ex = valid_ex.most_recent(window) if window else valid_ex
+    valid_ds = make_tf_dataset(dataset, valid_step_ex, cfg.batch_size, shuffle=False, seed=cfg.seed, cache=True,
+                               history_width=valid_step_ex.max_history)
     test = tf.function(model.test_step)
     for b in valid_ds:
         _block(test(b))
