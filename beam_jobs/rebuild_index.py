@@ -351,17 +351,7 @@ def _rebuild_locked(cfg: RebuildConfig, version: str, work: Path | str, pipeline
         extra.update(source_rows=embedded.source_rows, dead_letter_count=embedded.dead_letter_count)
     stage = stage_index(index_root, index, version, extra)
     step_done("stage")
-    # Vectors flip first, then the index. Readers take the vectors through the index's manifest
-    # (``vectors_version``, see core.rundir.RunDir.published_vectors), so a kill between the two flips leaves
-    # the published index with the vectors it was built from (still kept: prune protects them).
-    if embedded is not None:
-        vectors_root.publish(embedded.version)
-    step_done("publish-vectors")
-    index_root.publish(version)
-    index_root.prune(cfg.keep_versions)
-    if embedded is not None:
-        prune_versions(vectors_root, cfg.keep_versions, protect=vectors_in_use(index_root))
-    step_done("publish")
+    _publish(cfg, version, index_root, vectors_root, embedded, step_done)
     index_dir = stage.path if stage.path is not None else stage.storage.url
     return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
                          len(tasks), seconds, embedded)
@@ -497,14 +487,7 @@ def _rebuild_sharded(cfg: RebuildConfig, version: str, work, pipeline_args, vect
         stage.abandon()
         raise
     step_done("stage")
-    if embedded is not None:
-        vectors_root.publish(embedded.version)
-    step_done("publish-vectors")
-    index_root.publish(version)
-    index_root.prune(cfg.keep_versions)
-    if embedded is not None:
-        prune_versions(vectors_root, cfg.keep_versions, protect=vectors_in_use(index_root))
-    step_done("publish")
+    _publish(cfg, version, index_root, vectors_root, embedded, step_done)
     index_dir = stage.path if stage.path is not None else stage.storage.url
     return RebuildResult(version, index_dir, vectors_dir, n, dim, factory, vmanifest["model_version"], recall,
                          num_shards, seconds, embedded)
@@ -522,6 +505,24 @@ def _train_on_sample(sample: np.ndarray, spec: IndexSpec, factory: str, n: int, 
         index, report = train_best(factory, sample, spec_f, queries, query_source)
         return fi.serialize(index), report
     return train_empty_with_report(sample, spec_f, n_items=n, queries=queries, query_source=query_source)
+
+
+def _publish(cfg: RebuildConfig, version: str, index_root: VersionedRoot, vectors_root: VersionedRoot,
+             embedded: EmbedResult | None, step_done) -> None:
+    """Flip a staged rebuild live (single and sharded paths alike), then prune.
+
+    Vectors flip first, then the index. Readers take the vectors through the index's manifest
+    (``vectors_version``, see core.rundir.RunDir.published_vectors), so a kill between the two flips leaves
+    the published index with the vectors it was built from (still kept: prune protects them).
+    """
+    if embedded is not None:
+        vectors_root.publish(embedded.version)
+    step_done("publish-vectors")
+    index_root.publish(version)
+    index_root.prune(cfg.keep_versions)
+    if embedded is not None:
+        prune_versions(vectors_root, cfg.keep_versions, protect=vectors_in_use(index_root))
+    step_done("publish")
 
 
 def vectors_in_use(index_root: VersionedRoot) -> set[str]:

@@ -82,25 +82,13 @@ def check_publishable(index: ItemIndex, vectors: np.ndarray, item_ids: np.ndarra
     if index.dim != vectors_manifest["dim"] or vectors.shape[1] != index.dim:
         problems.append(f"dimension: index {index.dim}, vectors artifact {vectors_manifest['dim']}, "
                         f"vectors {vectors.shape[1]}")
-    pairs = [(vectors_manifest["model_version"], "the vectors artifact", index.model_version, "the index")]
-    if expected_model_version is not None:
-        pairs.append((expected_model_version, "the run's model", vectors_manifest["model_version"],
-                      "the vectors artifact"))
-    for expected, expected_from, found, found_from in pairs:
-        try:
-            require_same_model(expected, found, expected_from=expected_from, found_from=found_from,
-                               fix="re-embed the items with the run's current model and rebuild")
-        except ModelVersionMismatch as exc:
-            problems.append(f"model version mismatch: {exc}")
+    problems.extend(model_problems(vectors_manifest, index.model_version, expected_model_version))
     recall = None
     if not problems:
         recall = index.measure_recall(vectors, queries, query_source=query_source)
-        if recall["recall"] < recall_floor:
-            problems.append(
-                f"recall@{recall['k']} = {recall['recall']:.4f} over {recall['num_queries']} sampled queries is "
-                f"below recall_floor={recall_floor} (factory {index.factory}, search params "
-                f"{recall['search_params']}); raise index.nprobe / ef_search, choose a larger factory, or "
-                "lower recall_floor")
+        problem = recall_problem(recall, recall_floor, index.factory)
+        if problem is not None:
+            problems.append(problem)
     if problems:
         raise IndexValidationError(_message(problems))
     return recall
@@ -195,6 +183,14 @@ def metadata_problems(index_count: int, index_dim: int, index_model_version: str
     if index_dim != vectors_manifest["dim"] or (checks.dim is not None and checks.dim != index_dim):
         problems.append(f"dimension: index {index_dim}, vectors artifact {vectors_manifest['dim']}, "
                         f"vectors {checks.dim}")
+    problems.extend(model_problems(vectors_manifest, index_model_version, expected_model_version))
+    return problems
+
+
+def model_problems(vectors_manifest: dict, index_model_version: str, expected_model_version: str | None) -> list[str]:
+    """The model-version checks of the gate: the index was built from the vectors artifact's model, and that
+    is the run's model (when known). One message per mismatch (``core.guard.require_same_model``'s)."""
+    problems = []
     pairs = [(vectors_manifest["model_version"], "the vectors artifact", index_model_version, "the index")]
     if expected_model_version is not None:
         pairs.append((expected_model_version, "the run's model", vectors_manifest["model_version"],
