@@ -1,7 +1,7 @@
 """Training step time of the whole two-tower model vs catalogue size, dense Adam vs LazyAdam (issue #17).
 
     nice -n 5 .venv/bin/python -m bench.bench_sparse_updates                       # 10k 100k 1M 10M
-    nice -n 5 .venv/bin/python -m bench.bench_sparse_updates --items 10000 1000000 --steps 10
+    nice -n 5 .venv/bin/python -m bench.bench_sparse_updates --items 10000 1000000 --rounds 5 --steps 80
 
 For each catalogue size N and optimizer (``dense``: tf-keras Adam, ``train.sparse_updates: false``;
 ``lazy``: ``towers.optimizers.LazyAdam``, ``train.sparse_updates: true``) a fresh child process
@@ -12,14 +12,26 @@ history items sharing the item-id table, item features, 64-d) plus streaming log
 negative sampling over the N-item corpus. The item-id table has N rows (``tower.id_hash_bins = N``:
 the table a catalogue of N items needs, whether or not the log touches every row). The child times
 the compiled training step (``TwoTowerModel.train_step`` in one ``tf.function``, as Keras runs it)
-on the same batch of ``--batch`` examples: ``--warmup`` steps, then the median of ``--steps``.
-It reports ms/step, examples/s and the process's peak RSS. Dense Adam above ``--dense-max-items``
-is skipped (at 10M rows its full-table temporaries need ~15 GB).
+on the same batch of ``--batch`` examples (``--batches K`` cycles K different batches instead):
+``--warmup`` steps, then ``--steps`` timed steps (``--dense-steps`` for dense Adam, whose 1M step
+takes seconds).
+
+Runs are repeated ``--rounds`` times, interleaved (round 1: 10k, 100k, 1M, ...; round 2 in the
+reverse order; ...), each run in its own process, so slow drift of the shared machine's load hits
+every size alike. Per run the child reports the median, 10th and 90th percentile wall ms/step, the
+median process CPU ms/step (all threads: the work done, less sensitive to other processes than wall
+time), minor page faults and involuntary context switches per timed step (a context switch forced
+by another process is the noise this machine adds), the process's peak RSS and the load average.
+The summary gives, per size and optimizer, the median over rounds of the per-run medians with its
+range, examples/s, and the step-time ratio to the smallest size: the ratio of the medians and the
+range of the per-round (paired) ratios. Dense Adam above ``--dense-max-items`` is skipped (at 10M
+rows its full-table temporaries need ~15 GB); ``--out`` saves every run as JSON lines.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -63,27 +75,88 @@ def _child(n_items: int, mode: str, args) -> dict:
     model = build_model(vocab, cfg, dataset, train)
     model.compile(optimizer=make_optimizer(cfg))
     examples = training_examples(dataset, train, cfg.tower.max_history, False)
-    batch = next(iter(make_tf_dataset(dataset, examples.subset(np.arange(args.batch)), args.batch, shuffle=False,
-                                      seed=0, history_width=examples.max_history)))
-    model.compute_loss(batch)
+    order = np.random.default_rng(1).permutation(len(examples))
+    if args.batches * args.batch > len(order):
+        raise ValueError(f"--batches {args.batches} x --batch {args.batch} needs that many training examples, "
+                         f"the log has {len(order)}: raise --users or --events")
+    batches = [next(iter(make_tf_dataset(dataset, examples.subset(np.sort(order[k * args.batch:(k + 1) * args.batch])
+                                                                  if args.batches > 1 else np.arange(args.batch)),
+                                         args.batch, shuffle=False, seed=0, history_width=examples.max_history)))
+               for k in range(args.batches)]
+    model.compute_loss(batches[0])
     model.optimizer.build(model.trainable_variables)
     table = model.item_tower.item_id_embedding.table.embeddings
     setup = time.perf_counter() - t0
 
     step = tf.function(model.train_step)
-    for _ in range(args.warmup):
-        step(batch)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        out = step(batch)
+    for i in range(args.warmup):
+        float(step(batches[i % len(batches)])["loss"])
+    steps = args.dense_steps if mode == "dense" else args.steps
+    wall, cpu, faults, switches = [], [], [], []
+    for i in range(steps):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        c0, start = time.process_time(), time.perf_counter()
+        out = step(batches[i % len(batches)])
         float(out["loss"])  # wait for the step
-        times.append(time.perf_counter() - start)
-    ms = 1e3 * float(np.median(times))
-    return {"items": n_items, "mode": mode, "ms_per_step": round(ms, 2), "examples_per_s": round(args.batch / ms * 1e3),
-            "table_rows": int(table.shape[0]), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                                                      / 2**20, 2),
-            "setup_s": round(setup, 1), "steps": args.steps}
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - c0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        faults.append(after.ru_minflt - usage.ru_minflt)
+        switches.append(after.ru_nivcsw - usage.ru_nivcsw)
+    ms = 1e3 * float(np.median(wall))
+    return {"items": n_items, "mode": mode, "ms_per_step": round(ms, 2),
+            "p10_ms": round(1e3 * float(np.percentile(wall, 10)), 2),
+            "p90_ms": round(1e3 * float(np.percentile(wall, 90)), 2),
+            "cpu_ms_per_step": round(1e3 * float(np.median(cpu)), 2),
+            "examples_per_s": round(args.batch / ms * 1e3),
+            "minor_faults_per_step": round(float(np.mean(faults)), 1),
+            "invol_switches_per_step": round(float(np.mean(switches)), 1),
+            "table_rows": int(table.shape[0]),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "setup_s": round(setup, 1), "steps": steps, "warmup": args.warmup, "batches": args.batches}
+
+
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def summarize(rows: list[dict], items: list[int], modes: list[str], batch: int) -> list[str]:
+    """The summary lines of a bench run: per (size, optimizer) the median over rounds of the per-run
+    medians and its range, then each size's step time over the smallest size's (ratio of medians;
+    range of the ratios paired by round)."""
+    lines = [f"{'items':>10} {'mode':5} {'runs':>4} {'ms/step med':>11} {'[min..max]':>17} {'cpu ms':>7} "
+             f"{'ex/s':>7} {'faults/st':>9} {'invcsw/st':>9} {'peak RSS':>8}"]
+    for mode in modes:
+        for n in items:
+            runs = [r for r in rows if r["mode"] == mode and r["items"] == n]
+            if not runs:
+                continue
+            ms = [r["ms_per_step"] for r in runs]
+            med = _median(ms)
+            lines.append(f"{n:>10,} {mode:5} {len(runs):>4} {med:>11.1f} {f'[{min(ms):.1f}..{max(ms):.1f}]':>17} "
+                         f"{_median([r['cpu_ms_per_step'] for r in runs]):>7.1f} {round(batch / med * 1e3):>7,} "
+                         f"{_median([r['minor_faults_per_step'] for r in runs]):>9.1f} "
+                         f"{_median([r['invol_switches_per_step'] for r in runs]):>9.1f} "
+                         f"{max(r['peak_rss_gb'] for r in runs):>6.2f} GB")
+    for mode in modes:
+        base_runs = {r["round"]: r for r in rows if r["mode"] == mode and r["items"] == min(items)}
+        if not base_runs:
+            continue
+        base = _median([r["ms_per_step"] for r in base_runs.values()])
+        for n in items:
+            runs = [r for r in rows if r["mode"] == mode and r["items"] == n]
+            if n == min(items) or not runs:
+                continue
+            paired = [r["ms_per_step"] / base_runs[r["round"]]["ms_per_step"] for r in runs if r["round"] in base_runs]
+            ranged = f"; per-round {min(paired):.2f}x..{max(paired):.2f}x" if paired else ""
+            cpu = (_median([r["cpu_ms_per_step"] for r in runs])
+                   / _median([r["cpu_ms_per_step"] for r in base_runs.values()]))
+            lines.append(f"{mode}: {n:,} items / {min(items):,} items step time = "
+                         f"{_median([r['ms_per_step'] for r in runs]) / base:.2f}x (median of {len(runs)} runs"
+                         f"{ranged}); CPU time {cpu:.2f}x")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -91,47 +164,65 @@ def main(argv=None) -> None:
     parser.add_argument("--items", nargs="*", type=int, default=[10_000, 100_000, 1_000_000, 10_000_000])
     parser.add_argument("--modes", nargs="*", default=["dense", "lazy"], choices=["dense", "lazy"])
     parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--batches", type=int, default=1, help="distinct batches cycled (1: the same batch)")
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--events", type=int, default=25)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per run (LazyAdam)")
+    parser.add_argument("--dense-steps", type=int, default=15, help="timed steps per run (dense Adam)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions, each run a fresh process")
     parser.add_argument("--dense-max-items", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
+    parser.add_argument("--out", help="append every run's result to this JSON-lines file")
     parser.add_argument("--child", nargs=2, metavar=("ITEMS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name in ("batch", "batches", "steps", "dense_steps", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.child:
         print("RESULT " + json.dumps(_child(int(args.child[0]), args.child[1], args)), flush=True)
         return
 
-    passthrough = ["--batch", str(args.batch), "--users", str(args.users), "--events", str(args.events),
-                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
+                   "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
+                   "--dense-steps", str(args.dense_steps)]
+    print(f"load average {os.getloadavg()}  {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
     rows = []
-    for n in args.items:
-        for mode in args.modes:
-            if mode == "dense" and n > args.dense_max_items:
-                print(f"{n:>10,} {mode:5}  skipped (> --dense-max-items)", flush=True)
-                continue
-            try:
-                run = subprocess.run([sys.executable, "-m", "bench.bench_sparse_updates", "--child", str(n), mode,
-                                      *passthrough], capture_output=True, text=True, timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                print(f"{n:>10,} {mode:5}  timed out after {args.timeout:.0f} s", flush=True)
-                continue
-            lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-            if run.returncode != 0 or not lines:
-                print(f"{n:>10,} {mode:5}  failed: {run.stderr[-1500:]}", flush=True)
-                continue
-            row = json.loads(lines[-1][len("RESULT "):])
-            rows.append(row)
-            print(f"{n:>10,} {mode:5}  {row['ms_per_step']:8.1f} ms/step  {row['examples_per_s']:7,} ex/s  "
-                  f"peak RSS {row['peak_rss_gb']:.2f} GB  (setup {row['setup_s']} s)", flush=True)
-    print(json.dumps(rows))
-    for mode in args.modes:
-        base = next((r for r in rows if r["mode"] == mode and r["items"] == min(args.items)), None)
-        for r in rows:
-            if base and r["mode"] == mode and r is not base:
-                print(f"{mode}: {r['items']:,} items / {base['items']:,} items step time = "
-                      f"{r['ms_per_step'] / base['ms_per_step']:.2f}x")
+    for round_ in range(args.rounds):
+        for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
+            for mode in args.modes:
+                if mode == "dense" and n > args.dense_max_items:
+                    if round_ == 0:
+                        print(f"{n:>10,} {mode:5}  skipped (> --dense-max-items)", flush=True)
+                    continue
+                load = os.getloadavg()[0]
+                try:
+                    run = subprocess.run([sys.executable, "-m", "bench.bench_sparse_updates", "--child", str(n),
+                                          mode, *passthrough], capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{n:>10,} {mode:5}  timed out after {args.timeout:.0f} s", flush=True)
+                    continue
+                lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+                if run.returncode != 0 or not lines:
+                    print(f"{n:>10,} {mode:5}  failed: {run.stderr[-1500:]}", flush=True)
+                    continue
+                row = json.loads(lines[-1][len("RESULT "):])
+                row.update({"round": round_, "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
+                            "utc": time.strftime("%H:%M:%S", time.gmtime())})
+                rows.append(row)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                print(f"r{round_} {n:>10,} {mode:5} {row['ms_per_step']:8.1f} ms/step [p10 {row['p10_ms']:.1f} "
+                      f"p90 {row['p90_ms']:.1f}] cpu {row['cpu_ms_per_step']:.1f} ms  {row['examples_per_s']:7,} ex/s  "
+                      f"faults/step {row['minor_faults_per_step']}  invcsw/step {row['invol_switches_per_step']}  "
+                      f"peak RSS {row['peak_rss_gb']:.2f} GB  setup {row['setup_s']} s  load {row['load_before']}"
+                      f"->{row['load_after']}", flush=True)
+    print(f"load average {os.getloadavg()}  {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
+    for line in summarize(rows, args.items, args.modes, args.batch):
+        print(line)
 
 
 if __name__ == "__main__":
