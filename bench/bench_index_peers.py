@@ -48,7 +48,7 @@ from pathlib import Path  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.bench_index import Rounds, cached_hnswlib, hnswlib_qps_at, ints, load_average  # noqa: E402
+from bench.bench_index import Rounds, hnswlib_qps_at, ints, load_average  # noqa: E402
 from indexing import faiss_index as fi  # noqa: E402
 from indexing.item_index import ItemIndex  # noqa: E402
 from indexing.store import load_index, save_index  # noqa: E402
@@ -94,6 +94,69 @@ def cached_default(cache: Path, factory: str, x: np.ndarray, tune_q: np.ndarray 
     return index, seconds
 
 
+def cached_hnswlib_chunked(cache: Path, x: np.ndarray, m: int, ef_construction: int, seed: int, threads: int,
+                           chunk: int, checkpoint_s: float) -> tuple["object", float]:
+    """``bench.bench_index.cached_hnswlib`` (same file name and format, same parameters) added in chunks of ``chunk`` rows, printing
+    the insert rate and an ETA after each, and saving a resumable partial graph (``*.partial.bin``) every
+    ``checkpoint_s`` seconds: a 10M build takes hours on the shared machine and must survive being stopped.
+    Build seconds = the sum over the (resumed) runs, saving excluded."""
+    import hnswlib
+
+    if chunk < 1:
+        raise ValueError(f"--hnsw-chunk must be >= 1, got {chunk}")
+    path = cache / f"hnswlib-M{m}-efc{ef_construction}-s{seed}.bin"
+    peer = hnswlib.Index(space="ip", dim=x.shape[1])
+    if path.is_file():
+        peer.load_index(str(path), max_elements=len(x))
+        return peer, json.loads(path.with_suffix(".json").read_text())["build_seconds"]
+    partial, partial_meta = path.with_suffix(".partial.bin"), path.with_suffix(".partial.json")
+    if partial.is_file() and partial_meta.is_file():
+        meta = json.loads(partial_meta.read_text())
+        peer.load_index(str(partial), max_elements=len(x))
+        done, spent = meta["rows"], meta["build_seconds"]
+        if peer.get_current_count() != done:
+            raise ValueError(f"{partial} holds {peer.get_current_count()} items but {partial_meta} says {done}; "
+                             "delete both to rebuild from scratch")
+        print(f"  hnswlib M={m} efC={ef_construction}: resuming at {done}/{len(x)} ({spent:.0f}s spent)", flush=True)
+    else:
+        peer.init_index(max_elements=len(x), M=m, ef_construction=ef_construction, random_seed=seed)
+        done, spent = 0, 0.0
+    last_save = time.perf_counter()
+    while done < len(x):
+        end = min(done + chunk, len(x))
+        start = time.perf_counter()
+        peer.add_items(np.ascontiguousarray(x[done:end], dtype=np.float32), np.arange(done, end), num_threads=threads)
+        spent += time.perf_counter() - start
+        done = end
+        print(f"  hnswlib M={m} efC={ef_construction}: {done}/{len(x)} rows, {spent:.0f}s, "
+              f"{done / spent:.0f} rows/s overall, ETA {(len(x) - done) * spent / done / 60:.0f} min "
+              f"(load {load_average()})", flush=True)
+        if done < len(x) and time.perf_counter() - last_save > checkpoint_s:
+            peer.save_index(str(partial))
+            partial_meta.write_text(json.dumps({"rows": done, "build_seconds": spent}))
+            last_save = time.perf_counter()
+    peer.save_index(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"build_seconds": spent, "chunk": chunk}))
+    partial.unlink(missing_ok=True)
+    partial_meta.unlink(missing_ok=True)
+    return peer, spent
+
+
+def cached_exact(cache: Path, x: np.ndarray, q: np.ndarray, k: int, key: str) -> tuple[np.ndarray, float]:
+    """Exact top-k scores of ``q`` over ``x`` (``indexing.recall.exact_top_k``), cached under ``key`` (the query
+    source and count): at 10M the brute force costs a minute and a second copy of the vectors."""
+    path = cache / f"exact-{key}-k{k}.npy"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        return np.load(path), json.loads(meta.read_text())["seconds"]
+    start = time.perf_counter()
+    scores, _ = exact_top_k(x, q, k)
+    seconds = time.perf_counter() - start
+    np.save(path, scores)
+    meta.write_text(json.dumps({"seconds": seconds}))
+    return scores, seconds
+
+
 def frontier_qps(recall: float, points: list[tuple[float, float]]) -> float | None:
     """QPS at ``recall`` on the frontier of [(recall, qps)]: interpolated between the measured points around it
     (``bench.bench_index.hnswlib_qps_at``), or -- when every point is above it (hnswlib searches with
@@ -127,18 +190,30 @@ def main(argv=None) -> None:
     p.add_argument("--efs", type=ints, default=ints("100,128,160,200,256,320,400"))
     p.add_argument("--hnsw-ms", type=ints, default=ints("32"))
     p.add_argument("--ef-construction", type=int, default=100)
+    p.add_argument("--hnsw-chunk", type=int, default=250_000,
+                   help="hnswlib rows added per call (progress line and ETA after each)")
+    p.add_argument("--hnsw-checkpoint-s", type=float, default=900.0,
+                   help="save a resumable partial hnswlib graph at most this often (seconds)")
+    p.add_argument("--ivf-nlists", type=ints, default=[],
+                   help="extra IVF{nlist},Flat families (one quantizer training of --ivf-train-size vectors)")
+    p.add_argument("--ivf-train-size", type=int, default=IndexSpec.train_size)
+    p.add_argument("--per-family", action="store_true",
+                   help="time each family right after loading it and free it before the next (bounds the peak "
+                        "memory to one index at 10M; rounds interleave within a family only)")
     p.add_argument("--scann-python", default="/work/scann-venv/bin/python")
     p.add_argument("--scann-leaves", type=int, default=2048)
     p.add_argument("--scann-search", type=ints, default=ints("32,64,96,128,192,256"))
     p.add_argument("--scann-reorder", type=ints, default=ints("200,400"))
+    p.add_argument("--scann-train-size", type=int, default=250_000)
     p.add_argument("--cache", default="/tmp/index-peers")
     p.add_argument("--skip", default="",
-                   help="comma list of families to skip (default,ivf-flat,ivf-hnsw,ivf-flat-2x,faiss-hnsw,hnswlib,scann)")
+                   help="comma list of families to skip (default,tuned,ivf-flat,ivf-hnsw,ivf-flat-2x,ivf-n,faiss-hnsw,"
+                        "hnswlib,scann; ivf-n = the --ivf-nlists families)")
     p.add_argument("--only", default="", help="comma list: build (and cache) only these families, time nothing")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     skip = set(args.skip.split(","))
-    every = ("default", "tuned", "ivf-flat", "ivf-hnsw", "ivf-flat-2x", "faiss-hnsw", "hnswlib", "scann")
+    every = ("default", "tuned", "ivf-flat", "ivf-hnsw", "ivf-flat-2x", "ivf-n", "faiss-hnsw", "hnswlib", "scann")
     only = set(filter(None, args.only.split(",")))
     if only - set(every):
         raise ValueError(f"--only: unknown families {sorted(only - set(every))}; choose from {list(every)}")
@@ -148,7 +223,10 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     if args.vectors:
-        x = np.ascontiguousarray(np.load(args.vectors), dtype=np.float32)
+        # memory-mapped: the page cache holds the vectors once, shared with the ScaNN subprocess
+        x = np.load(args.vectors, mmap_mode="r")
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
         q = np.ascontiguousarray(np.load(args.query_vectors), dtype=np.float32)[:args.queries]
         tag, what = f"npy-{Path(args.vectors).stem}-{len(x)}", f"{x.shape} from {args.vectors}, {len(q)} queries from {args.query_vectors}"
     else:
@@ -163,17 +241,34 @@ def main(argv=None) -> None:
     print(f"# data: {what}; k={args.k}, threads={args.threads}, faiss {faiss.__version__}, load {load_average()} "
           f"({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    start = time.perf_counter()
-    exact_scores, _ = exact_top_k(x, q, args.k)
-    exact_s = time.perf_counter() - start
+    query_key = (f"{Path(args.query_vectors).stem}-{len(q)}" if args.vectors
+                 else f"synthetic-q{len(q)}")
+    exact_scores, exact_s = cached_exact(cache, x, q, args.k, query_key)
     rows: list[dict] = []
     rounds = Rounds(len(q))
+    timing = {"loads": [], "start": None}
+    time_each = args.per_family and not only
 
     def add(family, params, found, fn, build_s):
         recall = recall_from_results(found, x, q, exact_scores, args.k)
         rows.append({"family": family, "params": params, "recall": recall, "build_s": build_s})
         print(f"  {family:<26} {params:<22} recall@{args.k}={recall:.4f}", flush=True)
         rounds.add(rows[-1], fn)
+
+    def time_family(name):
+        """--per-family: time the configs registered so far now (best of --repeats interleaved rounds), so the
+        caller can free the index before loading the next family."""
+        if not time_each or not rounds.entries:
+            return
+        before = load_average()
+        timing["start"] = timing["start"] or before
+        rounds.run(args.repeats)
+        after = load_average()
+        timing["loads"].append((name, before, after))
+        for e in rounds.entries:
+            print(f"  timed {e['row']['family']:<20} {e['row']['params']:<30} {e['row']['qps']:.0f} q/s", flush=True)
+        print(f"  timed {name}: {len(rounds.entries)} configs, load {before} -> {after}", flush=True)
+        rounds.entries.clear()
 
     if "default" not in skip:
         index, build_s = cached_default(cache, args.default_factory, x, tune_q, args.seed)
@@ -194,6 +289,8 @@ def main(argv=None) -> None:
             add("default", label, search()[1], search, build_s)
         if ivf is not None:
             ivf.nprobe = tuned.get("nprobe", ivf.nprobe)
+        time_family("default")
+        del index, raw, ivf, search
 
     for factory in ([] if "tuned" in skip else [f for f in args.tuned_factories.split(";") if f]):
         index, build_s = cached_default(cache, factory, x, tune_q, args.seed)
@@ -211,6 +308,8 @@ def main(argv=None) -> None:
                     return raw.search(q, args.k)
                 mark = " (tuned)" if nprobe == tuned["nprobe"] and kf == tuned.get("k_factor") else ""
                 add(f"tuned {factory}", f"nprobe={nprobe},k_factor={kf}{mark}", search()[1], search, build_s)
+        time_family(f"tuned {factory}")
+        del index, raw, ivf, search
 
     nlist = choose_nlist(len(x))
     factories = {} if "ivf-flat" in skip else {"ivf-flat": f"IVF{nlist},Flat"}
@@ -218,8 +317,15 @@ def main(argv=None) -> None:
         factories["ivf-hnsw"] = f"IVF{nlist}_HNSW32,Flat"
     if "ivf-flat-2x" not in skip:
         factories["ivf-flat-2x"] = f"IVF{2 * nlist},Flat"
+    if "ivf-n" not in skip:
+        factories.update({f"ivf{n}": f"IVF{n},Flat" for n in args.ivf_nlists})
     for family, factory in factories.items():
-        index, build_s = cached_faiss(cache, factory, x, args.seed)
+        spec = None
+        if family.startswith("ivf") and family[3:].isdigit() and args.ivf_train_size != IndexSpec.train_size:
+            spec = IndexSpec(factory=factory, gpu="never", seed=args.seed, train_size=args.ivf_train_size)
+        start = time.perf_counter()
+        index, build_s = cached_faiss(cache, factory, x, args.seed, spec)
+        print(f"  {family} = {factory}: ready in {time.perf_counter() - start:.0f}s", flush=True)
         ivf = faiss.extract_index_ivf(index)
         print(f"  {family} = {factory}: built in {build_s:.0f}s (load {load_average()})", flush=True)
         for nprobe in args.nprobes:
@@ -229,6 +335,8 @@ def main(argv=None) -> None:
                     faiss.downcast_index(ivf.quantizer).hnsw.efSearch = max(args.quantizer_ef_min, 2 * nprobe)
                 return index.search(q, args.k)
             add(family, f"nprobe={nprobe}", search()[1], search, build_s)
+        time_family(family)
+        del index, ivf, search
 
     if "faiss-hnsw" not in skip:
         factory = f"HNSW{args.hnsw_ms[0]},Flat"
@@ -241,10 +349,13 @@ def main(argv=None) -> None:
                 index.hnsw.efSearch = ef
                 return index.search(q, args.k)
             add("faiss-hnsw", f"M={args.hnsw_ms[0]},ef={ef}", search()[1], search, build_s)
+        time_family("faiss-hnsw")
+        del index, search
 
     if "hnswlib" not in skip:
         for m in args.hnsw_ms:
-            peer, build_s = cached_hnswlib(cache, x, m, args.ef_construction, args.seed, args.threads)
+            peer, build_s = cached_hnswlib_chunked(cache, x, m, args.ef_construction, args.seed, args.threads,
+                                                   args.hnsw_chunk, args.hnsw_checkpoint_s)
             print(f"  hnswlib M={m} efC={args.ef_construction}: built in {build_s:.0f}s (load {load_average()})",
                   flush=True)
             for ef in args.efs:
@@ -252,6 +363,8 @@ def main(argv=None) -> None:
                     peer.set_ef(ef)
                     return peer.knn_query(q, k=args.k, num_threads=args.threads)
                 add("hnswlib", f"M={m},ef={ef}", search()[0].astype(np.int64), search, build_s)
+            time_family(f"hnswlib M={m}")
+            del peer, search
 
     if only:
         print(f"built and cached {sorted(only)} under {cache}; a run without --only times them", flush=True)
@@ -260,7 +373,7 @@ def main(argv=None) -> None:
         rounds.entries.clear()
     print(f"timing {len(rounds.entries)} configs in {args.repeats} interleaved rounds (load {load_average()})",
           flush=True)
-    load_before = load_average()
+    load_before = timing["start"] or load_average()
     rounds.run(args.repeats)
     load_after = load_average()
 
@@ -269,24 +382,34 @@ def main(argv=None) -> None:
         if not Path(args.scann_python).is_file():
             scann_note = f"ScaNN skipped: no benchmark venv at {args.scann_python}"
         else:
-            np.save(cache / "x.npy", x)
+            x_path = Path(args.vectors) if args.vectors else cache / "x.npy"
+            if not args.vectors:
+                np.save(x_path, x)
             np.save(cache / "q.npy", q)
-            np.save(cache / "exact_kth.npy", exact_scores[:, -1])
-            cmd = [args.scann_python, str(SCANN_PEER), str(cache / "x.npy"), str(cache / "q.npy"),
+            # the built searcher is serialized here and loaded by later runs (a 10M tree build takes many minutes)
+            artifacts = cache / f"scann-l{args.scann_leaves}-t{args.scann_train_size}-s{args.seed}"
+            cmd = [args.scann_python, str(SCANN_PEER), str(x_path), str(cache / "q.npy"),
                    "--k", str(args.k), "--threads", str(args.threads), "--repeats", str(args.repeats),
                    "--leaves", str(args.scann_leaves), "--search", ",".join(map(str, args.scann_search)),
-                   "--reorder", ",".join(map(str, args.scann_reorder))]
+                   "--reorder", ",".join(map(str, args.scann_reorder)), "--train-size", str(args.scann_train_size),
+                   "--artifacts", str(artifacts), "--out", str(cache)] + (["--build-only"] if only else [])
             print("running " + " ".join(cmd), flush=True)
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            before = load_average()
+            done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # its stderr (progress) goes to ours
+            if time_each:
+                timing["loads"].append(("scann", before, load_average()))
             if done.returncode:
-                scann_note = f"ScaNN failed (rc {done.returncode}): {done.stderr.strip()[-500:]}"
+                scann_note = f"ScaNN failed (rc {done.returncode}); see its stderr above"
             else:
                 peer = json.loads(done.stdout.strip().splitlines()[-1])
                 for r in peer["rows"]:
                     found = np.load(r.pop("found"))
                     r["recall"] = recall_from_results(found, x, q, exact_scores, args.k)
                     rows.append({"family": "scann", **r})
-                scann_note = f"ScaNN {peer['version']} (tree build {peer['build_s']:.0f}s)"
+                    print(f"  timed scann {r['params']:<30} recall@{args.k}={r['recall']:.4f} {r['qps']:.0f} q/s",
+                          flush=True)
+                scann_note = (f"ScaNN {peer['version']} (tree build {peer['build_s']:.0f}s"
+                              f"{', loaded from ' + str(artifacts) if peer.get('loaded') else ''})")
         if scann_note:
             print(scann_note, flush=True)
 
@@ -294,6 +417,8 @@ def main(argv=None) -> None:
     curves = {f: [(r["recall"], r["qps"]) for r in rows if r["family"] == f] for f in families}
     print(f"\nload average (1/5/15 min) before timing {load_before}, after {load_after}; exact top-{args.k} "
           f"(FAISS Flat) {len(q) / exact_s:.0f} q/s")
+    for name, before, after in timing["loads"]:
+        print(f"  load while timing {name}: {before} -> {after}")
     print(f"| family | params | recall@{args.k} | QPS | build s |\n|---|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['family']} | {r['params']} | {r['recall']:.4f} | {r['qps']:.0f} | {r.get('build_s') or 0:.0f} |")
@@ -311,6 +436,7 @@ def main(argv=None) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "what": what, "rows": rows, "summary": summary,
                                                "load_before": load_before, "load_after": load_after,
+                                               "family_loads": timing["loads"],
                                                "scann": scann_note}, indent=2, default=str))
 
 
