@@ -24,7 +24,9 @@ time), minor page faults and involuntary context switches per timed step (a cont
 by another process is the noise this machine adds), the process's peak RSS and the load average.
 The summary gives, per size and optimizer, the median over rounds of the per-run medians with its
 range, examples/s, and the step-time ratio to the smallest size: the ratio of the medians and the
-range of the per-round (paired) ratios. Dense Adam above ``--dense-max-items`` is skipped (at 10M
+range of the per-round (paired) ratios. ``--in-process`` builds every size in one process instead and
+interleaves blocks of ``--steps`` timed steps (rounds as above; RSS is then the whole process's), so
+every size is timed under the same load within seconds. Dense Adam above ``--dense-max-items`` is skipped (at 10M
 rows its full-table temporaries need ~15 GB); ``--out`` saves every run as JSON lines.
 """
 from __future__ import annotations
@@ -37,9 +39,9 @@ import sys
 import time
 
 
-def _child(n_items: int, mode: str, args) -> dict:
-    import resource
-
+def _build(n_items: int, mode: str, args):
+    """A compiled training step of the whole model on an N-item synthetic catalogue: (step, batches,
+    table rows, setup seconds)."""
     import numpy as np
     import pandas as pd
 
@@ -85,15 +87,18 @@ def _child(n_items: int, mode: str, args) -> dict:
                for k in range(args.batches)]
     model.compute_loss(batches[0])
     model.optimizer.build(model.trainable_variables)
-    table = model.item_tower.item_id_embedding.table.embeddings
-    setup = time.perf_counter() - t0
+    rows = int(model.item_tower.item_id_embedding.table.embeddings.shape[0])
+    return tf.function(model.train_step), batches, rows, time.perf_counter() - t0
 
-    step = tf.function(model.train_step)
-    for i in range(args.warmup):
-        float(step(batches[i % len(batches)])["loss"])
-    steps = args.dense_steps if mode == "dense" else args.steps
+
+def _time_steps(step, batches, steps: int, first: int = 0) -> dict:
+    """Wall and CPU time, minor page faults and involuntary context switches of ``steps`` steps."""
+    import resource
+
+    import numpy as np
+
     wall, cpu, faults, switches = [], [], [], []
-    for i in range(steps):
+    for i in range(first, first + steps):
         usage = resource.getrusage(resource.RUSAGE_SELF)
         c0, start = time.process_time(), time.perf_counter()
         out = step(batches[i % len(batches)])
@@ -103,17 +108,59 @@ def _child(n_items: int, mode: str, args) -> dict:
         after = resource.getrusage(resource.RUSAGE_SELF)
         faults.append(after.ru_minflt - usage.ru_minflt)
         switches.append(after.ru_nivcsw - usage.ru_nivcsw)
-    ms = 1e3 * float(np.median(wall))
-    return {"items": n_items, "mode": mode, "ms_per_step": round(ms, 2),
+    return {"ms_per_step": round(1e3 * float(np.median(wall)), 2),
             "p10_ms": round(1e3 * float(np.percentile(wall, 10)), 2),
             "p90_ms": round(1e3 * float(np.percentile(wall, 90)), 2),
             "cpu_ms_per_step": round(1e3 * float(np.median(cpu)), 2),
-            "examples_per_s": round(args.batch / ms * 1e3),
             "minor_faults_per_step": round(float(np.mean(faults)), 1),
-            "invol_switches_per_step": round(float(np.mean(switches)), 1),
-            "table_rows": int(table.shape[0]),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "setup_s": round(setup, 1), "steps": steps, "warmup": args.warmup, "batches": args.batches}
+            "invol_switches_per_step": round(float(np.mean(switches)), 1), "steps": steps}
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+
+
+def _child(n_items: int, mode: str, args) -> dict:
+    step, batches, rows, setup = _build(n_items, mode, args)
+    for i in range(args.warmup):
+        float(step(batches[i % len(batches)])["loss"])
+    row = {"items": n_items, "mode": mode,
+           **_time_steps(step, batches, args.dense_steps if mode == "dense" else args.steps, args.warmup)}
+    row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
+                "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": args.warmup,
+                "batches": args.batches})
+    return row
+
+
+def _in_process(args) -> list[dict]:
+    """Every (size, optimizer) built in this one process, then ``--rounds`` rounds of one block of
+    timed steps each, interleaved (the order reversed every other round): every size sees the same
+    load. Peak RSS is the whole process's (all models together)."""
+    built = []
+    for n in args.items:
+        for mode in args.modes:
+            if mode == "dense" and n > args.dense_max_items:
+                continue
+            step, batches, rows, setup = _build(n, mode, args)
+            for i in range(args.warmup):
+                float(step(batches[i % len(batches)])["loss"])
+            built.append((n, mode, step, batches, rows, setup))
+    results, done = [], {}
+    for round_ in range(args.rounds):
+        for n, mode, step, batches, rows, setup in (built if round_ % 2 == 0 else built[::-1]):
+            steps = args.dense_steps if mode == "dense" else args.steps
+            load = os.getloadavg()[0]
+            row = {"items": n, "mode": mode, **_time_steps(step, batches, steps, args.warmup + done.get((n, mode), 0))}
+            done[(n, mode)] = done.get((n, mode), 0) + steps
+            row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
+                        "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": args.warmup,
+                        "batches": args.batches, "round": round_, "load_before": round(load, 2),
+                        "load_after": round(os.getloadavg()[0], 2), "utc": time.strftime("%H:%M:%S", time.gmtime()),
+                        "in_process": True})
+            results.append(row)
+    return results
 
 
 def _median(values):
@@ -172,6 +219,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dense-steps", type=int, default=15, help="timed steps per run (dense Adam)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions, each run a fresh process")
     parser.add_argument("--dense-max-items", type=int, default=1_000_000)
+    parser.add_argument("--in-process", action="store_true",
+                        help="build every size in this one process and interleave blocks of --steps timed steps")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
     parser.add_argument("--out", help="append every run's result to this JSON-lines file")
     parser.add_argument("--child", nargs=2, metavar=("ITEMS", "MODE"), help=argparse.SUPPRESS)
@@ -185,41 +234,51 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(_child(int(args.child[0]), args.child[1], args)), flush=True)
         return
 
-    passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
-                   "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
-                   "--dense-steps", str(args.dense_steps)]
     print(f"load average {os.getloadavg()}  {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
     rows = []
-    for round_ in range(args.rounds):
-        for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
-            for mode in args.modes:
-                if mode == "dense" and n > args.dense_max_items:
-                    if round_ == 0:
-                        print(f"{n:>10,} {mode:5}  skipped (> --dense-max-items)", flush=True)
-                    continue
-                load = os.getloadavg()[0]
-                try:
-                    run = subprocess.run([sys.executable, "-m", "bench.bench_sparse_updates", "--child", str(n),
-                                          mode, *passthrough], capture_output=True, text=True, timeout=args.timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{n:>10,} {mode:5}  timed out after {args.timeout:.0f} s", flush=True)
-                    continue
-                lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
-                if run.returncode != 0 or not lines:
-                    print(f"{n:>10,} {mode:5}  failed: {run.stderr[-1500:]}", flush=True)
-                    continue
-                row = json.loads(lines[-1][len("RESULT "):])
-                row.update({"round": round_, "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2),
-                            "utc": time.strftime("%H:%M:%S", time.gmtime())})
-                rows.append(row)
-                if args.out:
-                    with open(args.out, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                print(f"r{round_} {n:>10,} {mode:5} {row['ms_per_step']:8.1f} ms/step [p10 {row['p10_ms']:.1f} "
-                      f"p90 {row['p90_ms']:.1f}] cpu {row['cpu_ms_per_step']:.1f} ms  {row['examples_per_s']:7,} ex/s  "
-                      f"faults/step {row['minor_faults_per_step']}  invcsw/step {row['invol_switches_per_step']}  "
-                      f"peak RSS {row['peak_rss_gb']:.2f} GB  setup {row['setup_s']} s  load {row['load_before']}"
-                      f"->{row['load_after']}", flush=True)
+
+    def report(row):
+        rows.append(row)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        print(f"r{row['round']} {row['items']:>10,} {row['mode']:5} {row['ms_per_step']:8.1f} ms/step [p10 "
+              f"{row['p10_ms']:.1f} p90 {row['p90_ms']:.1f}] cpu {row['cpu_ms_per_step']:.1f} ms  "
+              f"{row['examples_per_s']:7,} ex/s  faults/step {row['minor_faults_per_step']}  invcsw/step "
+              f"{row['invol_switches_per_step']}  peak RSS {row['peak_rss_gb']:.2f} GB  setup {row['setup_s']} s  "
+              f"load {row['load_before']}->{row['load_after']}", flush=True)
+
+    if args.in_process:
+        for row in _in_process(args):
+            report(row)
+    else:
+        passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
+                       "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
+                       "--dense-steps", str(args.dense_steps)]
+        for round_ in range(args.rounds):
+            for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
+                for mode in args.modes:
+                    if mode == "dense" and n > args.dense_max_items:
+                        if round_ == 0:
+                            print(f"{n:>10,} {mode:5}  skipped (> --dense-max-items)", flush=True)
+                        continue
+                    load = os.getloadavg()[0]
+                    try:
+                        run = subprocess.run([sys.executable, "-m", "bench.bench_sparse_updates", "--child", str(n),
+                                              mode, *passthrough], capture_output=True, text=True,
+                                             timeout=args.timeout)
+                    except subprocess.TimeoutExpired:
+                        print(f"{n:>10,} {mode:5}  timed out after {args.timeout:.0f} s", flush=True)
+                        continue
+                    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")]
+                    if run.returncode != 0 or not lines:
+                        print(f"{n:>10,} {mode:5}  failed: {run.stderr[-1500:]}", flush=True)
+                        continue
+                    row = json.loads(lines[-1][len("RESULT "):])
+                    row.update({"round": round_, "load_before": round(load, 2),
+                                "load_after": round(os.getloadavg()[0], 2),
+                                "utc": time.strftime("%H:%M:%S", time.gmtime())})
+                    report(row)
     print(f"load average {os.getloadavg()}  {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
     for line in summarize(rows, args.items, args.modes, args.batch):
         print(line)
