@@ -13,21 +13,22 @@ negative sampling over the N-item corpus. The item-id table has N rows (``tower.
 the table a catalogue of N items needs, whether or not the log touches every row). The child times
 the compiled training step (``TwoTowerModel.train_step`` in one ``tf.function``, as Keras runs it)
 on the same batch of ``--batch`` examples (``--batches K`` cycles K different batches instead):
-``--warmup`` steps, then ``--steps`` timed steps (``--dense-steps`` for dense Adam, whose 1M step
-takes seconds).
+``--warmup`` steps, then ``--steps`` timed steps (``--dense-warmup`` and ``--dense-steps`` for
+dense Adam, whose 1M step takes seconds).
 
 Runs are repeated ``--rounds`` times, interleaved (round 1: 10k, 100k, 1M, ...; round 2 in the
 reverse order; ...), each run in its own process, so slow drift of the shared machine's load hits
-every size alike. Per run the child reports the median, 10th and 90th percentile wall ms/step, the
-median process CPU ms/step (all threads: the work done, less sensitive to other processes than wall
-time), minor page faults and involuntary context switches per timed step (a context switch forced
+every size alike (sizes >= ``--big-items``, 10M by default, only in the first ``--big-rounds``
+rounds: their setup alone takes minutes). Per run the child reports the median, 10th and 90th
+percentile wall ms/step, the median process CPU ms/step (all threads: the work done, less
+sensitive to other processes than wall time), minor page faults and involuntary context switches per timed step (a context switch forced
 by another process is the noise this machine adds), the process's peak RSS and the load average.
 The summary gives, per size and optimizer, the median over rounds of the per-run medians with its
 range, examples/s, and the step-time ratio to the smallest size: the ratio of the medians and the
 range of the per-round (paired) ratios. ``--in-process`` builds every size in one process instead and
 interleaves blocks of ``--steps`` timed steps (rounds as above; RSS is then the whole process's), so
-every size is timed under the same load within seconds. Dense Adam above ``--dense-max-items`` is skipped (at 10M
-rows its full-table temporaries need ~15 GB); ``--out`` saves every run as JSON lines.
+every size is timed under the same load within seconds. Dense Adam above ``--dense-max-items`` is
+skipped (at 10M rows its full-table temporaries need ~15 GB); ``--out`` saves every run as JSON lines.
 """
 from __future__ import annotations
 
@@ -122,14 +123,19 @@ def _peak_rss_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
+def _warmup(mode: str, args) -> int:
+    return args.dense_warmup if mode == "dense" else args.warmup
+
+
 def _child(n_items: int, mode: str, args) -> dict:
     step, batches, rows, setup = _build(n_items, mode, args)
-    for i in range(args.warmup):
+    warmup = _warmup(mode, args)
+    for i in range(warmup):
         float(step(batches[i % len(batches)])["loss"])
     row = {"items": n_items, "mode": mode,
-           **_time_steps(step, batches, args.dense_steps if mode == "dense" else args.steps, args.warmup)}
+           **_time_steps(step, batches, args.dense_steps if mode == "dense" else args.steps, warmup)}
     row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
-                "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": args.warmup,
+                "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": warmup,
                 "batches": args.batches})
     return row
 
@@ -144,7 +150,7 @@ def _in_process(args) -> list[dict]:
             if mode == "dense" and n > args.dense_max_items:
                 continue
             step, batches, rows, setup = _build(n, mode, args)
-            for i in range(args.warmup):
+            for i in range(_warmup(mode, args)):
                 float(step(batches[i % len(batches)])["loss"])
             built.append((n, mode, step, batches, rows, setup))
     results, done = [], {}
@@ -152,10 +158,11 @@ def _in_process(args) -> list[dict]:
         for n, mode, step, batches, rows, setup in (built if round_ % 2 == 0 else built[::-1]):
             steps = args.dense_steps if mode == "dense" else args.steps
             load = os.getloadavg()[0]
-            row = {"items": n, "mode": mode, **_time_steps(step, batches, steps, args.warmup + done.get((n, mode), 0))}
+            first = _warmup(mode, args) + done.get((n, mode), 0)
+            row = {"items": n, "mode": mode, **_time_steps(step, batches, steps, first)}
             done[(n, mode)] = done.get((n, mode), 0) + steps
             row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
-                        "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": args.warmup,
+                        "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": _warmup(mode, args),
                         "batches": args.batches, "round": round_, "load_before": round(load, 2),
                         "load_after": round(os.getloadavg()[0], 2), "utc": time.strftime("%H:%M:%S", time.gmtime()),
                         "in_process": True})
@@ -214,10 +221,14 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=1, help="distinct batches cycled (1: the same batch)")
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--events", type=int, default=25)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones (LazyAdam)")
+    parser.add_argument("--dense-warmup", type=int, default=3, help="untimed steps (dense Adam)")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per run (LazyAdam)")
-    parser.add_argument("--dense-steps", type=int, default=15, help="timed steps per run (dense Adam)")
+    parser.add_argument("--dense-steps", type=int, default=10, help="timed steps per run (dense Adam)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions, each run a fresh process")
+    parser.add_argument("--big-items", type=int, default=5_000_000,
+                        help="sizes >= this run only in the first --big-rounds rounds (a 10M setup takes minutes)")
+    parser.add_argument("--big-rounds", type=int, default=1)
     parser.add_argument("--dense-max-items", type=int, default=1_000_000)
     parser.add_argument("--in-process", action="store_true",
                         help="build every size in this one process and interleave blocks of --steps timed steps")
@@ -228,8 +239,8 @@ def main(argv=None) -> None:
     for name in ("batch", "batches", "steps", "dense_steps", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    if min(args.warmup, args.dense_warmup) < 0:
+        parser.error(f"--warmup and --dense-warmup must be >= 0, got {args.warmup} and {args.dense_warmup}")
     if args.child:
         print("RESULT " + json.dumps(_child(int(args.child[0]), args.child[1], args)), flush=True)
         return
@@ -254,9 +265,11 @@ def main(argv=None) -> None:
     else:
         passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
                        "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
-                       "--dense-steps", str(args.dense_steps)]
+                       "--dense-warmup", str(args.dense_warmup), "--dense-steps", str(args.dense_steps)]
         for round_ in range(args.rounds):
             for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
+                if n >= args.big_items and round_ >= args.big_rounds:
+                    continue
                 for mode in args.modes:
                     if mode == "dense" and n > args.dense_max_items:
                         if round_ == 0:
