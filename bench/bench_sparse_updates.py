@@ -21,8 +21,9 @@ reverse order; ...), each run in its own process, so slow drift of the shared ma
 every size alike (sizes >= ``--big-items``, 10M by default, only in the first ``--big-rounds``
 rounds: their setup alone takes minutes). Per run the child reports the median, 10th and 90th
 percentile wall ms/step, the median process CPU ms/step (all threads: the work done, less
-sensitive to other processes than wall time), minor page faults and involuntary context switches per timed step (a context switch forced
-by another process is the noise this machine adds), the process's peak RSS and the load average.
+sensitive to other processes than wall time), minor page faults and involuntary context switches
+per timed step (a context switch forced by another process is the noise this machine adds), the
+process's peak RSS and the load average.
 The summary gives, per size and optimizer, the median over rounds of the per-run medians with its
 range, examples/s, and the step-time ratio to the smallest size: the ratio of the medians and the
 range of the per-round (paired) ratios. ``--in-process`` builds every size in one process instead and
