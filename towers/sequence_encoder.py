@@ -11,7 +11,8 @@ The user encoder of CLUE (arXiv 2111.11294) as a query-tower history encoder:
      a short history and the tail of a long one line up;
   4. + a time-gap embedding: bucket ``min(floor(log2(1 + g)), time_buckets - 1)`` of the gap g in
      seconds between the event and the query time (``timestamp``; negative gaps count as 0);
-  5. ``num_layers`` pre-layer-norm blocks (multi-head self-attention with a padding mask, then a
+  5. ``num_layers`` pre-layer-norm blocks (multi-head self-attention with a padding mask,
+     ``towers.attention.SelfAttention``, then a
      feed-forward layer, each with a residual connection), a final layer norm; every dropout
      (input, attention probabilities, residual branches) is ``towers.dropout.StatelessDropout``;
   6. pooling over the valid positions: "mean" (masked mean) or "last" (the most recent item).
@@ -26,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from towers.config import SequenceConfig
-from towers.dropout import StatelessDropout, StatelessDropoutAttention
+from towers.attention import SelfAttention
+from towers.dropout import StatelessDropout
 from towers.features import FeatureEmbeddings, IdEmbedding, masked_mean
 from towers.tf_env import tf
 
@@ -62,8 +64,8 @@ class _Block(tf.keras.layers.Layer):
     def __init__(self, cfg: SequenceConfig, **kwargs):
         super().__init__(**kwargs)
         self.norm_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
-        self.attention = StatelessDropoutAttention(cfg.num_heads, cfg.width // cfg.num_heads, dropout=cfg.dropout,
-                                                   name="attention")
+        self.attention = SelfAttention(cfg.num_heads, cfg.width // cfg.num_heads, dropout=cfg.dropout,
+                                       name="attention")
         self.norm_ff = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ff")
         self.ff_in = tf.keras.layers.Dense(cfg.ff_dim, activation="gelu", name="ff_in")
         self.ff_out = tf.keras.layers.Dense(cfg.width, name="ff_out")
