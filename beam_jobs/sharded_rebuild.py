@@ -374,15 +374,13 @@ def tune_merged(shards: ShardSet, queries: np.ndarray, band: ExactBand, k: int, 
 
 
 def _tune_refine_merged(evaluate, first, n, values, k, target, query_source, m, k_factors) -> tn.TuningResult:
-    """``indexing.tuning._tune_refine`` on the merged search: for each k_factor the smallest nprobe reaching the
-    target (stopping on a recall plateau), the pair with the lowest modelled cost kept. Evaluations are
-    memoised per (k_factor, nprobe); a missing nprobe is evaluated for every k_factor still to be tried in one
-    pass over the shards."""
+    """``indexing.tuning.tune_refine_grid`` (the in-memory build's (nprobe, k_factor) rule: cost model, plateau
+    stop) on the merged search. Evaluations are memoised per (k_factor, nprobe); a missing nprobe is evaluated
+    for every k_factor still to be tried in one pass over the shards."""
     ivf = faiss.extract_index_ivf(first)
     per_probe = n / int(ivf.nlist) * int(ivf.code_size)
-    refine_bytes = fi.bytes_per_item(first)["refine"]
     memo: dict[tuple[int, int], tuple[float, float]] = {}
-    active = [kf for kf in k_factors if not (kf * k > max(n, k) * 4 and kf != k_factors[0])]
+    active = tn.refine_k_factors(k_factors, k, n)
 
     def recall_at(kf: int, value: int) -> tuple[float, float]:
         if (kf, value) not in memo:
@@ -391,36 +389,8 @@ def _tune_refine_merged(evaluate, first, n, values, k, target, query_source, m, 
                 memo[(f, value)] = res
         return memo[(kf, value)]
 
-    curve, grid, best, last = [], [], None, None
-    limit = len(values)
-    for kf in active:
-        reached, previous, flat_steps = None, -1.0, 0
-        for i, value in enumerate(values[:limit]):
-            mean, bound = recall_at(kf, value)
-            curve.append((kf, value, round(mean, 6)))
-            if last is None or mean > last[2]:
-                last = (value, kf, mean, bound)
-            if bound >= target:
-                reached = (value, kf, mean, bound)
-                limit = i + 1
-                break
-            flat_steps = flat_steps + 1 if mean - previous < tn.PLATEAU_GAIN else 0
-            previous = max(previous, mean)
-            if flat_steps >= tn.PLATEAU_STEPS:
-                break
-        if reached is None:
-            grid.append((kf, None, round(max(r for f, _, r in curve if f == kf), 6), None))
-            continue
-        cost = reached[0] * per_probe + tn.REFINE_BYTE_COST * k * kf * refine_bytes
-        grid.append((kf, reached[0], round(reached[2], 6), round(cost)))
-        if best is None or cost < best[0]:
-            best = (cost, reached)
-        if reached[0] == values[0]:
-            break
-    value, kf, mean, bound = best[1] if best is not None else last
-    return tn.TuningResult(param="nprobe", value=value, target_recall=target, reached=best is not None,
-                           recall=mean, recall_lower_bound=bound, margin_se=tn.Z, k=k, num_queries=m,
-                           query_source=query_source, curve=tuple(curve), k_factor=kf, grid=tuple(grid))
+    return tn.tune_refine_grid(recall_at, values, active, k, target, per_probe, fi.bytes_per_item(first)["refine"],
+                               query_source, m)
 
 
 def initial_params(first: faiss.Index, spec: IndexSpec) -> dict:

@@ -43,9 +43,10 @@ K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 # scan streams fast-scan codes through SIMD lookups, hence the weight; bench_index checks the choice
 # against measured QPS.
 REFINE_BYTE_COST = 8.0
-# Refine tuning stops raising nprobe at one k_factor after PLATEAU_STEPS ladder steps each gaining less recall
-# than PLATEAU_GAIN.
-PLATEAU_GAIN = 0.002
+# Refine tuning stops raising nprobe at one k_factor once the target is out of reach of its curve
+# (``out_of_reach``) at PLATEAU_STEPS consecutive ladder values; a curve gaining less than
+# PLATEAU_GAIN_PER_DOUBLING recall per doubling of nprobe counts as flat whatever the gap (see ``plateaued``).
+PLATEAU_GAIN_PER_DOUBLING = 0.001
 PLATEAU_STEPS = 2
 
 
@@ -205,20 +206,61 @@ def tune(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, k: int, t
                         curve=tuple(curve))
 
 
-def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query_source, values,
-                 k_factors) -> TuningResult:
-    ivf = faiss.extract_index_ivf(index)
-    per_probe = int(index.ntotal) / int(ivf.nlist) * int(ivf.code_size)
-    refine_bytes = fi.bytes_per_item(index)["refine"]
+def out_of_reach(points, target: float, largest: int) -> bool:
+    """Whether the nprobe curve measured so far at one k_factor says that probing more lists will not reach
+    ``target`` (mean recall lower bound) by nprobe ``largest`` (the largest value the tuning would still try).
+
+    points: [(nprobe, mean recall, lower bound)] in increasing nprobe. The gain is measured over the last
+    *doubling* of nprobe (the last point against the largest measured nprobe <= half of it, per doubling =
+    divided by log2 of their ratio), not per ladder step: the ladder's steps shrink from x2 (1 -> 2) to x1.14
+    (56 -> 64), so a per-step threshold calls a curve that still gains 0.02 per doubling "flat" at nprobe ~50
+    (what stopped refine tuning at nprobe 48 on trained-tower vectors, indexc's notes). The curve is then
+    extrapolated linearly in log2(nprobe): out of reach when the gain per doubling is below
+    PLATEAU_GAIN_PER_DOUBLING, or when the doublings needed to close the gap (target - lower bound) at that rate
+    exceed the doublings left up to ``largest``. Recall curves are concave in log(nprobe) where tuning is
+    decided (gains per doubling shrink as recall nears its ceiling: too little re-ranking caps it below the
+    IVF candidate recall, which itself tends to 1), so the extrapolation over-estimates what is left to gain
+    and "out of reach" is a conservative stop; it is also what separates a curve that is flat because
+    re-ranking is saturated (gain ~0, or a creep far too slow for the gap) from one still climbing slowly
+    towards a close target. No decision before a first doubling has been measured.
+    """
+    value, mean, bound = points[-1]
+    base = [p for p in points[:-1] if 2 * p[0] <= value]
+    if not base:
+        return False
+    low, low_mean, _ = max(base)
+    rate = (mean - low_mean) / math.log2(value / low)
+    if rate < PLATEAU_GAIN_PER_DOUBLING:
+        return True
+    return (target - bound) / rate > math.log2(max(largest, value) / value)
+
+
+def plateaued(points, target: float, largest: int) -> bool:
+    """Refine tuning's stop rule for one k_factor: ``out_of_reach`` at each of the last PLATEAU_STEPS points
+    (one noisy point never stops it). Bounded: each ladder value is tried at most once, up to ``largest``."""
+    return len(points) >= PLATEAU_STEPS and all(
+        out_of_reach(points[:len(points) - j], target, largest) for j in range(PLATEAU_STEPS))
+
+
+def refine_k_factors(k_factors, k: int, n: int) -> list[int]:
+    """The k_factors worth trying for an index of ``n`` items: not re-ranking more than 4x the catalogue (the
+    first one is always kept)."""
+    return [kf for i, kf in enumerate(k_factors) if i == 0 or kf * k <= max(n, k) * 4]
+
+
+def tune_refine_grid(recall_at, values, k_factors, k: int, target: float, per_probe: float, refine_bytes: float,
+                     query_source: str, num_queries: int) -> TuningResult:
+    """(nprobe, k_factor) for a refine index: for each k_factor (increasing) the smallest nprobe on ``values``
+    whose lower bound reaches ``target``, stopping early on ``plateaued``; the pair with the lowest modelled cost
+    (nprobe * per_probe + REFINE_BYTE_COST * k * k_factor * refine_bytes) is kept; when no pair reaches the
+    target, the best pair measured (``reached`` False). ``recall_at(k_factor, nprobe)`` -> (mean, lower bound).
+    Shared by the in-memory tuning (``tune``) and the sharded rebuild's merged-search tuning."""
     curve, grid, best, last = [], [], None, None
     limit = len(values)  # recall grows with k_factor, so a larger k_factor never needs a larger nprobe
     for kf in k_factors:
-        if kf * k > max(int(index.ntotal), k) * 4 and kf != k_factors[0]:
-            break  # re-ranking more candidates than 4x the catalogue: no point
-        reached, previous, flat_steps = None, -1.0, 0
+        reached, points = None, []
         for i, value in enumerate(values[:limit]):
-            fi.apply_search_params(index, nprobe=value, k_factor=kf)
-            mean, bound = _search_recall(index, vectors, queries, exact_scores, k)
+            mean, bound = recall_at(kf, value)
             curve.append((kf, value, round(mean, 6)))
             if last is None or mean > last[2]:
                 last = (value, kf, mean, bound)  # unreached target: fall back to the best pair measured
@@ -227,11 +269,9 @@ def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query
                 limit = i + 1
                 break
             # with too little re-ranking, recall plateaus (and can even fall) as nprobe grows: more probed
-            # candidates compete for the same k * k_factor slots. Stop after PLATEAU_STEPS steps gaining
-            # < PLATEAU_GAIN each instead of probing every list.
-            flat_steps = flat_steps + 1 if mean - previous < PLATEAU_GAIN else 0
-            previous = max(previous, mean)
-            if flat_steps >= PLATEAU_STEPS:
+            # candidates compete for the same k * k_factor slots. Stop there instead of probing every list.
+            points.append((value, mean, bound))
+            if plateaued(points, target, values[limit - 1]):
                 break
         if reached is None:
             grid.append((kf, None, round(max(r for f, _, r in curve if f == kf), 6), None))
@@ -243,7 +283,21 @@ def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query
         if reached[0] == values[0]:
             break  # nprobe already minimal: larger k_factors only cost more
     value, kf, mean, bound = best[1] if best is not None else last
-    fi.apply_search_params(index, nprobe=value, k_factor=kf)
     return TuningResult(param="nprobe", value=value, target_recall=target, reached=best is not None, recall=mean,
-                        recall_lower_bound=bound, margin_se=Z, k=k, num_queries=len(queries),
+                        recall_lower_bound=bound, margin_se=Z, k=k, num_queries=num_queries,
                         query_source=query_source, curve=tuple(curve), k_factor=kf, grid=tuple(grid))
+
+
+def _tune_refine(index, refine, vectors, queries, exact_scores, k, target, query_source, values,
+                 k_factors) -> TuningResult:
+    ivf = faiss.extract_index_ivf(index)
+    per_probe = int(index.ntotal) / int(ivf.nlist) * int(ivf.code_size)
+
+    def recall_at(kf, value):
+        fi.apply_search_params(index, nprobe=value, k_factor=kf)
+        return _search_recall(index, vectors, queries, exact_scores, k)
+
+    result = tune_refine_grid(recall_at, values, refine_k_factors(k_factors, k, int(index.ntotal)), k, target,
+                              per_probe, fi.bytes_per_item(index)["refine"], query_source, len(queries))
+    fi.apply_search_params(index, nprobe=result.value, k_factor=result.k_factor)
+    return result

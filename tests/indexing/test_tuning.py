@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from indexing import faiss_index as fi
+from indexing import tuning
 from indexing.item_index import ItemIndex
 from indexing.spec import IndexSpec, default_nprobe
 from indexing.store import load_index, save_index
@@ -206,3 +207,97 @@ def test_measure_recall_refuses_an_empty_query_set(tight):
         index.measure_recall(x, q[:0])
     with pytest.raises(ValueError, match="queries"):
         index.measure_recall(x, q[:, :3])
+
+
+# ---- refine tuning's plateau rule (indexing.tuning.plateaued), on scripted recall curves --------------------
+# The index is real (IVF256 + fast-scan PQ + SQ8 re-ranking, so ``tune`` takes the refine path with the ladder
+# 1..256); its measured recall is replaced by a script of (k_factor, nprobe), so only the stop rule is tested.
+
+@pytest.fixture(scope="module")
+def refine_index():
+    x, q = clustered_vectors(4000, 8, 40, seed=5)
+    spec = IndexSpec(factory="IVF256,PQ4x4fs,Refine(SQ8)", gpu="never")
+    index = fi.new_index(spec.factory, x.shape[1], spec)
+    fi.train(index, x, spec)
+    index.add(x)
+    return index, x, q
+
+
+def _tune_scripted(refine_index, monkeypatch, script, target=0.95):
+    """``tune`` with recall(k_factor, nprobe) = script(k_factor, nprobe) (lower bound = recall - 0.003); returns
+    the result and {k_factor: [nprobe tried, ...]}."""
+    index, x, q = refine_index
+    tried = {}
+
+    def scripted(idx, vectors, queries, exact_scores, k):
+        nprobe, kf = int(faiss.extract_index_ivf(idx).nprobe), int(fi.refine_of(idx).k_factor)
+        tried.setdefault(kf, []).append(nprobe)
+        mean = script(kf, nprobe)
+        return mean, mean - 0.003
+
+    monkeypatch.setattr(tuning, "_search_recall", scripted)
+    return tune(index, x, q, 20, target, "test"), tried
+
+
+def _slow_climb(nprobe):
+    """0.007 recall per doubling of nprobe at every nprobe: per ladder step 0.0013-0.0019 from nprobe 5 on (the
+    old rule's 0.002 per step called this flat), lower bound >= 0.95 first at nprobe 192."""
+    return 0.90 + 0.007 * math.log2(nprobe)
+
+
+def test_refine_tuning_follows_a_slowly_climbing_curve_to_the_target(refine_index, monkeypatch):
+    # k_factor 1 and 2: re-ranking saturated (flat), from 4 on the slow climb (trained-tower vectors: 0.003-0.005
+    # per step at nprobe 48-96)
+    def script(kf, nprobe):
+        return {1: min(0.62, _slow_climb(nprobe) - 0.3), 2: min(0.85, _slow_climb(nprobe))}.get(kf,
+                                                                                               _slow_climb(nprobe))
+
+    result, tried = _tune_scripted(refine_index, monkeypatch, script)
+    assert (result.reached, result.value, result.k_factor) == (True, 192, 4)
+    assert result.recall_lower_bound >= 0.95
+    assert tried[4] == ladder(1, 192)  # followed step by step, not skipped to the target
+    assert max(tried[1]) <= 8 and max(tried[2]) <= 8  # the saturated k_factors stopped early
+    grid = {kf: nprobe for kf, nprobe, _, _ in result.grid}
+    assert grid[1] is None and grid[2] is None and grid[4] == 192 and grid[8] == 192
+
+
+def test_refine_tuning_stops_early_on_flat_curves(refine_index, monkeypatch):
+    # every k_factor climbs fast to a ceiling below the target (0.62 .. 0.92), then stays flat
+    def script(kf, nprobe):
+        return min(0.62 + 0.05 * math.log2(kf), 0.55 + 0.1 * math.log2(nprobe))
+
+    result, tried = _tune_scripted(refine_index, monkeypatch, script)
+    assert not result.reached and result.k_factor == 64 and result.recall == pytest.approx(0.92)
+    for kf, values in tried.items():
+        flat_from = min(v for v in ladder(1, 256) if script(kf, v) == script(kf, 256))
+        # stopped at the 2nd ladder value a whole doubling past the start of the flat part, never near nlist
+        assert values == [v for v in ladder(1, 256) if v <= values[-1]]
+        assert values[-1] <= max(3, [v for v in ladder(1, 256) if v >= 2 * flat_from][1]), (kf, flat_from, values)
+    assert sum(len(v) for v in tried.values()) <= 7 * 12
+
+
+def test_refine_tuning_stops_on_a_creep_too_slow_for_the_gap(refine_index, monkeypatch):
+    # saturated far below the target but creeping up in a zig-zag (+0.00275, -0.00025 per ladder step, ~0.005
+    # per doubling): each up-step beats the best so far by > 0.002, so a per-step plateau rule never stops and
+    # walks all 36 ladder values to nlist for every k_factor; at that rate the gap (0.25) needs ~50 doublings
+    steps = {v: i for i, v in enumerate(ladder(1, 256))}
+
+    def script(kf, nprobe):
+        i = steps[nprobe]
+        return 0.70 + 0.00125 * i + 0.0015 * (i % 2)
+
+    result, tried = _tune_scripted(refine_index, monkeypatch, script)
+    assert not result.reached
+    assert all(max(values) <= 4 for values in tried.values()), tried
+
+
+def test_out_of_reach_needs_a_doubling_and_extrapolates_in_log_nprobe():
+    from indexing.tuning import out_of_reach
+    # no decision before a first doubling was measured, however flat
+    assert not out_of_reach([(10, 0.5, 0.5), (12, 0.5, 0.5), (14, 0.5, 0.5)], 0.95, 256)
+    # 0.02 per doubling, gap 0.05: 2.5 doublings needed, 3 left (32 -> 256): go on; 2 left (32 -> 128): stop
+    pts = [(16, 0.88, 0.88), (32, 0.90, 0.90)]
+    assert not out_of_reach(pts, 0.95, 256) and out_of_reach(pts, 0.95, 128)
+    # falling, or gaining < PLATEAU_GAIN_PER_DOUBLING, is flat whatever the gap
+    assert out_of_reach([(16, 0.94, 0.94), (32, 0.939, 0.939)], 0.95, 4096)
+    assert out_of_reach([(16, 0.9490, 0.9490), (32, 0.9495, 0.9495)], 0.95, 4096)
