@@ -108,6 +108,36 @@ def test_compressed_shards_tune_nprobe_and_k_factor(tmp_path, run, vectors):
     assert result.recall["recall"] >= 0.9
 
 
+def test_the_merged_refine_tuning_follows_a_slow_climb_to_the_target_one_pass_per_nprobe():
+    # indexing.tuning's plateau rule on the merged search: recall scripted per (nprobe, k_factor) as 0.007 per
+    # doubling of nprobe (0.0013-0.0019 per ladder step: the old 0.002-per-step rule stopped at nprobe 7),
+    # k_factor 1 saturated at 0.62; lower bound (recall - 0.003) >= 0.95 first at nprobe 192
+    import math
+
+    from indexing import faiss_index as fi
+    from indexing.synthetic import clustered_vectors
+    x, _ = clustered_vectors(3000, 8, seed=3)
+    spec = IndexSpec(factory="IVF256,PQ4x4fs,Refine(SQ8)", gpu="never")
+    first = fi.new_index(spec.factory, 8, spec)
+    fi.train(first, x, spec)
+    passes = []
+
+    def evaluate(settings):
+        passes.append(sorted({s["nprobe"] for s in settings}))
+        out = []
+        for s in settings:
+            mean = 0.90 + 0.007 * math.log2(s["nprobe"])
+            mean = min(0.62, mean - 0.3) if s["k_factor"] == 1 else mean
+            out.append((mean, mean - 0.003))
+        return out
+
+    values = tn.ladder(1, 256)
+    result = sr._tune_refine_merged(evaluate, first, 3000, values, 20, 0.95, "test", 100, tn.K_FACTORS)
+    assert (result.reached, result.value, result.k_factor) == (True, 192, 2)
+    assert [v for kf, v, _ in result.curve if kf == 2] == tn.ladder(1, 192)
+    assert all(len(p) == 1 for p in passes) and len(passes) == len({p[0] for p in passes}) == len(tn.ladder(1, 192))
+
+
 def test_the_driver_never_reads_every_vector(tmp_path, run, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("read_vectors (every vector into the driver) was called")
