@@ -12,7 +12,11 @@ history items sharing the item-id table, item features, 64-d) plus streaming log
 negative sampling over the N-item corpus. The item-id table has N rows (``tower.id_hash_bins = N``:
 the table a catalogue of N items needs, whether or not the log touches every row). The child times
 the compiled training step (``TwoTowerModel.train_step`` in one ``tf.function``, as Keras runs it)
-on the same batch of ``--batch`` examples (``--batches K`` cycles K different batches instead):
+on the same batch of ``--batch`` examples drawn at random from the log (``--batches K`` cycles K
+different batches instead, as training does: then the rows a step touches are not in cache from
+the step before; ``--first-batch`` takes the log's first examples, as sessions 4-5 did: ~40 users
+whose batch touches only ~1k distinct item rows against ~4k (10k items) to ~11k (1M items) for a
+random batch; the child reports those distinct item-id rows per batch, ``rows_touched``). It runs
 ``--warmup`` steps, then ``--steps`` timed steps (``--dense-warmup`` and ``--dense-steps`` for
 dense Adam, whose 1M step takes seconds).
 
@@ -43,7 +47,7 @@ import time
 
 def _build(n_items: int, mode: str, args):
     """A compiled training step of the whole model on an N-item synthetic catalogue: (step, batches,
-    table rows, setup seconds)."""
+    table rows, distinct item-id rows a batch touches, setup seconds)."""
     import numpy as np
     import pandas as pd
 
@@ -83,14 +87,20 @@ def _build(n_items: int, mode: str, args):
     if args.batches * args.batch > len(order):
         raise ValueError(f"--batches {args.batches} x --batch {args.batch} needs that many training examples, "
                          f"the log has {len(order)}: raise --users or --events")
-    batches = [next(iter(make_tf_dataset(dataset, examples.subset(np.sort(order[k * args.batch:(k + 1) * args.batch])
-                                                                  if args.batches > 1 else np.arange(args.batch)),
+    if args.first_batch:  # sessions 4-5: the log's first examples (~40 users, ~1k distinct item rows)
+        order = np.arange(len(examples))
+    batches = [next(iter(make_tf_dataset(dataset, examples.subset(np.sort(order[k * args.batch:(k + 1) * args.batch])),
                                          args.batch, shuffle=False, seed=0, history_width=examples.max_history)))
                for k in range(args.batches)]
     model.compute_loss(batches[0])
     model.optimizer.build(model.trainable_variables)
-    rows = int(model.item_tower.item_id_embedding.table.embeddings.shape[0])
-    return tf.function(model.train_step), batches, rows, time.perf_counter() - t0
+    id_embedding = model.item_tower.item_id_embedding
+    rows = int(id_embedding.embeddings.shape[0])
+    # distinct item-id rows a batch's positives and histories touch (MNS adds --mns uniform rows per step)
+    touched = float(np.mean([len(np.setdiff1d(np.unique(np.concatenate([
+        id_embedding.lookup(b["candidate"]["item_id"]).numpy().ravel(),
+        id_embedding.lookup(b["query"]["history"]).numpy().ravel()])), [0])) for b in batches]))
+    return tf.function(model.train_step), batches, rows, touched, time.perf_counter() - t0
 
 
 def _time_steps(step, batches, steps: int, first: int = 0) -> dict:
@@ -129,14 +139,14 @@ def _warmup(mode: str, args) -> int:
 
 
 def _child(n_items: int, mode: str, args) -> dict:
-    step, batches, rows, setup = _build(n_items, mode, args)
+    step, batches, rows, touched, setup = _build(n_items, mode, args)
     warmup = _warmup(mode, args)
     for i in range(warmup):
         float(step(batches[i % len(batches)])["loss"])
     row = {"items": n_items, "mode": mode,
            **_time_steps(step, batches, args.dense_steps if mode == "dense" else args.steps, warmup)}
     row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
-                "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": warmup,
+                "rows_touched": round(touched), "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": warmup,
                 "batches": args.batches})
     return row
 
@@ -150,20 +160,20 @@ def _in_process(args) -> list[dict]:
         for mode in args.modes:
             if mode == "dense" and n > args.dense_max_items:
                 continue
-            step, batches, rows, setup = _build(n, mode, args)
+            step, batches, rows, touched, setup = _build(n, mode, args)
             for i in range(_warmup(mode, args)):
                 float(step(batches[i % len(batches)])["loss"])
-            built.append((n, mode, step, batches, rows, setup))
+            built.append((n, mode, step, batches, rows, touched, setup))
     results, done = [], {}
     for round_ in range(args.rounds):
-        for n, mode, step, batches, rows, setup in (built if round_ % 2 == 0 else built[::-1]):
+        for n, mode, step, batches, rows, touched, setup in (built if round_ % 2 == 0 else built[::-1]):
             steps = args.dense_steps if mode == "dense" else args.steps
             load = os.getloadavg()[0]
             first = _warmup(mode, args) + done.get((n, mode), 0)
             row = {"items": n, "mode": mode, **_time_steps(step, batches, steps, first)}
             done[(n, mode)] = done.get((n, mode), 0) + steps
             row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
-                        "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": _warmup(mode, args),
+                        "rows_touched": round(touched), "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": _warmup(mode, args),
                         "batches": args.batches, "round": round_, "load_before": round(load, 2),
                         "load_after": round(os.getloadavg()[0], 2), "utc": time.strftime("%H:%M:%S", time.gmtime()),
                         "in_process": True})
@@ -205,7 +215,8 @@ def summarize(rows: list[dict], items: list[int], modes: list[str], batch: int) 
             if n == min(items) or not runs:
                 continue
             paired = [r["ms_per_step"] / base_runs[r["round"]]["ms_per_step"] for r in runs if r["round"] in base_runs]
-            ranged = f"; per-round {min(paired):.2f}x..{max(paired):.2f}x" if paired else ""
+            ranged = (f"; per-round median {_median(paired):.2f}x, range {min(paired):.2f}x..{max(paired):.2f}x"
+                      if paired else "")
             cpu = (_median([r["cpu_ms_per_step"] for r in runs])
                    / _median([r["cpu_ms_per_step"] for r in base_runs.values()]))
             lines.append(f"{mode}: {n:,} items / {min(items):,} items step time = "
@@ -220,6 +231,8 @@ def main(argv=None) -> None:
     parser.add_argument("--modes", nargs="*", default=["dense", "lazy"], choices=["dense", "lazy"])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--batches", type=int, default=1, help="distinct batches cycled (1: the same batch)")
+    parser.add_argument("--first-batch", action="store_true",
+                        help="time the log's first --batch examples (sessions 4-5) instead of a random sample")
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--events", type=int, default=25)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones (LazyAdam)")
@@ -256,7 +269,7 @@ def main(argv=None) -> None:
                 f.write(json.dumps(row) + "\n")
         print(f"r{row['round']} {row['items']:>10,} {row['mode']:5} {row['ms_per_step']:8.1f} ms/step [p10 "
               f"{row['p10_ms']:.1f} p90 {row['p90_ms']:.1f}] cpu {row['cpu_ms_per_step']:.1f} ms  "
-              f"{row['examples_per_s']:7,} ex/s  faults/step {row['minor_faults_per_step']}  invcsw/step "
+              f"{row['examples_per_s']:7,} ex/s  rows {row['rows_touched']:,}  faults/step {row['minor_faults_per_step']}  invcsw/step "
               f"{row['invol_switches_per_step']}  peak RSS {row['peak_rss_gb']:.2f} GB  setup {row['setup_s']} s  "
               f"load {row['load_before']}->{row['load_after']}", flush=True)
 
@@ -267,6 +280,7 @@ def main(argv=None) -> None:
         passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
                        "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
                        "--dense-warmup", str(args.dense_warmup), "--dense-steps", str(args.dense_steps)]
+        passthrough += ["--first-batch"] if args.first_batch else []
         for round_ in range(args.rounds):
             for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
                 if n >= args.big_items and round_ >= args.big_rounds:

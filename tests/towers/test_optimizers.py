@@ -89,6 +89,41 @@ def test_lazy_adam_touched_rows_match_dense_adam_and_the_formula():
     assert not np.allclose(lazy_table.numpy()[1], dense_table.numpy()[1], rtol=1e-4, atol=1e-4)
 
 
+class _ScatterSubLazyAdam(LazyAdam):
+    """The textbook lazy step, w_r ← w_r − α_t·m_r/(√v_r + ε) as one scatter_sub (LazyAdam's update
+    before it wrote gathered rows back with scatter_update, the faster CPU kernel)."""
+
+    def update_step(self, gradient, variable):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable)
+        dtype = variable.dtype
+        t = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
+        key = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[key], self._velocities[key]
+        rows, values = gradient.indices, tf.cast(gradient.values, dtype)
+        m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * values
+        v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+
+def test_lazy_adam_is_bit_identical_to_the_scatter_sub_step():
+    """Duplicate rows in a batch (STEPS[0] has row 3 twice) are summed before the update, so writing
+    back gathered rows equals subtracting in place, bit for bit, weights and moments."""
+    tables = [_table(), _table()]
+    optimizers = [LazyAdam(0.1), _ScatterSubLazyAdam(0.1)]
+    for t, rows in enumerate(STEPS * 2, start=1):
+        for optimizer, table in zip(optimizers, tables):
+            _step(optimizer, table, rows, t)
+        np.testing.assert_array_equal(tables[0].numpy(), tables[1].numpy())
+        for got, want in zip(_slots(optimizers[0], tables[0]), _slots(optimizers[1], tables[1])):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(tables[0].numpy(), _table().numpy())
+
+
 def test_lazy_adam_updates_dense_weights_exactly_as_adam():
     kernels = [tf.Variable(np.random.default_rng(1).normal(size=(3, 2)).astype(np.float32)) for _ in range(2)]
     for optimizer, kernel in zip((LazyAdam(0.05), tf.keras.optimizers.Adam(0.05)), kernels):
