@@ -146,7 +146,8 @@ def _child(n_items: int, mode: str, args) -> dict:
     row = {"items": n_items, "mode": mode,
            **_time_steps(step, batches, args.dense_steps if mode == "dense" else args.steps, warmup)}
     row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
-                "rows_touched": round(touched), "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": warmup,
+                "rows_touched": round(touched), "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1),
+                "warmup": warmup,
                 "batches": args.batches})
     return row
 
@@ -173,7 +174,8 @@ def _in_process(args) -> list[dict]:
             row = {"items": n, "mode": mode, **_time_steps(step, batches, steps, first)}
             done[(n, mode)] = done.get((n, mode), 0) + steps
             row.update({"examples_per_s": round(args.batch / row["ms_per_step"] * 1e3), "table_rows": rows,
-                        "rows_touched": round(touched), "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1), "warmup": _warmup(mode, args),
+                        "rows_touched": round(touched), "peak_rss_gb": _peak_rss_gb(), "setup_s": round(setup, 1),
+                        "warmup": _warmup(mode, args),
                         "batches": args.batches, "round": round_, "load_before": round(load, 2),
                         "load_after": round(os.getloadavg()[0], 2), "utc": time.strftime("%H:%M:%S", time.gmtime()),
                         "in_process": True})
@@ -192,7 +194,7 @@ def summarize(rows: list[dict], items: list[int], modes: list[str], batch: int) 
     medians and its range, then each size's step time over the smallest size's (ratio of medians;
     range of the ratios paired by round)."""
     lines = [f"{'items':>10} {'mode':5} {'runs':>4} {'ms/step med':>11} {'[min..max]':>17} {'cpu ms':>7} "
-             f"{'ex/s':>7} {'faults/st':>9} {'invcsw/st':>9} {'peak RSS':>8}"]
+             f"{'ex/s':>7} {'rows':>7} {'faults/st':>9} {'invcsw/st':>9} {'peak RSS':>8}"]
     for mode in modes:
         for n in items:
             runs = [r for r in rows if r["mode"] == mode and r["items"] == n]
@@ -202,6 +204,7 @@ def summarize(rows: list[dict], items: list[int], modes: list[str], batch: int) 
             med = _median(ms)
             lines.append(f"{n:>10,} {mode:5} {len(runs):>4} {med:>11.1f} {f'[{min(ms):.1f}..{max(ms):.1f}]':>17} "
                          f"{_median([r['cpu_ms_per_step'] for r in runs]):>7.1f} {round(batch / med * 1e3):>7,} "
+                         f"{runs[0].get('rows_touched', 0):>7,} "
                          f"{_median([r['minor_faults_per_step'] for r in runs]):>9.1f} "
                          f"{_median([r['invol_switches_per_step'] for r in runs]):>9.1f} "
                          f"{max(r['peak_rss_gb'] for r in runs):>6.2f} GB")
@@ -269,7 +272,8 @@ def main(argv=None) -> None:
                 f.write(json.dumps(row) + "\n")
         print(f"r{row['round']} {row['items']:>10,} {row['mode']:5} {row['ms_per_step']:8.1f} ms/step [p10 "
               f"{row['p10_ms']:.1f} p90 {row['p90_ms']:.1f}] cpu {row['cpu_ms_per_step']:.1f} ms  "
-              f"{row['examples_per_s']:7,} ex/s  rows {row['rows_touched']:,}  faults/step {row['minor_faults_per_step']}  invcsw/step "
+              f"{row['examples_per_s']:7,} ex/s  rows {row['rows_touched']:,}  faults/step "
+              f"{row['minor_faults_per_step']}  invcsw/step "
               f"{row['invol_switches_per_step']}  peak RSS {row['peak_rss_gb']:.2f} GB  setup {row['setup_s']} s  "
               f"load {row['load_before']}->{row['load_after']}", flush=True)
 
