@@ -194,6 +194,9 @@ def main(argv=None) -> None:
                    help="hnswlib rows added per call (progress line and ETA after each)")
     p.add_argument("--hnsw-checkpoint-s", type=float, default=900.0,
                    help="save a resumable partial hnswlib graph at most this often (seconds)")
+    p.add_argument("--hnsw-partial", action="store_true",
+                   help="when an hnswlib build is unfinished, time its last checkpoint (a graph over the first N "
+                        "rows) as family hnswlib-firstN against the exact top-k over those rows")
     p.add_argument("--ivf-nlists", type=ints, default=[],
                    help="extra IVF{nlist},Flat families (one quantizer training of --ivf-train-size vectors)")
     p.add_argument("--ivf-train-size", type=int, default=IndexSpec.train_size)
@@ -249,11 +252,35 @@ def main(argv=None) -> None:
     timing = {"loads": [], "start": None}
     time_each = args.per_family and not only
 
-    def add(family, params, found, fn, build_s):
-        recall = recall_from_results(found, x, q, exact_scores, args.k)
+    def add(family, params, found, fn, build_s, items=None, exact=None):
+        """Register a config; recall against ``exact`` over ``items`` (default: the whole catalogue)."""
+        recall = recall_from_results(found, x if items is None else items, q,
+                                     exact_scores if exact is None else exact, args.k)
         rows.append({"family": family, "params": params, "recall": recall, "build_s": build_s})
         print(f"  {family:<26} {params:<22} recall@{args.k}={recall:.4f}", flush=True)
         rounds.add(rows[-1], fn)
+
+    def time_partial_hnswlib(partial: Path, m: int) -> None:
+        """--hnsw-partial: the resumable checkpoint of an unfinished hnswlib build is a graph over the first N
+        rows; time it as family "hnswlib-firstN", recall against the exact top-k over those N rows (a smaller,
+        easier catalogue: an optimistic stand-in for the full graph, labelled as such)."""
+        import hnswlib
+
+        meta = json.loads(partial.with_suffix(".json").read_text())
+        n_rows = meta["rows"]
+        peer = hnswlib.Index(space="ip", dim=x.shape[1])
+        peer.load_index(str(partial), max_elements=n_rows)
+        items = x[:n_rows]
+        exact, _ = cached_exact(cache, items, q, args.k, f"{query_key}-first{n_rows}")
+        family = f"hnswlib-first{n_rows}"
+        print(f"  {family} M={m} efC={args.ef_construction}: partial graph ({meta['build_seconds']:.0f}s of build), "
+              f"load {load_average()}", flush=True)
+        for ef in args.efs:
+            def search(peer=peer, ef=ef):
+                peer.set_ef(ef)
+                return peer.knn_query(q, k=args.k, num_threads=args.threads)
+            add(family, f"M={m},ef={ef}", search()[0].astype(np.int64), search, meta["build_seconds"], items, exact)
+        time_family(family)
 
     def time_family(name):
         """--per-family: time the configs registered so far now (best of --repeats interleaved rounds), so the
@@ -354,6 +381,11 @@ def main(argv=None) -> None:
 
     if "hnswlib" not in skip:
         for m in args.hnsw_ms:
+            partial = cache / f"hnswlib-M{m}-efc{args.ef_construction}-s{args.seed}.partial.bin"
+            if args.hnsw_partial and not only and partial.is_file() and not partial.with_name(
+                    partial.name.replace(".partial", "")).is_file():
+                time_partial_hnswlib(partial, m)
+                continue
             peer, build_s = cached_hnswlib_chunked(cache, x, m, args.ef_construction, args.seed, args.threads,
                                                    args.hnsw_chunk, args.hnsw_checkpoint_s)
             print(f"  hnswlib M={m} efC={args.ef_construction}: built in {build_s:.0f}s (load {load_average()})",
