@@ -10,6 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from indexing import projection
 from indexing.spec import DEFAULT_EF_SEARCH, DEFAULT_K_FACTOR, IndexSpec, default_nprobe
 
 
@@ -20,15 +21,29 @@ def _faiss_reason(exc: Exception) -> str:
 
 
 def new_index(factory: str, dim: int, spec: IndexSpec) -> faiss.Index:
-    """An empty (untrained) inner-product index for ``factory``, with the spec's seeds / build knobs."""
+    """An empty (untrained) inner-product index for ``factory``, with the spec's seeds / build knobs.
+
+    ``"QProj{k},rest"`` (``indexing.projection``) wraps the FAISS index ``rest`` on k dims in an un-biased
+    linear projection d -> k that is still unset: ``indexing.quantizer.train_best`` fits it from the queries."""
+    index = projection.new_projected_index(factory, int(dim), _faiss_factory)
+    if index is None:
+        index = _faiss_factory(int(dim), factory)
+    _set_build_knobs(index, spec)
+    return index
+
+
+def _faiss_factory(dim: int, factory: str) -> faiss.Index:
     try:
-        index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise ValueError(
             f"FAISS cannot build index factory {factory!r} for dim={dim}: {_faiss_reason(exc)}. "
             "Use a valid factory string (e.g. 'Flat', 'IVF1024,Flat', 'HNSW32,Flat', 'IVF4096,PQ16' with "
             "16 dividing dim) or 'auto'"
         ) from None
+
+
+def _set_build_knobs(index: faiss.Index, spec: IndexSpec) -> None:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.cp.seed = spec.seed
@@ -46,7 +61,6 @@ def new_index(factory: str, dim: int, spec: IndexSpec) -> faiss.Index:
             rdown.do_polysemous_training = False  # as above: a refine PQ only re-scores, never polysemous search
     if hasattr(index, "hnsw"):
         index.hnsw.efConstruction = spec.ef_construction
-    return index
 
 
 def train_sample(n: int, spec: IndexSpec) -> np.ndarray:
@@ -66,6 +80,10 @@ def train_rows(index: faiss.Index, vectors: np.ndarray, rows: np.ndarray) -> Non
     """Train ``index`` (no-op if it needs none) on ``vectors[rows]``."""
     if index.is_trained:
         return
+    transform = projection.projection_of(index)
+    if transform is not None and not transform.is_trained:
+        raise ValueError("a QProj index's projection is learned from the queries before training: build it through "
+                         "indexing.quantizer.train_best (ItemIndex.build / train_empty), not train_rows alone")
     sample = vectors[rows]
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and len(sample) < ivf.nlist:
@@ -114,8 +132,13 @@ def bytes_per_item(index: faiss.Index) -> dict:
     """Memory an index holds per item, by part (bytes): for IVF ``codes`` (code_size) + ``ids`` (8, the int64
     row stored next to each code in the inverted lists); for a refine index plus ``refine`` (the re-ranking
     code: 4*d for Flat, d for SQ8, d/2 for SQ4, m for PQm); for Flat / HNSW ``codes`` (4*d; HNSW also its graph
-    links, 2*M*4 bytes at level 0). ``total`` adds them; ``fixed_bytes`` (centroids, codebooks) is per index."""
+    links, 2*M*4 bytes at level 0). ``total`` adds them; ``fixed_bytes`` (centroids, codebooks, scalar quantizer
+    ranges, a QProj projection matrix) is per index."""
     out = {"codes": 0, "ids": 0, "refine": 0, "fixed_bytes": 0}
+    transform = projection.projection_of(index)
+    if transform is not None:
+        out["fixed_bytes"] += int(transform.d_in) * int(transform.d_out) * 4
+        index = faiss.downcast_index(faiss.downcast_index(index).index)
     refine = refine_of(index)
     base = refine.base_index if refine is not None else index
     if refine is not None:
@@ -125,10 +148,12 @@ def bytes_per_item(index: faiss.Index) -> dict:
     if ivf is not None:
         out["codes"] = int(ivf.code_size)
         out["ids"] = 8
-        out["fixed_bytes"] = int(ivf.nlist) * int(ivf.d) * 4
+        out["fixed_bytes"] += int(ivf.nlist) * int(ivf.d) * 4
         down = faiss.downcast_index(ivf)
         if hasattr(down, "pq"):
             out["fixed_bytes"] += int(down.pq.M) * int(down.pq.ksub) * int(down.pq.dsub) * 4
+        if hasattr(down, "sq"):
+            out["fixed_bytes"] += int(down.sq.trained.size()) * 4
     else:
         down = faiss.downcast_index(base)
         out["codes"] = int(getattr(down, "code_size", 4 * int(index.d)))

@@ -33,6 +33,7 @@ import faiss
 import numpy as np
 
 from indexing import faiss_index as fi
+from indexing import projection
 from indexing.recall import exact_top_k
 from indexing.spec import IndexSpec
 from indexing.tuning import Z, ladder
@@ -63,19 +64,27 @@ def kmeans_seed(spec: IndexSpec, restart: int) -> int:
 
 
 def _ivf_without_transform(index: faiss.Index):
-    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
+    """The IVF layer of ``index`` when restarts can compare its quantizers: no pre-transform, or only a QProj
+    projection (fitted before the restarts, shared by all of them, applied to the vectors compared)."""
+    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform) and projection.projection_of(index) is None:
         return None
     return faiss.try_extract_index_ivf(index)
 
 
 def coarse_recall_curve(index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, exact_rows: np.ndarray,
-                        values: list[int], size_rows: np.ndarray) -> list[tuple[int, float, float, float]]:
+                        values: list[int], size_rows: np.ndarray,
+                        transform: np.ndarray | None = None) -> list[tuple[int, float, float, float]]:
     """[(nprobe, mean coarse recall, its lower bound mean - Z*se, mean fraction of items scanned)] of a trained
     IVF ``index`` for each value (see the module docstring).
 
     exact_rows int64 (m, k): the exact top-k rows of ``queries`` among ``vectors``; size_rows: the rows whose
     list assignment estimates the list sizes (the fraction of the catalogue a probe of those lists scans).
+    transform (k, d) or None: a QProj projection matrix applied to vectors and queries before they meet the
+    centroids (which live in the projected space).
     """
+    def space(v: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(v if transform is None else v @ transform.T, dtype=np.float32)
+
     ivf = faiss.extract_index_ivf(index)
     nlist = int(ivf.nlist)
     centroids = faiss.IndexFlatIP(int(ivf.d))
@@ -83,16 +92,16 @@ def coarse_recall_curve(index: faiss.Index, vectors: np.ndarray, queries: np.nda
     m, k = exact_rows.shape
     valid = exact_rows >= 0
     neighbours = vectors[np.where(valid, exact_rows, 0).ravel()]
-    _, assigned = centroids.search(np.ascontiguousarray(neighbours), 1)
+    _, assigned = centroids.search(space(neighbours), 1)
     assigned = assigned.reshape(m, k)
-    _, owner = centroids.search(np.ascontiguousarray(vectors[size_rows]), 1)
+    _, owner = centroids.search(space(vectors[size_rows]), 1)
     share = np.bincount(owner.ravel(), minlength=nlist) / max(1, len(size_rows))
     top = max(values)
     ranks = np.empty((m, k), dtype=np.int64)
     scanned = np.empty((m, top), dtype=np.float64)
     for start in range(0, m, RANK_BLOCK):
         stop = min(m, start + RANK_BLOCK)
-        _, order = centroids.search(np.ascontiguousarray(queries[start:stop]), nlist)
+        _, order = centroids.search(space(queries[start:stop]), nlist)
         rank_of_list = np.empty_like(order)
         np.put_along_axis(rank_of_list, order, np.arange(nlist)[None, :], axis=1)
         ranks[start:stop] = np.take_along_axis(rank_of_list, assigned[start:stop], axis=1)
@@ -117,9 +126,10 @@ def train_best(factory: str, vectors: np.ndarray, spec: IndexSpec, queries: np.n
     dim = vectors.shape[1]
     index = fi.new_index(factory, dim, spec)
     restarts = spec.quantizer_restarts
+    projected = projection.fit(index, vectors[restart_rows(len(vectors), spec, 0)], queries, query_source)
     if restarts == 1 or _ivf_without_transform(index) is None or queries is None or len(queries) == 0:
         fi.train_rows(index, vectors, restart_rows(len(vectors), spec, 0))
-        return index, None
+        return index, ({"restarts": 1, "projection": projected} if projected is not None else None)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     k = min(spec.recall_k, len(vectors))
     _, exact_rows = exact_top_k(vectors, queries, k)
@@ -129,13 +139,16 @@ def train_best(factory: str, vectors: np.ndarray, spec: IndexSpec, queries: np.n
     values = [min(fixed, nlist)] if fixed is not None else ladder(1, nlist)
     size_rows = np.sort(np.random.default_rng([spec.seed, 4]).choice(
         len(vectors), size=min(len(vectors), SIZE_SAMPLE), replace=False))
+    transform = projection.matrix(index) if projected is not None else None
     best, best_key, chosen, candidates = None, None, 0, []
     for restart in range(restarts):
         candidate = index if restart == 0 else fi.new_index(factory, dim, spec)
         if restart:
             faiss.extract_index_ivf(candidate).cp.seed = kmeans_seed(spec, restart)
+            if transform is not None:
+                projection.set_matrix(candidate, transform)
         fi.train_rows(candidate, vectors, restart_rows(len(vectors), spec, restart))
-        curve = coarse_recall_curve(candidate, vectors, queries, exact_rows, values, size_rows)
+        curve = coarse_recall_curve(candidate, vectors, queries, exact_rows, values, size_rows, transform)
         if fixed is not None:
             at, needed = curve[0], fixed
             key = (-at[1], at[3], restart)
@@ -154,4 +167,6 @@ def train_best(factory: str, vectors: np.ndarray, spec: IndexSpec, queries: np.n
                                f"fewest items scanned at the smallest nprobe whose coarse recall lower bound >= "
                                f"{target}"), "curve_columns": ["nprobe", "coarse_recall", "scanned_fraction"],
               "candidates": candidates}
+    if projected is not None:
+        report["projection"] = projected
     return best, report

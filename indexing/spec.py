@@ -213,8 +213,21 @@ def compressed_factories(dim: int, nlist: int) -> list[tuple[str, int]]:
             (f"IVF{nlist},PQ{dim // 4}x4fs,Refine(SQ4)", dim // 8 + IVF_ID_BYTES + dim // 2)]
 
 
+_QPROJ = re.compile(r"^QProj(\d+),(.+)$")
 _IVF = re.compile(r"(?:^|,)IVF(\d+)")
 _HNSW = re.compile(r"(?:^|,)HNSW(\d+)")
+
+
+def split_projection(factory: str) -> tuple[int | None, str]:
+    """(k, rest) for a ``"QProj{k},rest"`` factory (``indexing.projection``: an uncentred orthonormal projection
+    onto k dims learned from the queries, then the FAISS index ``rest`` on k dims), else (None, factory)."""
+    if not factory.startswith("QProj"):
+        return None, factory
+    match = _QPROJ.match(factory)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"factory {factory!r}: a projection is written 'QProj<k>,<FAISS factory>' with k >= 1 "
+                         "the dims kept, e.g. 'QProj53,IVF4096,SQ6'")
+    return int(match.group(1)), match.group(2)
 
 
 def factory_nlist(factory: str) -> int | None:
