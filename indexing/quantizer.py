@@ -148,7 +148,8 @@ def train_best(factory: str, vectors: np.ndarray, spec: IndexSpec, queries: np.n
             if transform is not None:
                 projection.set_matrix(candidate, transform)
         fi.train_rows(candidate, vectors, restart_rows(len(vectors), spec, restart))
-        curve = coarse_recall_curve(candidate, vectors, queries, exact_rows, values, size_rows, transform)
+        projected_space = {"transform": transform} if transform is not None else {}
+        curve = coarse_recall_curve(candidate, vectors, queries, exact_rows, values, size_rows, **projected_space)
         if fixed is not None:
             at, needed = curve[0], fixed
             key = (-at[1], at[3], restart)
