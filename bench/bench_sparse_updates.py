@@ -16,7 +16,9 @@ on the same batch of ``--batch`` examples drawn at random from the log (``--batc
 different batches instead, as training does: then the rows a step touches are not in cache from
 the step before; ``--first-batch`` takes the log's first examples, as sessions 4-5 did: ~40 users
 whose batch touches only ~1k distinct item rows against ~4k (10k items) to ~11k (1M items) for a
-random batch; the child reports those distinct item-id rows per batch, ``rows_touched``). It runs
+random batch; the child reports those distinct item-id rows per batch, ``rows_touched``;
+``--active-items M`` draws the log from the first M items only, so an N-row table is timed with
+the rows touched of an M-item catalogue). It runs
 ``--warmup`` steps, then ``--steps`` timed steps (``--dense-warmup`` and ``--dense-steps`` for
 dense Adam, whose 1M step takes seconds).
 
@@ -64,7 +66,8 @@ def _build(n_items: int, mode: str, args):
     items = pd.DataFrame({"item_id": np.char.add("i", np.arange(n_items).astype(str)).astype(object),
                           "genre": np.char.add("g", (np.arange(n_items) % 20).astype(str)).astype(object)})
     n_events = args.users * args.events
-    picked = np.minimum((n_items * rng.random(n_events) ** 3).astype(np.int64), n_items - 1)  # skewed
+    active = min(args.active_items or n_items, n_items)  # the log draws from the first `active` items
+    picked = np.minimum((active * rng.random(n_events) ** 3).astype(np.int64), active - 1)  # skewed
     interactions = pd.DataFrame({"user_id": np.char.add("u", np.repeat(np.arange(args.users), args.events)
                                                         .astype(str)).astype(object),
                                  "item_id": items["item_id"].to_numpy()[picked],
@@ -236,6 +239,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=1, help="distinct batches cycled (1: the same batch)")
     parser.add_argument("--first-batch", action="store_true",
                         help="time the log's first --batch examples (sessions 4-5) instead of a random sample")
+    parser.add_argument("--active-items", type=int, default=0,
+                        help="the log draws from only the first this many items (0: all N): a big table with the "
+                             "rows touched of a small catalogue")
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--events", type=int, default=25)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed ones (LazyAdam)")
@@ -253,6 +259,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="append every run's result to this JSON-lines file")
     parser.add_argument("--child", nargs=2, metavar=("ITEMS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.active_items < 0:
+        parser.error(f"--active-items must be >= 0 (0: all items), got {args.active_items}")
     for name in ("batch", "batches", "steps", "dense_steps", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -284,7 +292,7 @@ def main(argv=None) -> None:
         passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
                        "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
                        "--dense-warmup", str(args.dense_warmup), "--dense-steps", str(args.dense_steps)]
-        passthrough += ["--first-batch"] if args.first_batch else []
+        passthrough += (["--first-batch"] if args.first_batch else []) + ["--active-items", str(args.active_items)]
         for round_ in range(args.rounds):
             for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
                 if n >= args.big_items and round_ >= args.big_rounds:
