@@ -18,7 +18,7 @@ the step before; ``--first-batch`` takes the log's first examples, as sessions 4
 whose batch touches only ~1k distinct item rows against ~4k (10k items) to ~11k (1M items) for a
 random batch; the child reports those distinct item-id rows per batch, ``rows_touched``;
 ``--active-items M`` draws the log from the first M items only, so an N-row table is timed with
-the rows touched of an M-item catalogue). It runs
+the rows touched of an M-item catalogue; ``--malloc-hugepages`` gives the children 2 MB pages). It runs
 ``--warmup`` steps, then ``--steps`` timed steps (``--dense-warmup`` and ``--dense-steps`` for
 dense Adam, whose 1M step takes seconds).
 
@@ -253,6 +253,9 @@ def main(argv=None) -> None:
                         help="sizes >= this run only in the first --big-rounds rounds (a 10M setup takes minutes)")
     parser.add_argument("--big-rounds", type=int, default=1)
     parser.add_argument("--dense-max-items", type=int, default=1_000_000)
+    parser.add_argument("--malloc-hugepages", action="store_true",
+                        help="run the children with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc >= 2.35: malloc "
+                             "asks for transparent 2 MB pages for large blocks, the tables among them)")
     parser.add_argument("--in-process", action="store_true",
                         help="build every size in this one process and interleave blocks of --steps timed steps")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child run")
@@ -266,6 +269,9 @@ def main(argv=None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if min(args.warmup, args.dense_warmup) < 0:
         parser.error(f"--warmup and --dense-warmup must be >= 0, got {args.warmup} and {args.dense_warmup}")
+    if args.malloc_hugepages and args.in_process:
+        parser.error("--malloc-hugepages applies to the child processes; it cannot be combined with --in-process "
+                     "(set GLIBC_TUNABLES=glibc.malloc.hugetlb=1 in the environment instead)")
     if args.child:
         print("RESULT " + json.dumps(_child(int(args.child[0]), args.child[1], args)), flush=True)
         return
@@ -292,6 +298,9 @@ def main(argv=None) -> None:
         passthrough = ["--batch", str(args.batch), "--batches", str(args.batches), "--users", str(args.users),
                        "--events", str(args.events), "--warmup", str(args.warmup), "--steps", str(args.steps),
                        "--dense-warmup", str(args.dense_warmup), "--dense-steps", str(args.dense_steps)]
+        env = dict(os.environ)
+        if args.malloc_hugepages:
+            env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
         passthrough += (["--first-batch"] if args.first_batch else []) + ["--active-items", str(args.active_items)]
         for round_ in range(args.rounds):
             for n in (args.items if round_ % 2 == 0 else args.items[::-1]):
@@ -306,7 +315,7 @@ def main(argv=None) -> None:
                     try:
                         run = subprocess.run([sys.executable, "-m", "bench.bench_sparse_updates", "--child", str(n),
                                               mode, *passthrough], capture_output=True, text=True,
-                                             timeout=args.timeout)
+                                             timeout=args.timeout, env=env)
                     except subprocess.TimeoutExpired:
                         print(f"{n:>10,} {mode:5}  timed out after {args.timeout:.0f} s", flush=True)
                         continue
