@@ -4,6 +4,7 @@
         "IVF1024,PQ16x4fs,Refine(PQ32)" "IVF1024,PQ32x4fs,Refine(SQ8)"
     nice -n 5 python -m bench.bench_compressed --vectors D/items.npy --query-vectors D/queries.npy \
         --tune-vectors D/tune_queries.npy "IVF4096,PQ16x4fs,Refine(SQ4)"          # trained-tower vectors
+    ... "QProj53,IVF4096,SQ6"   # the 48 B/item index: query-weighted uncentred projection (indexing.projection)
 
 Each factory is built with ``ItemIndex.build`` exactly as ``twotower index`` builds it (target recall 0.95 at
 k = 100, nprobe and k_factor tuned together; --restarts quantizer trainings, 1 by default to bound the time).
@@ -73,6 +74,7 @@ def main(argv=None) -> None:
     ids = [str(i) for i in range(n)]
     exact_scores, _ = exact_top_k(x, q, args.k)
     rss_before = peak_rss_mib()
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
     for factory in args.factories:
         started = time.perf_counter()
         spec = IndexSpec(factory=factory, gpu="never", quantizer_restarts=args.restarts, train_size=args.train_size)
@@ -94,7 +96,8 @@ def main(argv=None) -> None:
                           "reached": index.tuning["reached"] if index.tuning else None,
                           "qps": round(len(q) / best), "queries": len(q), "threads": args.threads,
                           "rss_mib": {"before_build": round(rss_before), "peak": round(peak_rss_mib())},
-                          "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+                          "load_before_run": load_before,
+                          "load_after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
                           "grid": index.tuning["grid"] if index.tuning else None}), flush=True)
         del index, raw
 

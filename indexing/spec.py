@@ -5,17 +5,20 @@
 
   n <= FLAT_MAX_ITEMS and flat vectors fit the budget      -> "Flat"           (exact)
   IVF-Flat (n * (4*dim + 8) bytes) fits the budget          -> "IVF{nlist},Flat"
-  else the first compressed index with re-ranking that fits (``compressed_factories``; k_factor is tuned
-  with nprobe, bytes per item = codes + 8-byte ids + refine codes, ``indexing.faiss_index.bytes_per_item``):
+  else the first compressed index that fits (``compressed_factories``; bytes per item = codes + 8-byte ids +
+  refine codes, ``indexing.faiss_index.bytes_per_item``):
     dim/4 + 8 + dim bytes                                    -> "IVF{nlist},PQ{dim/2}x4fs,Refine(SQ8)"
-    dim/8 + 8 + dim/2 bytes                                  -> "IVF{nlist},PQ{dim/4}x4fs,Refine(SQ4)"
+                                                                (k_factor tuned with nprobe)
+    ceil(6k/8) + 8 bytes, k = floor(5*dim/6)                 -> "QProj{k},IVF{nlist},SQ6"
   otherwise                                                 -> "IVF{nlist},PQ{m}" with the largest m
                                                                dividing dim whose codes fit the budget
-  (at dim 64: IVF-Flat 264 B/item, the SQ8-refined index 88, the SQ4-refined one 48.)
-  The 48 B index re-ranks from a 4-bit scalar-quantised copy rather than 8-bit PQ{dim/2} codes (same bytes):
-  on 1M trained-tower vectors with query-tower queries (docs/notes/indexc.md) SQ4 re-ranking reached recall@100
-  0.849 where PQ32 reached 0.763 (k_factor 64, both below the 0.95 target), and trains in ~half the time; on
-  200k clustered synthetic vectors PQ32 was ahead (0.768 vs 0.705). Neither reaches 0.95 at 48 B on either.
+  (at dim 64: IVF-Flat 264 B/item, the SQ8-refined index 88, QProj53,...,SQ6 40 + 8 = 48.)
+  The 48 B index (``indexing.projection``) projects items and queries, without centring, onto the k directions
+  holding the most query energy (eigenvectors of E[q q^T] over the build's tuning queries) and stores 6-bit
+  residual codes of those k dims in the IVF lists: on 1M trained-tower vectors with query-tower queries
+  (docs/notes/compress48.md) it reached recall@100 0.953 on test users (tuned nprobe 96; IVF-Flat: 0.956 there).
+  The 48 B index it replaces, PQ{dim/4}x4fs re-ranked from a 4-bit SQ copy, reached 0.849 there and cannot
+  reach 0.95 (4-bit re-ranking caps recall near 0.90 even with perfect candidates, docs/notes/indexc.md).
 
 Search effort is not fixed: with ``target_recall`` set (default 0.95) every build tunes nprobe / efSearch to
 the smallest value reaching it on the query set the build is given -- query-tower vectors of held-out
@@ -203,14 +206,15 @@ def choose_factory(n_items: int, dim: int, memory_budget_bytes: int = DEFAULT_ME
 
 
 def compressed_factories(dim: int, nlist: int) -> list[tuple[str, int]]:
-    """The compressed indices with re-ranking ``auto`` considers, most accurate first, with their bytes per item
-    (fast-scan 4-bit PQ codes m/2 + the 8-byte id + the refine code): PQ{dim/2}x4fs re-ranked from an 8-bit
-    scalar-quantised copy (dim bytes), then PQ{dim/4}x4fs re-ranked from a 4-bit scalar-quantised copy (dim/2 bytes).
-    Dimensions not divisible by 4 get none (their PQ sub-quantizers would not split the vector evenly)."""
+    """The compressed indices ``auto`` considers, most accurate first, with their bytes per item: PQ{dim/2}x4fs
+    (fast-scan 4-bit codes, dim/4 B) re-ranked from an 8-bit scalar-quantised copy (dim B) + the 8-byte id; then
+    QProj{k},IVF{nlist},SQ6 (``indexing.projection``): k = floor(5*dim/6) projected dims, 6-bit codes ceil(6k/8) B
+    + the 8-byte id (48 B at dim 64), no re-ranking code. Dimensions not divisible by 4 get none."""
     if dim % 4:
         return []
+    keep = 5 * dim // 6
     return [(f"IVF{nlist},PQ{dim // 2}x4fs,Refine(SQ8)", dim // 4 + IVF_ID_BYTES + dim),
-            (f"IVF{nlist},PQ{dim // 4}x4fs,Refine(SQ4)", dim // 8 + IVF_ID_BYTES + dim // 2)]
+            (f"QProj{keep},IVF{nlist},SQ6", -(-6 * keep // 8) + IVF_ID_BYTES)]
 
 
 _QPROJ = re.compile(r"^QProj(\d+),(.+)$")

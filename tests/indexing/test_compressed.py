@@ -107,7 +107,7 @@ def test_auto_picks_the_compressed_index_when_ivf_flat_exceeds_the_budget():
     nlist = choose_nlist(n)
     assert choose_factory(n, 64, 3 * 2**30) == f"IVF{nlist},Flat"  # 264 B/item fits
     assert choose_factory(n, 64, 2**30) == f"IVF{nlist},PQ32x4fs,Refine(SQ8)"  # 88 B/item
-    assert choose_factory(2 * n, 64, 2**30) == f"IVF{choose_nlist(2 * n)},PQ16x4fs,Refine(SQ4)"  # 48 B/item
+    assert choose_factory(2 * n, 64, 2**30) == f"QProj53,IVF{choose_nlist(2 * n)},SQ6"  # 40 + 8 = 48 B/item
     assert choose_factory(4 * n, 64, 2**30).split(",")[1].startswith("PQ")  # plain PQ: m + 8 bytes
     assert "Refine" not in choose_factory(2 * n, 30, 2**30)  # 30 dims: no even PQ split, plain PQ
     assert [b for _, b in compressed_factories(64, 1024)] == [88, 48]
@@ -135,7 +135,7 @@ def test_an_unreachable_target_keeps_the_best_pair_measured(data):
 
 
 def test_sq4_refined_index_matches_brute_force_and_survives_save_and_load(data, tmp_path):
-    """The 48 B/item index of ``auto`` at d = 64 (PQ{d/4}x4fs re-ranked from a 4-bit SQ copy), here at d = 16.
+    """The 48 B/item index ``auto`` chose at d = 64 before QProj (PQ{d/4}x4fs re-ranked from a 4-bit SQ copy), at d = 16.
     On these tightly clustered vectors 4-bit re-ranking cannot reach 0.95 (its plateau is ~0.70 at k = 20), so
     the tuning keeps the best pair measured; the test checks that the recall it reports is the recall a
     float64 brute force sees (within 0.03 on every query set: tuning split, check split, all), that re-ranking

@@ -159,3 +159,19 @@ def test_sharded_build_of_a_projected_index_equals_the_single_build(data):
     for a, b in zip(merged.search(q[:100], K), single.faiss_index.search(q[:100], K)):
         np.testing.assert_array_equal(a, b)
     assert isinstance(faiss.downcast_index(merged), faiss.IndexPreTransform)
+
+
+def test_auto_picks_the_projected_index_when_ivf_flat_and_the_sq8_index_exceed_the_budget(data):
+    """At d = 16 auto's last compressed entry is QProj13,IVF{nlist},SQ6 (10 + 8 = 18 B/item); with a budget of
+    20 B/item it is chosen, learns its projection from the query set and is tuned to the target (0.9 here: 6-bit
+    codes of these small vectors top out near 0.957 at k = 20)."""
+    from indexing.spec import choose_nlist
+
+    x, q, ids = data
+    spec = IndexSpec(gpu="never", memory_budget_bytes=len(x) * 20, recall_k=K, recall_queries=200, tune_queries=300,
+                     quantizer_restarts=1, target_recall=0.9)
+    index = ItemIndex.build(x, ids, spec, "mv", queries=q, query_source="query_tower_valid_users")
+    assert index.factory == f"QProj13,IVF{choose_nlist(len(x))},SQ6" and index.bytes_per_item["total"] == 18
+    assert index.quantizer["projection"]["source"] == "query_second_moment"
+    assert index.tuning["reached"] and index.recall["recall"] >= 0.88
+    assert abs(_brute_recall(index, x, q) - index.recall["recall"]) <= 0.03
