@@ -137,7 +137,7 @@ def child(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     spec = IndexSpec(gpu="never", memory_budget_bytes=int(args.memory_budget_gib * 2**30),
                      factory=args.factory or "auto", quantizer_restarts=args.restarts,
-                     tune_queries=args.queries, recall_queries=args.queries)
+                     tune_queries=args.queries, recall_queries=args.queries, k_factor=args.k_factor)
     cfg = RebuildConfig(index_root=str(args.index_root), vectors_version="v1", index=spec, shards=args.shards,
                         embed=EmbedConfig(output=str(args.vectors_root)), version="v1", keep_versions=1)
     t0 = time.perf_counter()
@@ -163,7 +163,7 @@ def run_one(n: int, path: str, vectors_root: Path, work: Path, args) -> dict:
     shutil.rmtree(index_root, ignore_errors=True)
     record = {"n": n, "dim": args.dim, "path": path, "shards": shards, "workers": args.workers,
               "quantizer_restarts": args.restarts, "queries": args.queries, "factory_requested": args.factory or "auto",
-              "memory_budget_gib": args.memory_budget_gib,
+              "memory_budget_gib": args.memory_budget_gib, "k_factor_requested": args.k_factor,
               "uptime_before": uptime()}
     log(f"{n:,} items, {path} path, shards={shards}: {record['uptime_before']}")
     with DaskCluster(workers=args.workers, memory_limit="0", directory=work / f"dask-{n}-{path}") as cluster:
@@ -173,6 +173,8 @@ def run_one(n: int, path: str, vectors_root: Path, work: Path, args) -> dict:
                "--restarts", str(args.restarts), "--queries", str(args.queries)]
         if args.factory:
             cmd += ["--factory", args.factory]
+        if args.k_factor:
+            cmd += ["--k-factor", str(args.k_factor)]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(work / f"driver-{n}-{path}.log", "w"),
                                 text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
@@ -208,6 +210,7 @@ def main(argv=None) -> int:
     c.add_argument("--beam-args", required=True)
     c.add_argument("--restarts", type=int, default=1)
     c.add_argument("--queries", type=int, default=1000)
+    c.add_argument("--k-factor", type=int, default=None)
     parser.add_argument("--sizes", default="1000000", help="comma-separated item counts")
     parser.add_argument("--old-at", default="", help="sizes also run on the old path (shards=1)")
     parser.add_argument("--dim", type=int, default=64)
@@ -218,6 +221,8 @@ def main(argv=None) -> int:
     parser.add_argument("--factory", default="", help="override the auto factory")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--queries", type=int, default=1000, help="IndexSpec.tune_queries and recall_queries")
+    parser.add_argument("--k-factor", type=int, default=None, help="IndexSpec.k_factor for refine factories "
+                        "(default: tuned with nprobe over indexing.tuning.K_FACTORS)")
     parser.add_argument("--restarts", type=int, default=1, help="IndexSpec.quantizer_restarts (the default 3 "
                         "triples the driver's k-means time; both paths train the same way)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
