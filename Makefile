@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
 gpu-venv:
 	$(MAKE) venv REQS=requirements-gpu.txt
 
-# The best model (twotower/configs/full.yaml, about 3 min of training on 2 idle cores) next to popularity, random,
+# The best model (twotower/configs/full.yaml, about 1 min end to end on 2 idle cores) next to popularity, random,
 # ALS, BPR and EASE; `make demo-fast` runs the fast recipe (demo.yaml, about 1 min).
 demo: venv
 	$(VENV)/bin/twotower demo
