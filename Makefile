@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REQS   ?= requirements.txt
 
-.PHONY: venv demo demo-fast test bench clean gpu-venv dask-demo
+.PHONY: venv demo demo-fast test bench bench-peers clean gpu-venv dask-demo
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ test: venv
 
 bench: venv
 	$(PY) -m bench.run_all
+
+# Issue #15's trained-tower index tables (1M and 10M: default vs hnswlib vs ScaNN, compressed), end to end and
+# resumable: train the 1M synthetic model, embed 1M/10M items, build and time every family (hours on 2 cores).
+bench-peers: venv
+	PYTHONPATH=$(CURDIR) $(PY) -m bench.peers_chain --data $${PEERS_DATA:-/work/bench-data/peers}
 
 clean:
 	rm -rf $(VENV) runs .cache
