@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -144,10 +145,12 @@ def main(argv=None) -> None:
                    "--per-family", "--json", str(out)], out)
         factories = SMOKE_COMPRESSED if args.scale == "smoke" else COMPRESSED[size]
         log = data / f"compressed-{size}.log"
-        chain.step(f"compressed-{size}", ["bash", "-c", " ".join([
-            sys.executable, "-m", "bench.bench_compressed", "--vectors", str(v / "items.npy"), "--query-vectors",
-            str(v / "queries.npy"), "--tune-vectors", str(v / "tune_queries.npy"), "--queries", "2000",
-            *[f"'{f}'" for f in factories]]) + f" > {log}.part && mv {log}.part {log}"], log)
+        bench = shlex.join([sys.executable, "-m", "bench.bench_compressed", "--vectors", str(v / "items.npy"),
+                            "--query-vectors", str(v / "queries.npy"), "--tune-vectors", str(v / "tune_queries.npy"),
+                            "--queries", "2000", *factories])
+        part = shlex.quote(f"{log}.part")
+        # the table is written to .part and renamed when complete, so a killed step is redone, not taken as done
+        chain.step(f"compressed-{size}", ["bash", "-c", f"{bench} > {part} && mv {part} {shlex.quote(str(log))}"], log)
     print(f"[chain] all steps done; tables: {data}/peers-*.json, {data}/compressed-*.log; steps: {data}/chain.jsonl")
 
 
