@@ -6,7 +6,8 @@ Keras' Dropout draws its mask with TensorFlow's stateful ``RandomUniform`` op, w
 against 0.4 ms for ``tf.random.stateless_uniform`` of the same shape, whose Philox kernel is
 vectorised and multi-threaded); in the full model's Transformer the four masks were half the
 encoder's forward time (docs/notes/trainspeed.md). ``StatelessDropout`` draws the mask with
-``tf.nn.experimental.stateless_dropout`` instead:
+``towers.kernels.stateless_dropout`` instead (``tf.nn.experimental.stateless_dropout`` bit for bit, with a
+one-pass gradient):
 
     mask ~ U[0, 1) ≥ rate,   output = x · mask / (1 − rate)     (training only; identity otherwise)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import random
 
+from towers.kernels import stateless_dropout
 from towers.tf_env import tf
 
 _REPLICA_STRIDE = 1 << 40
@@ -59,7 +61,7 @@ class StatelessDropout(tf.keras.layers.Layer):
         if ctx is not None and ctx.num_replicas_in_sync > 1:
             offset += tf.cast(ctx.replica_id_in_sync_group, tf.int64) * _REPLICA_STRIDE
         seed = tf.stack([tf.constant(self.seed, tf.int64), offset])
-        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed)
+        return stateless_dropout(inputs, self.rate, seed)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}

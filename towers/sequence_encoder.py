@@ -30,6 +30,7 @@ from towers.config import SequenceConfig
 from towers.attention import SelfAttention
 from towers.dropout import StatelessDropout
 from towers.features import FeatureEmbeddings, IdEmbedding, masked_mean
+from towers.kernels import LayerNorm, gelu
 from towers.tf_env import tf
 
 
@@ -63,11 +64,11 @@ class _Block(tf.keras.layers.Layer):
 
     def __init__(self, cfg: SequenceConfig, **kwargs):
         super().__init__(**kwargs)
-        self.norm_attention = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
+        self.norm_attention = LayerNorm(epsilon=1e-6, name="norm_attention")
         self.attention = SelfAttention(cfg.num_heads, cfg.width // cfg.num_heads, dropout=cfg.dropout,
                                        name="attention")
-        self.norm_ff = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ff")
-        self.ff_in = tf.keras.layers.Dense(cfg.ff_dim, activation="gelu", name="ff_in")
+        self.norm_ff = LayerNorm(epsilon=1e-6, name="norm_ff")
+        self.ff_in = tf.keras.layers.Dense(cfg.ff_dim, activation=gelu, name="ff_in")
         self.ff_out = tf.keras.layers.Dense(cfg.width, name="ff_out")
         self.dropout = StatelessDropout(cfg.dropout, name="dropout")
 
@@ -123,7 +124,7 @@ class SequenceEncoder(tf.keras.layers.Layer):
         self.time_embedding = tf.keras.layers.Embedding(cfg.time_buckets, cfg.width, name="time_gap")
         self.input_dropout = StatelessDropout(cfg.dropout, name="input_dropout")
         self.blocks = [_Block(cfg, name=f"block_{i}") for i in range(cfg.num_layers)]
-        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+        self.final_norm = LayerNorm(epsilon=1e-6, name="final_norm")
 
     def _history_item_features(self, history: tf.Tensor) -> tf.Tensor:
         """str [B, L] → [B, L, Σ d_f], each position's item features (zeros for "" and items not in
