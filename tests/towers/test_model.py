@@ -346,8 +346,8 @@ def test_training_history_window_batches_give_the_same_loss_and_gradients():
             loss = m._total(m._loss_terms(b, training=True))
         grads = tape.gradient(loss, m.trainable_variables)
         results.append([loss.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads if g is not None])
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for a, b in zip(*results):  # equal up to float rounding (oneDNN's kernels may round differently per buffer)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
     ssl_model = TwoTowerModel.from_training_data(query_tower, item_tower, 0.1, ds, split.train, seed=5,
                                                  ssl=SSLConfig(mode="rfm", query_side=True))
