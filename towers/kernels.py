@@ -13,10 +13,9 @@ returns the closed-form gradient, which keeps what the forward already computed:
   gelu         y = x · Φ(x),  Φ(x) = ½ (1 + erf(x / √2))      dx = dy · (Φ(x) + x · φ(x))
   dropout      y = where(u ≥ rate, x / (1 − rate), 0)         dx = where(u ≥ rate, dy / (1 − rate), 0)
 
-Measured single-op, fwd + bwd at the full model's shapes, 2 threads (``/tmp/s9/micro.py`` in the session-9
-notes, docs/notes/trainfast.md): layer norm on [1024, 11, 32] 5.5 → 3.6 CPU ms, GELU on [11264, 64]
-9.2 → 6.2 CPU ms. ``tests/towers/test_kernels.py`` checks each value and gradient against the
-TensorFlow/Keras op it replaces.
+Forward + backward at the full model's shapes: ``python -m bench.bench_kernels`` (numbers in
+docs/notes/trainfast.md, session 9). ``tests/towers/test_kernels.py`` checks each value and gradient
+against the TensorFlow/Keras op it replaces.
 """
 from __future__ import annotations
 

@@ -13,8 +13,9 @@ The user encoder of CLUE (arXiv 2111.11294) as a query-tower history encoder:
      seconds between the event and the query time (``timestamp``; negative gaps count as 0);
   5. ``num_layers`` pre-layer-norm blocks (multi-head self-attention with a padding mask,
      ``towers.attention.SelfAttention``, then a
-     feed-forward layer, each with a residual connection), a final layer norm; every dropout
+     GELU feed-forward layer, each with a residual connection), a final layer norm; every dropout
      (input, attention probabilities, residual branches) is ``towers.dropout.StatelessDropout``;
+     layer norms, GELU and dropout use ``towers.kernels`` (closed-form gradients, same values);
   6. pooling over the valid positions: "mean" (masked mean) or "last" (the most recent item).
 
 Padding ("" entries) never contributes: it is masked in attention and pooling, so appending
