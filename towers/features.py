@@ -127,8 +127,15 @@ class CategoricalEmbedding(tf.keras.layers.Layer):
                                                name=f"{self.name}_table")
         self.output_dim = dim
 
+    def encode(self, values: tf.Tensor) -> tf.Tensor:
+        """tf.string [B] → int64 rows [B] (the string part of ``call``)."""
+        return tf.cast(self.lookup(values), tf.int64)
+
+    def embed(self, rows: tf.Tensor) -> tf.Tensor:
+        return self.table(rows)
+
     def call(self, values: tf.Tensor) -> tf.Tensor:
-        return self.table(self.lookup(values))
+        return self.embed(self.encode(values))
 
 
 class MultiCategoricalEmbedding(tf.keras.layers.Layer):
@@ -144,9 +151,15 @@ class MultiCategoricalEmbedding(tf.keras.layers.Layer):
                                                name=f"{self.name}_table")
         self.output_dim = dim
 
-    def call(self, values: tf.Tensor) -> tf.Tensor:
-        rows = self.lookup(values)
+    def encode(self, values: tf.Tensor) -> tf.Tensor:
+        """tf.string [B, N] → int64 rows [B, N], 0 for padding."""
+        return tf.cast(self.lookup(values), tf.int64)
+
+    def embed(self, rows: tf.Tensor) -> tf.Tensor:
         return masked_mean(self.table(rows), rows != 0)
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        return self.embed(self.encode(values))
 
 
 class NumericEmbedding(tf.keras.layers.Layer):
@@ -166,8 +179,13 @@ class NumericEmbedding(tf.keras.layers.Layer):
         self.table = tf.keras.layers.Embedding(len(self.boundaries) + 2, dim, name=f"{self.name}_table")
         self.output_dim = dim + 2
 
+    def encode(self, values: tf.Tensor) -> tf.Tensor:
+        return tf.cast(values, tf.float32)
+
     def call(self, values: tf.Tensor) -> tf.Tensor:
-        values = tf.cast(values, tf.float32)
+        return self.embed(self.encode(values))
+
+    def embed(self, values: tf.Tensor) -> tf.Tensor:
         missing = tf.math.is_nan(values)
         filled = tf.where(missing, tf.constant(self.mean, tf.float32), values)
         z = tf.clip_by_value((filled - self.mean) / self.std, -self.clip, self.clip)
@@ -188,10 +206,17 @@ class TextEmbedding(tf.keras.layers.Layer):
         self.max_length = max_length
         self.output_dim = dim
 
-    def call(self, texts: tf.Tensor) -> tf.Tensor:
+    def encode(self, texts: tf.Tensor) -> tf.Tensor:
+        """tf.string [B] → int64 token rows [B, W] (W ≤ max_length, right-padded with 0)."""
         tokens = tokenize_text(texts)[:, : self.max_length]
-        rows = tf.ragged.map_flat_values(self.lookup, tokens).to_tensor(default_value=0)
+        return tf.cast(tf.ragged.map_flat_values(self.lookup, tokens).to_tensor(default_value=0), tf.int64)
+
+    def embed(self, rows: tf.Tensor) -> tf.Tensor:
+        """int64 token rows [B, W] (0 = padding; any W) → [B, d]."""
         return masked_mean(self.table(rows), rows != 0)
+
+    def call(self, texts: tf.Tensor) -> tf.Tensor:
+        return self.embed(self.encode(texts))
 
 
 class FeatureEmbeddings(tf.keras.layers.Layer):
@@ -231,11 +256,23 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs)
 
+    def encode(self, inputs: dict) -> dict:
+        """The string/lookup part: raw inputs → {name: int64 rows (float32 for numeric)}. An
+        encoded table (e.g. a catalogue's, computed once) can be gathered and passed to ``embed``."""
+        missing = [n for n in self.names if n not in inputs]
+        if missing:
+            raise ValueError(f"missing feature input(s) {missing}; got {sorted(inputs)}")
+        return {name: self.encoders[name].encode(inputs[name]) for name in self.names}
+
+    def embed(self, encoded: dict) -> list:
+        """``encode``'s output → list of [B, d_i] in spec order (the weights part)."""
+        return [self.encoders[name].embed(encoded[name]) for name in self.names]
+
     def call(self, inputs: dict) -> list:
         missing = [n for n in self.names if n not in inputs]
         if missing:
             raise ValueError(f"missing feature input(s) {missing}; got {sorted(inputs)}")
-        return [self.encoders[name](inputs[name]) for name in self.names]
+        return [self.encoders[name](inputs[name]) for name in self.names]  # = embed(encode(inputs))
 
 
 def _safe(name: str) -> str:

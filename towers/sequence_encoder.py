@@ -118,7 +118,9 @@ class SequenceEncoder(tf.keras.layers.Layer):
             # "" → 0 (padding), unknown → 1 (OOV), catalogue row r → r + 2
             self.catalogue_lookup = tf.keras.layers.StringLookup(vocabulary=list(ids), mask_token="",
                                                                  num_oov_indices=1, name="catalogue_lookup")
-            self.catalogue = {n: tf.constant(catalogue[n]) for n in item_features.names}
+            # the catalogue's features encoded once (tokenised, looked up): a step gathers int rows
+            # and runs only the embedding part (FeatureEmbeddings.embed), no string work per step
+            self.catalogue = item_features.encode({n: tf.constant(catalogue[n]) for n in item_features.names})
             self.catalogue_span = int(self.catalogue_lookup.vocabulary_size())  # catalogue rows + 2
         self.item_projection = tf.keras.layers.Dense(cfg.width, name="item_projection")
         self.position_embedding = tf.keras.layers.Embedding(self.max_length, cfg.width, name="position")
@@ -133,8 +135,8 @@ class SequenceEncoder(tf.keras.layers.Layer):
         index = tf.cast(self.catalogue_lookup(history), tf.int64)
         known = index >= 2
         unique, position = tf.unique(tf.reshape(tf.where(known, index - 2, 0), [-1]))
-        raw = {n: tf.gather(t, unique) for n, t in self.catalogue.items()}
-        vectors = tf.concat([tf.cast(v, tf.float32) for v in self.item_features(raw)], axis=-1)
+        encoded = {n: tf.gather(t, unique) for n, t in self.catalogue.items()}
+        vectors = tf.concat([tf.cast(v, tf.float32) for v in self.item_features.embed(encoded)], axis=-1)
         out = tf.reshape(tf.gather(vectors, position), tf.concat([tf.shape(history), [-1]], axis=0))
         return out * tf.cast(known, tf.float32)[..., tf.newaxis]
 
@@ -158,8 +160,8 @@ class SequenceEncoder(tf.keras.layers.Layer):
             unique_keys, position = tf.unique(flat_rows * span + index)
             unique_rows, unique_index = unique_keys // span, unique_keys % span
             known = unique_index >= 2  # "" → 0, not in the catalogue → 1
-            raw = {n: tf.gather(t, tf.where(known, unique_index - 2, 0)) for n, t in self.catalogue.items()}
-            features = tf.concat([tf.cast(v, tf.float32) for v in self.item_features(raw)], axis=-1)
+            encoded = {n: tf.gather(t, tf.where(known, unique_index - 2, 0)) for n, t in self.catalogue.items()}
+            features = tf.concat([tf.cast(v, tf.float32) for v in self.item_features.embed(encoded)], axis=-1)
             vectors = tf.concat([self.item_id_embedding.embed_rows(unique_rows),
                                  features * tf.cast(known, tf.float32)[:, tf.newaxis]], axis=-1)
         projected = self.item_projection(vectors)

@@ -92,6 +92,30 @@ def test_feature_embeddings_in_spec_order_and_empty_vocabulary():
         FeatureEmbeddings((FeatureSpec("my year", "numeric"),), {"my year": vocab["year"]}, TowerConfig())
 
 
+def test_encode_once_then_embed_equals_call_for_every_kind_and_a_wider_padded_text():
+    """What the sequence encoder does with the catalogue: encode all rows once (strings → int rows),
+    gather some, embed; equals calling the layer on those rows' raw values. The catalogue's text
+    rows are as wide as its longest title, wider than a batch's; the extra padding changes nothing."""
+    specs = (FeatureSpec("kind", "categorical"), FeatureSpec("tags", "multi_categorical"),
+             FeatureSpec("year", "numeric"), FeatureSpec("title", "text"))
+    vocab = {"kind": TokenVocabulary("categorical", ("a", "b")), "tags": TokenVocabulary("multi_categorical", ("x", "y")),
+             "year": NumericStats(2000.0, 10.0, (1995.0, 2005.0), 1.0),
+             "title": TokenVocabulary("text", ("toy", "story", "heat"))}
+    layer = FeatureEmbeddings(specs, vocab, TowerConfig(feature_embedding_dim=4, text_max_length=3))
+    catalogue = {"kind": tf.constant(["a", "b", "", "zzz"]), "tags": tf.constant([["x", "y"], ["y", ""], ["", ""], ["q", "x"]]),
+                 "year": tf.constant([1990.0, np.nan, 2010.0, 2001.0]),
+                 "title": tf.constant(["Toy Story heat toy", "Heat", "", "story of toys"])}
+    encoded = layer.encode(catalogue)
+    assert encoded["title"].shape == (4, 3) and encoded["title"].dtype == tf.int64  # longest title, cut at 3
+    rows = tf.constant([1, 2, 1])  # "Heat" and "" alone would encode to width 1
+    got = layer.embed({n: tf.gather(t, rows) for n, t in encoded.items()})
+    want = layer({n: tf.gather(t, rows) for n, t in catalogue.items()})
+    assert layer({n: tf.gather(t, rows) for n, t in catalogue.items()})[3].shape == (3, 4)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(got[3].numpy()[0], 0.0) and np.allclose(got[3].numpy()[1], 0.0)  # "Heat" vs ""
+
+
 def test_head_output_is_unit_norm_and_feature_mask_zeroes_features():
     head = TowerHead(TowerConfig(hidden_units=(8,), output_dim=5))
     rng = np.random.default_rng(1)

@@ -103,6 +103,20 @@ def test_unknown_items_are_finite_and_feature_free():
     assert np.all(feats[0, 0] == 0) and np.all(feats[0, 2] == 0) and np.any(feats[0, 1] != 0)
 
 
+def test_history_item_features_are_the_item_towers_features_of_that_item():
+    """The encoder encodes the catalogue once at construction; a history item's feature vector is
+    still the item tower's FeatureEmbeddings applied to that item's raw catalogue row."""
+    ds, tower, item_tower = build()
+    catalogue = item_features_batch(ds.items, ds.item_features)
+    picks = [3, 0, 7, 3]
+    ids = [catalogue["item_id"][i] for i in picks]
+    raw = {n: tf.constant(np.asarray(catalogue[n])[picks]) for n in item_tower.features.names}
+    want = tf.concat([tf.cast(v, tf.float32) for v in item_tower.features(raw)], axis=-1).numpy()
+    got = tower.history_encoder._history_item_features(tf.constant([ids], tf.string)).numpy()[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(want[0], want[1])  # distinct items, distinct features
+
+
 def test_training_batches_give_the_encoder_only_strictly_earlier_history():
     """No leakage (the full check against a reference is tests/test_towers_inputs.py): in a training
     batch no history event is later than the query time or is the target itself."""
