@@ -49,7 +49,11 @@ def keep_most_recent(history: tf.Tensor, history_timestamps: tf.Tensor, max_len:
     lengths = tf.maximum(lengths, 0)  # reduce_max over L = 0 columns is INT_MIN
     start = lengths - tf.minimum(lengths, max_len)
     columns = start[:, tf.newaxis] + tf.range(tf.minimum(width, max_len), dtype=tf.int64)[tf.newaxis, :]
-    return tf.gather(history, columns, batch_dims=1), tf.gather(history_timestamps, columns, batch_dims=1)
+    kept, kept_ts = tf.gather(history, columns, batch_dims=1), tf.gather(history_timestamps, columns, batch_dims=1)
+    if history.shape.rank == 2 and history.shape[1] is not None:  # a static width stays static
+        kept.set_shape([history.shape[0], min(history.shape[1], max_len)])
+        kept_ts.set_shape([history.shape[0], min(history.shape[1], max_len)])
+    return kept, kept_ts
 
 
 def time_gap_buckets(history_timestamps: tf.Tensor, timestamp: tf.Tensor, num_buckets: int) -> tf.Tensor:
@@ -171,9 +175,11 @@ class SequenceEncoder(tf.keras.layers.Layer):
     def call(self, history, history_timestamps, timestamp, training=False):
         history, history_timestamps = keep_most_recent(history, tf.cast(history_timestamps, tf.int64),
                                                        self.max_length)
-        # one extra padding column keeps every shape non-empty (L = 0 inputs)
-        history = tf.pad(history, [[0, 0], [0, 1]], constant_values="")
-        history_timestamps = tf.pad(history_timestamps, [[0, 0], [0, 1]])
+        if history.shape[1] is None or history.shape[1] == 0:
+            # one extra padding column keeps every shape non-empty (L = 0 inputs); padding is masked
+            # everywhere, so a known non-zero width (training batches) skips it: 10 positions, not 11
+            history = tf.pad(history, [[0, 0], [0, 1]], constant_values="")
+            history_timestamps = tf.pad(history_timestamps, [[0, 0], [0, 1]])
         rows = self.item_id_embedding.lookup(history)
         valid = rows != 0
         x = self.project_items(history, rows)

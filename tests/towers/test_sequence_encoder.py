@@ -83,6 +83,26 @@ def test_order_and_time_gaps_change_the_output_and_empty_history_gives_zeros():
     assert np.all(empty == 0) and np.all(none == 0)
 
 
+def test_a_known_width_skips_the_padding_column_with_the_same_output():
+    """Training batches have a static history width: the encoder then reads L columns, not L + 1 (the
+    padding column only keeps width-0 inputs non-empty). Unknown widths (serving signatures) keep it."""
+    _, tower, _ = build()
+    enc = tower.history_encoder
+    h = tf.constant([["i1", "i2", "i3"], ["i4", "", ""], ["", "", ""]])
+    ts, now = tf.constant([[1, 2, 3], [5, 0, 0], [0, 0, 0]], tf.int64), tf.constant([100, 100, 100], tf.int64)
+
+    def traced(width):
+        spec = [tf.TensorSpec([None, width], tf.string), tf.TensorSpec([None, width], tf.int64),
+                tf.TensorSpec([None], tf.int64)]
+        return tf.function(lambda a, b, c: enc(a, b, c), input_signature=spec).get_concrete_function()
+
+    static, dynamic = traced(3), traced(None)
+    pads = lambda f: [op.type for op in f.graph.get_operations() if op.type.startswith("Pad")]  # noqa: E731
+    assert not pads(static) and pads(dynamic)
+    np.testing.assert_allclose(static(h, ts, now).numpy(), dynamic(h, ts, now).numpy(), rtol=1e-5, atol=1e-6)
+    assert np.all(static(h, ts, now).numpy()[2] == 0)  # an empty history is still zeros
+
+
 def test_last_pooling_reads_the_newest_position():
     cfg = TowerConfig(output_dim=16, id_embedding_dim=8, feature_embedding_dim=4, hidden_units=(32,), max_history=4,
                       user_encoder="sequence", sequence=SequenceConfig(num_layers=1, num_heads=2, width=8, ff_dim=8,
