@@ -124,7 +124,9 @@ class SequenceEncoder(tf.keras.layers.Layer):
                                                                  num_oov_indices=1, name="catalogue_lookup")
             # the catalogue's features encoded once (tokenised, looked up): a step gathers int rows
             # and runs only the embedding part (FeatureEmbeddings.embed), no string work per step
-            self.catalogue = item_features.encode({n: tf.constant(catalogue[n]) for n in item_features.names})
+            # (int rows kept as int32: half the bytes; every vocabulary is far below 2^31 rows)
+            encoded = item_features.encode({n: tf.constant(catalogue[n]) for n in item_features.names})
+            self.catalogue = {n: tf.cast(t, tf.int32) if t.dtype == tf.int64 else t for n, t in encoded.items()}
             self.catalogue_span = int(self.catalogue_lookup.vocabulary_size())  # catalogue rows + 2
         self.item_projection = tf.keras.layers.Dense(cfg.width, name="item_projection")
         self.position_embedding = tf.keras.layers.Embedding(self.max_length, cfg.width, name="position")
