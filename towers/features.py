@@ -182,9 +182,6 @@ class NumericEmbedding(tf.keras.layers.Layer):
     def encode(self, values: tf.Tensor) -> tf.Tensor:
         return tf.cast(values, tf.float32)
 
-    def call(self, values: tf.Tensor) -> tf.Tensor:
-        return self.embed(self.encode(values))
-
     def embed(self, values: tf.Tensor) -> tf.Tensor:
         missing = tf.math.is_nan(values)
         filled = tf.where(missing, tf.constant(self.mean, tf.float32), values)
@@ -193,6 +190,9 @@ class NumericEmbedding(tf.keras.layers.Layer):
         bucket = tf.where(missing, tf.zeros_like(bucket), bucket)
         return tf.concat([z[:, tf.newaxis], tf.cast(missing, tf.float32)[:, tf.newaxis],
                           self.table(bucket)], axis=-1)
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        return self.embed(self.encode(values))
 
 
 class TextEmbedding(tf.keras.layers.Layer):
@@ -256,12 +256,15 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs)
 
-    def encode(self, inputs: dict) -> dict:
-        """The string/lookup part: raw inputs → {name: int64 rows (float32 for numeric)}. An
-        encoded table (e.g. a catalogue's, computed once) can be gathered and passed to ``embed``."""
+    def _require(self, inputs: dict) -> None:
         missing = [n for n in self.names if n not in inputs]
         if missing:
             raise ValueError(f"missing feature input(s) {missing}; got {sorted(inputs)}")
+
+    def encode(self, inputs: dict) -> dict:
+        """The string/lookup part: raw inputs → {name: int64 rows (float32 for numeric)}. An
+        encoded table (e.g. a catalogue's, computed once) can be gathered and passed to ``embed``."""
+        self._require(inputs)
         return {name: self.encoders[name].encode(inputs[name]) for name in self.names}
 
     def embed(self, encoded: dict) -> list:
@@ -269,9 +272,7 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
         return [self.encoders[name].embed(encoded[name]) for name in self.names]
 
     def call(self, inputs: dict) -> list:
-        missing = [n for n in self.names if n not in inputs]
-        if missing:
-            raise ValueError(f"missing feature input(s) {missing}; got {sorted(inputs)}")
+        self._require(inputs)
         return [self.encoders[name](inputs[name]) for name in self.names]  # = embed(encode(inputs))
 
 

@@ -9,11 +9,7 @@ LazyAdam, Keras-RS, TorchRec's row-wise fused optimizers):
     m_r ← β₁ m_r + (1 − β₁) g_r          v_r ← β₂ v_r + (1 − β₂) g_r²        (touched rows r only)
     w_r ← w_r − α_t · m_r / (√v_r + ε),   α_t = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ)
 
-so its cost is O(rows touched). Duplicate rows of a batch are summed first; tables of at most
-``SMALL_TABLE_VALUES`` values (feature vocabularies, position embeddings: tens of thousands of
-gradient rows on a few thousand table rows) sum them straight into a dense gradient and update the
-touched rows through a mask, which skips ``tf.unique`` and gives the same bits (the full model on
-MovieLens spent ~5 of ~100 CPU ms per step in the deduplication). A row's moments do not decay in the steps that do not touch it,
+so its cost is O(rows touched). A row's moments do not decay in the steps that do not touch it,
 which is the one difference from dense Adam: a row touched at every step follows dense Adam
 exactly, a row never touched keeps its value, moments and weights bit for bit. Dense gradients
 (every non-embedding weight) take the unchanged Adam update. The slots are Adam's (same names), so
@@ -31,24 +27,14 @@ from towers.tf_env import tf
 OPTIMIZERS = ("adam", "adagrad")
 
 
-SMALL_TABLE_VALUES = 1 << 18
-"""Tables of at most this many values (1 MiB of float32: a 4k x 64 or 16k x 16 table) take LazyAdam's
-dense-masked update: the same result, no ``tf.unique`` (module docstring)."""
-
-
 class LazyAdam(tf.keras.optimizers.Adam):
     """Adam whose sparse-gradient update touches only the gradient's rows (module docstring).
 
     Same constructor as ``tf.keras.optimizers.Adam`` (tf-keras); ``amsgrad`` is not supported for
-    sparse gradients (ValueError at construction), nor ``adaptive_epsilon``. ``small_table_values``:
-    tables of at most this many values take the dense-masked form of the same update (0: none).
+    sparse gradients (ValueError at construction), nor ``adaptive_epsilon``.
     """
 
-    def __init__(self, learning_rate=0.001, *args, small_table_values: int = SMALL_TABLE_VALUES, **kwargs):
-        if small_table_values < 0:
-            raise ValueError(f"small_table_values must be >= 0 (0 = every table takes the row-wise update), "
-                             f"got {small_table_values}")
-        self.small_table_values = int(small_table_values)
+    def __init__(self, learning_rate=0.001, *args, **kwargs):
         if kwargs.get("amsgrad"):
             raise ValueError("LazyAdam does not support amsgrad=True (its v̂ slot would need a dense max over "
                              "the table every step); use tf.keras.optimizers.Adam for amsgrad")
@@ -56,14 +42,6 @@ class LazyAdam(tf.keras.optimizers.Adam):
         super().__init__(learning_rate, *args, **kwargs)
         if getattr(self, "adaptive_epsilon", False):
             raise ValueError("LazyAdam does not support adaptive_epsilon; use tf.keras.optimizers.Adam")
-
-    def get_config(self):
-        return {**super().get_config(), "small_table_values": self.small_table_values}
-
-    def _deduplicate_sparse_grad(self, grads):
-        # update_step sums duplicate rows itself: with a unique() for large tables, straight into a
-        # dense gradient for small ones (tf-keras' version always runs unique + segment sum)
-        return grads
 
     def update_step(self, gradient, variable):
         if not isinstance(gradient, tf.IndexedSlices):
@@ -76,23 +54,8 @@ class LazyAdam(tf.keras.optimizers.Adam):
         alpha = lr * tf.sqrt(1 - tf.pow(beta_2, local_step)) / (1 - tf.pow(beta_1, local_step))
         key = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[key], self._velocities[key]
-        values = tf.cast(gradient.values, dtype)
-        if variable.shape.num_elements() is not None and variable.shape.num_elements() <= self.small_table_values:
-            # small table: sum the duplicates straight into a dense [rows, ...] gradient (no unique) and
-            # update the touched rows with where(); the same arithmetic, bit for bit, at O(table) cost
-            n = variable.shape[0]
-            dense = tf.math.unsorted_segment_sum(values, gradient.indices, n)
-            touched = tf.math.unsorted_segment_sum(tf.ones_like(gradient.indices, tf.int32), gradient.indices, n) > 0
-            touched = tf.reshape(touched, [n] + [1] * (variable.shape.rank - 1))
-            m_new = tf.where(touched, beta_1 * m + (1 - beta_1) * dense, m)
-            v_new = tf.where(touched, beta_2 * v + (1 - beta_2) * tf.square(dense), v)
-            m.assign(m_new)
-            v.assign(v_new)
-            variable.assign(tf.where(touched, variable - alpha * m_new / (tf.sqrt(v_new) + self.epsilon), variable))
-            return
-        # catalogue-sized table: sum the duplicates over the distinct rows, then touch those rows only
-        rows, position = tf.unique(gradient.indices)
-        values = tf.math.unsorted_segment_sum(values, position, tf.shape(rows)[0])
+        # Optimizer.apply_gradients has already summed duplicate indices (_deduplicate_sparse_grad)
+        rows, values = gradient.indices, tf.cast(gradient.values, dtype)
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * values
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))

@@ -38,10 +38,9 @@ def _slots(optimizer, table):
 STEPS = [[1, 3, 3, 5], [3, 7], [3, 1, 9]]  # row 3 in every step; 0, 2, 4, 6, 8, 10, 11 never
 
 
-@pytest.mark.parametrize("small", [1 << 18, 0], ids=["small-table form", "row-wise form"])
-def test_lazy_adam_leaves_untouched_rows_bit_identical(small):
+def test_lazy_adam_leaves_untouched_rows_bit_identical():
     table = _table()
-    optimizer = LazyAdam(0.1, small_table_values=small)
+    optimizer = LazyAdam(0.1)
     before = table.numpy()
     _step(optimizer, table, STEPS[0], 0)
     after_first, slots_first = table.numpy(), _slots(optimizer, table)
@@ -66,10 +65,9 @@ def test_dense_adam_moves_rows_the_batch_did_not_touch():
     assert not np.array_equal(table.numpy()[[1, 5]], after_first[[1, 5]])
 
 
-@pytest.mark.parametrize("small", [1 << 18, 0], ids=["small-table form", "row-wise form"])
-def test_lazy_adam_touched_rows_match_dense_adam_and_the_formula(small):
+def test_lazy_adam_touched_rows_match_dense_adam_and_the_formula():
     lazy_table, dense_table = _table(), _table()
-    lazy, dense = LazyAdam(0.1, small_table_values=small), tf.keras.optimizers.Adam(0.1)
+    lazy, dense = LazyAdam(0.1), tf.keras.optimizers.Adam(0.1)
     m, v, w = np.zeros((ROWS, DIM)), np.zeros((ROWS, DIM)), lazy_table.numpy().astype(np.float64)
     for t, rows in enumerate(STEPS, start=1):
         _step(lazy, lazy_table, rows, t)
@@ -104,7 +102,6 @@ class _ScatterSubLazyAdam(LazyAdam):
         alpha = tf.cast(self.learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, t)) / (1 - tf.pow(beta_1, t))
         key = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[key], self._velocities[key]
-        gradient = tf.keras.optimizers.Adam._deduplicate_sparse_grad(self, [gradient])[0]  # tf-keras' unique + sum
         rows, values = gradient.indices, tf.cast(gradient.values, dtype)
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * values
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(values)
@@ -113,12 +110,11 @@ class _ScatterSubLazyAdam(LazyAdam):
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
 
 
-@pytest.mark.parametrize("small", [1 << 18, 0], ids=["small-table form", "row-wise form"])
-def test_lazy_adam_is_bit_identical_to_the_scatter_sub_step(small):
+def test_lazy_adam_is_bit_identical_to_the_scatter_sub_step():
     """Duplicate rows in a batch (STEPS[0] has row 3 twice) are summed before the update, so writing
     back gathered rows equals subtracting in place, bit for bit, weights and moments."""
     tables = [_table(), _table()]
-    optimizers = [LazyAdam(0.1, small_table_values=small), _ScatterSubLazyAdam(0.1)]
+    optimizers = [LazyAdam(0.1), _ScatterSubLazyAdam(0.1)]
     for t, rows in enumerate(STEPS * 2, start=1):
         for optimizer, table in zip(optimizers, tables):
             _step(optimizer, table, rows, t)
@@ -126,28 +122,6 @@ def test_lazy_adam_is_bit_identical_to_the_scatter_sub_step(small):
         for got, want in zip(_slots(optimizers[0], tables[0]), _slots(optimizers[1], tables[1])):
             np.testing.assert_array_equal(got, want)
     assert not np.array_equal(tables[0].numpy(), _table().numpy())
-
-
-def test_small_table_form_is_the_row_wise_update_bit_for_bit():
-    """The dense-masked update of small tables and the unique() + scatter update of large ones give
-    the same weights and moments, bit for bit (a 2-D and a 3-D table; rows repeat within a step)."""
-    for shape in [(ROWS, DIM), (ROWS, 2, 3)]:
-        init = np.random.default_rng(5).normal(size=shape).astype(np.float32)
-        tables = [tf.Variable(init), tf.Variable(init)]
-        optimizers = [LazyAdam(0.1), LazyAdam(0.1, small_table_values=0)]
-        for t, rows in enumerate(STEPS * 2, start=1):
-            weights = tf.constant(np.random.default_rng(t).normal(size=(len(rows), *shape[1:])).astype(np.float32))
-            for optimizer, table in zip(optimizers, tables):
-                with tf.GradientTape() as tape:
-                    loss = tf.reduce_sum(weights * tf.gather(table, tf.constant(rows)))
-                optimizer.apply_gradients([(tape.gradient(loss, table), table)])
-            assert tables[0].numpy().tobytes() == tables[1].numpy().tobytes()
-            for got, want in zip(_slots(optimizers[0], tables[0]), _slots(optimizers[1], tables[1])):
-                assert got.tobytes() == want.tobytes()
-        assert not np.array_equal(tables[0].numpy(), init)
-    assert LazyAdam(0.1).get_config()["small_table_values"] == 1 << 18
-    with pytest.raises(ValueError, match="small_table_values must be >= 0.*got -1"):
-        LazyAdam(0.1, small_table_values=-1)
 
 
 def test_lazy_adam_updates_dense_weights_exactly_as_adam():
